@@ -1,0 +1,158 @@
+"""Validation of user arguments: every failure is a ValueError/TypeError naming the argument.
+
+Used by :mod:`numba_gn.functional` and by the layers, so both report problems the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import numpy as np
+
+_FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_groups_value(groups: object) -> None:
+    """Keras's construction-time rule: a positive int, or -1 for one group per channel."""
+    if (
+        isinstance(groups, bool)
+        or not isinstance(groups, numbers.Integral)
+        or (groups <= 0 and groups != -1)
+    ):
+        raise ValueError(
+            "Received an invalid value for argument `groups`, expected a positive integer "
+            f"(or `-1` for instance normalization). Received: groups={groups!r}"
+        )
+
+
+def check_group_size_value(group_size: object) -> None:
+    """``group_size`` is None or a positive int."""
+    if group_size is None:
+        return
+    if (
+        isinstance(group_size, bool)
+        or not isinstance(group_size, numbers.Integral)
+        or group_size <= 0
+    ):
+        raise ValueError(
+            "Received an invalid value for argument `group_size`, expected a positive integer "
+            f"or None. Received: group_size={group_size!r}"
+        )
+
+
+def resolve_groups(groups: object, group_size: object, channels: int, *, default: int = 32) -> int:
+    """The number of groups for ``channels`` channels, from ``groups`` or ``group_size``.
+
+    ``group_size`` wins when set; ``groups`` must then be left at its default (or None), or
+    agree with it.
+    """
+    check_group_size_value(group_size)
+    if group_size is not None:
+        if groups is not None:
+            check_groups_value(groups)
+        if channels % group_size != 0:
+            raise ValueError(
+                f"`group_size`={group_size} must divide the number of channels ({channels})."
+            )
+        derived = channels // group_size
+        agrees = groups in (None, default, derived) or (groups == -1 and group_size == 1)
+        if not agrees:
+            raise ValueError(
+                f"Arguments `groups`={groups} and `group_size`={group_size} are inconsistent "
+                f"for {channels} channels (group_size={group_size} means {derived} groups). "
+                "Pass only one of them."
+            )
+        return derived
+    check_groups_value(groups)
+    g = channels if groups == -1 else int(groups)  # type: ignore[arg-type]
+    if g > channels:
+        raise ValueError(
+            f"Number of groups ({g}) cannot be more than the number of channels ({channels})."
+        )
+    if channels % g != 0:
+        raise ValueError(
+            f"The number of channels ({channels}) must be a multiple of the number of groups "
+            f"(`groups`={g}); {channels} channels cannot be split into {g} equal groups."
+        )
+    return g
+
+
+def normalize_axes(axis: object, ndim: int) -> tuple[int, ...]:
+    """Channel axes as non-negative ints: each in range, not the batch axis 0, no repeats."""
+    if isinstance(axis, bool):
+        raise TypeError(f"`axis` must be an int or a tuple/list of ints, got axis={axis!r}.")
+    if isinstance(axis, numbers.Integral):
+        items: Sequence[object] = (axis,)
+    elif isinstance(axis, (tuple, list)) and len(axis) > 0:
+        items = axis
+    else:
+        raise TypeError(
+            f"`axis` must be an int or a non-empty tuple/list of ints, got axis={axis!r}."
+        )
+    out = []
+    for a in items:
+        if isinstance(a, bool) or not isinstance(a, numbers.Integral):
+            raise TypeError(f"`axis` entries must be ints, got axis={axis!r}.")
+        if not -ndim <= a < ndim:
+            raise ValueError(
+                f"`axis`={axis!r} is out of range for an input with {ndim} dimensions "
+                f"(valid: 1..{ndim - 1} or -{ndim - 1}..-1)."
+            )
+        p = int(a) % ndim
+        if p == 0:
+            raise ValueError(
+                f"`axis`={axis!r} names axis 0, the batch axis; the channel axis must be one "
+                "of the other axes."
+            )
+        out.append(p)
+    if len(set(out)) != len(out):
+        raise ValueError(f"`axis`={axis!r} repeats an axis.")
+    return tuple(out)
+
+
+def as_float_array(x: object, name: str) -> np.ndarray:
+    """``x`` as a native-byte-order float16/32/64 ndarray (lists and scalars converted)."""
+    arr = x if isinstance(x, np.ndarray) else _asarray(x, name)
+    if arr.dtype not in _FLOAT_DTYPES:
+        if arr.dtype.kind == "f" and arr.dtype.itemsize in (2, 4, 8):
+            arr = arr.astype(arr.dtype.newbyteorder("="))  # big-endian floats: convert
+        else:
+            raise TypeError(
+                f"`{name}` must be a float16, float32 or float64 array, got dtype {arr.dtype}."
+            )
+    return arr
+
+
+def _asarray(x: object, name: str) -> np.ndarray:
+    try:
+        return np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"`{name}` could not be converted to an array: {exc}") from None
+
+
+def param_array(p: object, name: str, shape: tuple[int, ...], fill: float) -> np.ndarray:
+    """gamma/beta as a flat float64 array of ``prod(shape)`` values (``fill`` when None)."""
+    size = math.prod(shape)
+    if p is None:
+        return np.full(size, fill, dtype=np.float64)
+    arr = np.asarray(p) if not isinstance(p, np.ndarray) else p
+    if arr.dtype.kind not in "fiu" or arr.dtype.kind == "b":
+        raise TypeError(f"`{name}` must be a real float array, got dtype {arr.dtype}.")
+    if arr.shape != shape:
+        raise ValueError(
+            f"`{name}` must have shape {shape} (the shape of the channel axes), "
+            f"got shape {arr.shape}."
+        )
+    return np.ascontiguousarray(arr, dtype=np.float64).reshape(-1)
+
+
+def check_epsilon(epsilon: object) -> float:
+    """``epsilon`` as a float: finite and >= 0."""
+    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real):
+        raise TypeError(f"`epsilon` must be a real number, got epsilon={epsilon!r}.")
+    eps = float(epsilon)
+    if not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"`epsilon` must be finite and >= 0, got epsilon={epsilon!r}.")
+    return eps

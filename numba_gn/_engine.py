@@ -1,0 +1,169 @@
+"""Run the kernels on arrays that are already validated: layout, kernel choice, launches.
+
+Every input is seen through a *canonical view*: a C-contiguous array whose axes are ordered
+``(batch, before..., channels..., after...)``, flattened to ``(N, A, C, B)``. When the caller's
+memory is already in such an order (C-contiguous input, or a channels-last array seen through a
+transposed NCHW view) the view costs nothing; otherwise one copy is made.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from numba_gn import _threading
+from numba_gn.kernels import LANES, rows, slab
+
+#: Groups whose contiguous run ``D*B`` is shorter than this use the row kernels when a sample
+#: has several rows; longer runs vectorise on their own (slab kernels).
+ROW_MAX_RUN = 64
+#: The fused slab kernels (one slab per thread, slab hot in L2) need this many slabs per thread
+#: to balance; with fewer slabs the chunked kernels spread pieces of slabs over all threads.
+FUSED_MIN_SLABS_PER_THREAD = 4
+
+
+class Canonical:
+    """How an array maps onto the kernels' flat ``(N, A, C, B)`` view."""
+
+    __slots__ = ("perm", "N", "A", "C", "B")
+
+    def __init__(self, x: np.ndarray, axes: tuple[int, ...]):
+        self.perm = _memory_order(x, axes)
+        shape = x.shape
+        ordered = [shape[p] for p in self.perm]
+        first = self.perm.index(axes[0])
+        k = len(axes)
+        self.N = shape[0]
+        self.A = math.prod(ordered[1:first])
+        self.C = math.prod(ordered[first : first + k])
+        self.B = math.prod(ordered[first + k :])
+
+    def view(self, a: np.ndarray) -> np.ndarray:
+        """``a`` in canonical order as a flat C-contiguous array (a copy only if needed)."""
+        t = a.transpose(self.perm)
+        if not t.flags.c_contiguous:
+            t = np.ascontiguousarray(t)
+        return t.reshape(-1)
+
+    def is_view(self, a: np.ndarray) -> bool:
+        """Whether :meth:`view` of ``a`` shares memory with ``a`` (no copy)."""
+        return a.transpose(self.perm).flags.c_contiguous
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A new array of logical ``shape`` whose memory is in canonical order."""
+        ordered = tuple(shape[p] for p in self.perm)
+        return np.empty(ordered, dtype=dtype).transpose(np.argsort(self.perm))
+
+
+def _memory_order(x: np.ndarray, axes: tuple[int, ...]) -> tuple[int, ...]:
+    """Axis order with batch first and the channel axes adjacent (in the given order).
+
+    Prefer an order in which ``x`` is already C-contiguous (no copy): its logical order, or the
+    order of decreasing strides (a channels-last array seen through a transposed NCHW view).
+    Otherwise keep the logical order with the channel axes gathered where the first one is.
+    """
+    rest = [a for a in range(1, x.ndim) if a not in axes]
+    logical = (0, *[a for a in rest if a < axes[0]], *axes, *[a for a in rest if a > axes[0]])
+    if x.transpose(logical).flags.c_contiguous:
+        return logical
+    by_stride = sorted(range(1, x.ndim), key=lambda a: -abs(x.strides[a]))
+    pos = [by_stride.index(a) for a in axes]
+    if pos == list(range(pos[0], pos[0] + len(axes))):
+        perm = (0, *by_stride)
+        if x.transpose(perm).flags.c_contiguous:
+            return perm
+    return logical
+
+
+def _threads() -> int:
+    import numba
+
+    return numba.get_num_threads()
+
+
+def forward(
+    xc: np.ndarray,
+    yc: np.ndarray,
+    canon: Canonical,
+    groups: int,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    epsilon: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normalise flat canonical ``xc`` into ``yc``; returns float64 ``(mean, rstd)`` of (N*G,)."""
+    N, A, C, B = canon.N, canon.A, canon.C, canon.B
+    G = groups
+    mean = np.empty(N * G, dtype=np.float64)
+    rstd = np.empty(N * G, dtype=np.float64)
+    lanes = LANES[xc.dtype]
+    run = (C // G) * B
+    parallel = _threading.use_parallel(xc.size)
+    if run < ROW_MAX_RUN and A > 1:
+        if not parallel:
+            rows.forward_ser(xc, yc, N, G, A, C, B, gamma, beta, epsilon, mean, rstd)
+            return mean, rstd
+        with _threading.parallel_launch():
+            part = rows.forward_sums_par(xc, N, A, C * B)
+            coef = rows.forward_merge_par(xc, N, G, A, C, B, gamma, beta, epsilon, part, mean, rstd)
+            rows.forward_apply_par(xc, yc, N, A, C * B, coef)
+        return mean, rstd
+    if not parallel:
+        slab.forward_fused_ser(xc, yc, N, G, A, C, B, gamma, beta, epsilon, lanes, mean, rstd)
+        return mean, rstd
+    with _threading.parallel_launch():
+        if N * G >= FUSED_MIN_SLABS_PER_THREAD * _threads():
+            slab.forward_fused_par(
+                xc, yc, N, G, A, C, B, gamma, beta, epsilon, lanes, mean, rstd
+            )
+        else:
+            part = slab.forward_sums_par(xc, N, G, A, C, B, lanes)
+            coef, mhs = slab.forward_merge(
+                xc, N, G, A, C, B, gamma, beta, epsilon, lanes, part, mean, rstd
+            )
+            slab.forward_apply_par(xc, yc, N, G, A, C, B, coef, mhs)
+    return mean, rstd
+
+
+def backward(
+    dyc: np.ndarray,
+    xc: np.ndarray,
+    dxc: np.ndarray,
+    canon: Canonical,
+    groups: int,
+    gamma: np.ndarray,
+    mean: np.ndarray,
+    rstd: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients of the canonical views; writes ``dxc``, returns float64 (dgamma, dbeta) of (C,)."""
+    N, A, C, B = canon.N, canon.A, canon.C, canon.B
+    G = groups
+    dgamma = np.empty(C, dtype=np.float64)
+    dbeta = np.empty(C, dtype=np.float64)
+    lanes = LANES[xc.dtype]
+    run = (C // G) * B
+    parallel = _threading.use_parallel(xc.size)
+    if run < ROW_MAX_RUN and A > 1:
+        if not parallel:
+            rows.backward_ser(dyc, xc, dxc, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta)
+            return dgamma, dbeta
+        with _threading.parallel_launch():
+            cen, part = rows.backward_sums_par(dyc, xc, N, G, A, C, B, mean)
+            coef = rows.backward_merge(N, G, A, C, B, gamma, rstd, part, cen, dgamma, dbeta)
+            rows.backward_apply_par(dyc, xc, dxc, N, A, C * B, cen, coef)
+        return dgamma, dbeta
+    if not parallel:
+        slab.backward_fused_ser(
+            dyc, xc, dxc, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta
+        )
+        return dgamma, dbeta
+    with _threading.parallel_launch():
+        if N * G >= FUSED_MIN_SLABS_PER_THREAD * _threads():
+            slab.backward_fused_par(
+                dyc, xc, dxc, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta
+            )
+        else:
+            part = slab.backward_sums_par(dyc, xc, N, G, A, C, B, mean, lanes)
+            coef = slab.backward_merge(N, G, A, C, B, gamma, rstd, part, dgamma, dbeta)
+            slab.backward_apply_par(dyc, xc, dxc, N, G, A, C, B, mean, coef)
+    return dgamma, dbeta

@@ -1,0 +1,236 @@
+"""Group normalisation on plain NumPy arrays: :func:`group_norm` and :func:`group_norm_backward`.
+
+Semantics follow Keras 3's ``GroupNormalization``: axis 0 is the batch axis; the channel axis
+(or axes) is split into contiguous groups; mean and biased variance are taken per (sample, group)
+over every non-batch axis; ``y = (x - mean) / sqrt(var + epsilon) * gamma + beta``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, overload
+
+import numpy as np
+
+from numba_gn import _args, _engine
+
+__all__ = ["group_norm", "group_norm_backward"]
+
+_F16 = np.dtype(np.float16)
+_F32 = np.dtype(np.float32)
+
+
+class _Problem:
+    """A validated call: compute-dtype input, canonical view, groups, channel shape."""
+
+    __slots__ = ("x", "io_dtype", "axes", "canon", "groups", "channel_shape")
+
+    def __init__(self, x: object, groups: object, group_size: object, axis: object):
+        arr = _args.as_float_array(x, "x")
+        if arr.ndim < 2:
+            raise ValueError(
+                f"`x` must have at least 2 dimensions (batch and channels), got shape {arr.shape}."
+            )
+        self.io_dtype = arr.dtype
+        self.axes = _args.normalize_axes(axis, arr.ndim)
+        self.channel_shape = tuple(arr.shape[a] for a in self.axes)
+        channels = math.prod(self.channel_shape)
+        self.groups = _args.resolve_groups(groups, group_size, channels)
+        # float16 is computed in float32 (Numba has no float16 arithmetic on CPU).
+        self.x = arr.astype(_F32) if arr.dtype == _F16 else arr
+        self.canon = _engine.Canonical(self.x, self.axes)
+
+    def stats_shape(self) -> tuple[int, int]:
+        return (self.x.shape[0], self.groups)
+
+
+@overload
+def group_norm(
+    x: np.ndarray,
+    groups: int = ...,
+    gamma: np.ndarray | None = ...,
+    beta: np.ndarray | None = ...,
+    *,
+    axis: int | tuple[int, ...] = ...,
+    epsilon: float = ...,
+    group_size: int | None = ...,
+    out: np.ndarray | None = ...,
+    return_stats: Literal[False] = ...,
+) -> np.ndarray: ...
+@overload
+def group_norm(
+    x: np.ndarray,
+    groups: int = ...,
+    gamma: np.ndarray | None = ...,
+    beta: np.ndarray | None = ...,
+    *,
+    axis: int | tuple[int, ...] = ...,
+    epsilon: float = ...,
+    group_size: int | None = ...,
+    out: np.ndarray | None = ...,
+    return_stats: Literal[True],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+def group_norm(
+    x,
+    groups=32,
+    gamma=None,
+    beta=None,
+    *,
+    axis=-1,
+    epsilon=1e-3,
+    group_size=None,
+    out=None,
+    return_stats=False,
+):
+    """Group-normalise ``x`` (Keras semantics) and return an array of its shape and dtype.
+
+    Parameters
+    ----------
+    x : array of float16, float32 or float64, ndim >= 2
+        Axis 0 is the batch axis. float16 is computed in float32 and returned as float16.
+    groups : int, default 32
+        Number of groups the channels are split into (contiguously: channel ``c`` is in group
+        ``c // (C/groups)``); ``-1`` means one group per channel (instance norm), ``1`` is layer
+        norm over all non-batch axes.
+    gamma, beta : array of the channel shape, optional
+        Scale and offset per channel; None means 1 and 0.
+    axis : int or tuple of ints, default -1
+        The channel axis, any non-batch axis; a tuple of axes forms one channel space,
+        flattened in C order (gamma and beta then have the shape of those axes).
+    epsilon : float, default 1e-3
+        Added to the variance inside the square root.
+    group_size : int, optional
+        Channels per group, instead of ``groups`` (it wins when set).
+    out : array, optional
+        Preallocated output of the shape and dtype of ``x`` (may be ``x`` itself).
+    return_stats : bool, default False
+        Also return ``mean`` and ``rstd = 1/sqrt(var + epsilon)``, float64 of shape (N, G).
+
+    Returns
+    -------
+    y, or (y, mean, rstd) when ``return_stats`` is true.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the offending argument; nothing is written to ``out`` when raised.
+    """
+    prob = _Problem(x, groups, group_size, axis)
+    g = _args.param_array(gamma, "gamma", prob.channel_shape, 1.0)
+    b = _args.param_array(beta, "beta", prob.channel_shape, 0.0)
+    eps = _args.check_epsilon(epsilon)
+    if out is not None:
+        _check_out(out, prob)
+    xs = prob.x
+    canon = prob.canon
+    N, G = prob.stats_shape()
+
+    if xs.size == 0:
+        y = out if out is not None else np.empty(xs.shape, dtype=prob.io_dtype)
+        mean = np.full((N, G), np.nan)
+        rstd = np.full((N, G), np.nan)
+        return (y, mean, rstd) if return_stats else y
+
+    # Write straight into the output when its memory is in canonical order and dtype matches.
+    if out is not None and out.dtype == xs.dtype and canon.is_view(out):
+        target = out
+    elif out is None and prob.io_dtype == xs.dtype:
+        target = canon.empty(xs.shape, xs.dtype)
+    else:
+        target = canon.empty(xs.shape, xs.dtype)
+    yc = target.transpose(canon.perm).reshape(-1)
+    mean, rstd = _engine.forward(canon.view(xs), yc, canon, G, g, b, eps)
+
+    if out is not None and target is not out:
+        np.copyto(out, target, casting="unsafe")
+        y = out
+    elif target.dtype != prob.io_dtype:
+        y = target.astype(prob.io_dtype)
+    else:
+        y = target
+    if return_stats:
+        return y, mean.reshape(N, G), rstd.reshape(N, G)
+    return y
+
+
+def _check_out(out: object, prob: _Problem) -> None:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"`out` must be a NumPy array, got {type(out).__name__}.")
+    if out.shape != prob.x.shape:
+        raise ValueError(f"`out` must have shape {prob.x.shape}, got {out.shape}.")
+    if out.dtype != prob.io_dtype:
+        raise TypeError(f"`out` must have dtype {prob.io_dtype}, got {out.dtype}.")
+    if not out.flags.writeable:
+        raise ValueError("`out` is read-only.")
+
+
+def group_norm_backward(
+    dy: np.ndarray,
+    x: np.ndarray,
+    mean: np.ndarray,
+    rstd: np.ndarray,
+    groups: int = 32,
+    gamma: np.ndarray | None = None,
+    *,
+    axis: int | tuple[int, ...] = -1,
+    group_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of :func:`group_norm` with respect to ``x``, ``gamma`` and ``beta``.
+
+    Parameters
+    ----------
+    dy : array of the shape of ``x``
+        Gradient of the loss with respect to the output ``y``.
+    x : array
+        The forward input.
+    mean, rstd : float arrays of shape (N, G)
+        The statistics returned by ``group_norm(..., return_stats=True)``.
+    groups, gamma, axis, group_size
+        As in the forward call (``gamma`` None means ones).
+
+    Returns
+    -------
+    (dx, dgamma, dbeta)
+        ``dx`` with the shape and dtype of ``x``; ``dgamma`` and ``dbeta`` with the channel
+        shape, in gamma's float dtype (or x's compute dtype when gamma is None). Both are always
+        computed; callers ignore what they do not need.
+    """
+    prob = _Problem(x, groups, group_size, axis)
+    g = _args.param_array(gamma, "gamma", prob.channel_shape, 1.0)
+    dys = _args.as_float_array(dy, "dy")
+    if dys.shape != prob.x.shape:
+        raise ValueError(f"`dy` must have the shape of `x` {prob.x.shape}, got {dys.shape}.")
+    if dys.dtype != prob.x.dtype:
+        dys = dys.astype(prob.x.dtype)
+    N, G = prob.stats_shape()
+    m = _stats_array(mean, "mean", (N, G))
+    r = _stats_array(rstd, "rstd", (N, G))
+    if isinstance(gamma, np.ndarray) and gamma.dtype.kind == "f":
+        pdtype = gamma.dtype
+    else:
+        pdtype = prob.x.dtype
+    canon = prob.canon
+    xs = prob.x
+    if xs.size == 0:
+        dx = np.zeros(xs.shape, dtype=prob.io_dtype)
+        zeros = np.zeros(prob.channel_shape, dtype=pdtype)
+        return dx, zeros, zeros.copy()
+    target = canon.empty(xs.shape, xs.dtype)
+    dgamma, dbeta = _engine.backward(
+        canon.view(dys), canon.view(xs), target.transpose(canon.perm).reshape(-1),
+        canon, G, g, m, r,
+    )
+    dx = target if target.dtype == prob.io_dtype else target.astype(prob.io_dtype)
+    shape = prob.channel_shape
+    return dx, dgamma.reshape(shape).astype(pdtype), dbeta.reshape(shape).astype(pdtype)
+
+
+def _stats_array(a: object, name: str, shape: tuple[int, int]) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.dtype.kind != "f":
+        raise TypeError(f"`{name}` must be a float array, got dtype {arr.dtype}.")
+    if arr.shape != shape:
+        raise ValueError(
+            f"`{name}` must have shape {shape} (batch, groups), got shape {arr.shape}."
+        )
+    return np.ascontiguousarray(arr, dtype=np.float64).reshape(-1)

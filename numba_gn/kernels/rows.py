@@ -1,0 +1,300 @@
+"""Row family: channels-last-like data, where a group's run ``L = D*B`` is too short to vectorise.
+
+The canonical view is a flat, C-contiguous array indexed as ``(N, A, R)`` with rows of
+``R = C*B`` values holding every channel. Each block of rows accumulates *per column* (vectorised
+over the whole row) in the input dtype, shifted by the sample's first row; blocks are widened to
+float64 and merged in block order, then columns are combined into groups with the parallel-axis
+formula in float64. The output uses per-column coefficient vectors, so the last pass is a pure
+vector FMA over the row whatever the group size.
+
+A block never holds more than :data:`MAX_BLOCK_ROWS` rows (float32 accumulation error stays at
+~1e-7) and its size depends on the shape only, so results do not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from numba_gn._jit import inline, kernel
+from numba_gn.kernels._common import PIECE, param_grads, rounded
+
+#: Most rows a block accumulates in the input dtype before widening to float64.
+MAX_BLOCK_ROWS = 512
+
+
+@inline
+def block_rows(A, R):
+    """Rows per block: about :data:`PIECE` elements, at most :data:`MAX_BLOCK_ROWS`, at least 1."""
+    return max(1, min(MAX_BLOCK_ROWS, PIECE // max(R, 1), A))
+
+
+@inline
+def _block_sums(xf, u, nb, A, R, rpb, part):
+    n = u // nb
+    b = u - n * nb
+    r0 = b * rpb
+    r1 = min(A, r0 + rpb)
+    k0 = n * A * R
+    s = np.zeros(R, dtype=xf.dtype)
+    q = np.zeros(R, dtype=xf.dtype)
+    for r in range(r0, r1):
+        base = (n * A + r) * R
+        for j in range(R):
+            v = xf[base + j] - xf[k0 + j]
+            s[j] += v
+            q[j] += v * v
+    for j in range(R):
+        part[u, 0, j] = s[j]
+        part[u, 1, j] = q[j]
+
+
+@inline
+def _merge_sample(xf, n, nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coef):
+    """Stats of sample ``n`` from its block sums, then its per-column output coefficients."""
+    R = C * B
+    D = C // G
+    L = D * B
+    k0 = n * A * R
+    S = np.zeros(R, dtype=np.float64)
+    Q = np.zeros(R, dtype=np.float64)
+    for b in range(n * nb, (n + 1) * nb):
+        for j in range(R):
+            S[j] += part[b, 0, j]
+            Q[j] += part[b, 1, j]
+    for g in range(G):
+        lo = g * L
+        total = 0.0
+        for j in range(lo, lo + L):
+            total += np.float64(xf[k0 + j]) + S[j] / A
+        mu = total / L
+        m2 = 0.0
+        for j in range(lo, lo + L):
+            dm = np.float64(xf[k0 + j]) + S[j] / A - mu
+            m2 += (Q[j] - S[j] * S[j] / A) + A * dm * dm
+        var = m2 / (A * L)
+        if var < 0.0:
+            var = 0.0
+        r = 1.0 / np.sqrt(var + eps)
+        mean[n * G + g] = mu
+        rstd[n * G + g] = r
+        mh = rounded(mu, xf)
+        ml = mu - np.float64(mh)
+        for j in range(lo, lo + L):
+            c = j // B
+            a = r * gamma[c]
+            coef[n, 0, j] = mh
+            coef[n, 1, j] = a
+            coef[n, 2, j] = beta[c] - ml * a
+
+
+@inline
+def _apply_block(xf, yf, u, nb, A, R, rpb, coef):
+    n = u // nb
+    b = u - n * nb
+    r0 = b * rpb
+    r1 = min(A, r0 + rpb)
+    mh = coef[n, 0]
+    sc = coef[n, 1]
+    sh = coef[n, 2]
+    for r in range(r0, r1):
+        base = (n * A + r) * R
+        for j in range(R):
+            yf[base + j] = (xf[base + j] - mh[j]) * sc[j] + sh[j]
+
+
+@kernel(parallel=True)
+def forward_sums_par(xf, N, A, R):
+    """Phase 1: per-block, per-column shifted sums, shape (blocks, 2, R) float64."""
+    rpb = block_rows(A, R)
+    nb = (A + rpb - 1) // rpb
+    part = np.empty((N * nb, 2, R), dtype=np.float64)
+    for uu in prange(N * nb):
+        _block_sums(xf, np.int64(uu), nb, A, R, rpb, part)
+    return part
+
+
+@kernel(parallel=True)
+def forward_merge_par(xf, N, G, A, C, B, gamma, beta, eps, part, mean, rstd):
+    """Phase 2: per-sample merge into stats and coefficient rows (m_hi, a, b'), shape (N, 3, R)."""
+    R = C * B
+    rpb = block_rows(A, R)
+    nb = (A + rpb - 1) // rpb
+    coef = np.empty((N, 3, R), dtype=xf.dtype)
+    for nn in prange(N):
+        _merge_sample(xf, np.int64(nn), nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coef)
+    return coef
+
+
+@kernel(parallel=True)
+def forward_apply_par(xf, yf, N, A, R, coef):
+    """Phase 3: ``y = (x - m_hi)*a + b'`` row by row."""
+    rpb = block_rows(A, R)
+    nb = (A + rpb - 1) // rpb
+    for uu in prange(N * nb):
+        _apply_block(xf, yf, np.int64(uu), nb, A, R, rpb, coef)
+
+
+@kernel
+def forward_ser(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd):
+    """The three forward phases in one serial call (small inputs, forked children)."""
+    R = C * B
+    rpb = block_rows(A, R)
+    nb = (A + rpb - 1) // rpb
+    part = np.empty((N * nb, 2, R), dtype=np.float64)
+    for u in range(N * nb):
+        _block_sums(xf, u, nb, A, R, rpb, part)
+    coef = np.empty((N, 3, R), dtype=xf.dtype)
+    for n in range(N):
+        _merge_sample(xf, n, nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coef)
+    for u in range(N * nb):
+        _apply_block(xf, yf, u, nb, A, R, rpb, coef)
+
+
+# ----------------------------------------------------------------------------------------------
+# backward
+
+
+@inline
+def _centres(xf, mean, n, G, C, B, cen):
+    """Per-column ``(m_hi, m_lo)`` of sample ``n`` in x's dtype, into ``cen`` of shape (2, R)."""
+    D = C // G
+    for j in range(C * B):
+        mu = mean[n * G + (j // B) // D]
+        mh = rounded(mu, xf)
+        cen[0, j] = mh
+        cen[1, j] = mu - np.float64(mh)
+
+
+@inline
+def _bwd_block_sums(dyf, xf, u, nb, A, R, rpb, cen, part):
+    n = u // nb
+    b = u - n * nb
+    r0 = b * rpb
+    r1 = min(A, r0 + rpb)
+    mh = cen[n, 0]
+    ml = cen[n, 1]
+    sd = np.zeros(R, dtype=xf.dtype)
+    sx = np.zeros(R, dtype=xf.dtype)
+    for r in range(r0, r1):
+        base = (n * A + r) * R
+        for j in range(R):
+            g = dyf[base + j]
+            sd[j] += g
+            sx[j] += g * ((xf[base + j] - mh[j]) - ml[j])
+    for j in range(R):
+        part[u, 0, j] = sd[j]
+        part[u, 1, j] = sx[j]
+
+
+@inline
+def _bwd_merge_sample(n, nb, G, A, C, B, gamma, rstd, part, db, ds, coef):
+    """Per-channel sums of sample ``n`` and its per-column dx coefficients (c1, c2, c3)."""
+    R = C * B
+    D = C // G
+    M = A * D * B
+    Sd = np.zeros(R, dtype=np.float64)
+    Sx = np.zeros(R, dtype=np.float64)
+    for b in range(n * nb, (n + 1) * nb):
+        for j in range(R):
+            Sd[j] += part[b, 0, j]
+            Sx[j] += part[b, 1, j]
+    for c in range(C):
+        d_sum = 0.0
+        x_sum = 0.0
+        for j in range(c * B, (c + 1) * B):
+            d_sum += Sd[j]
+            x_sum += Sx[j]
+        db[n * C + c] = d_sum
+        ds[n * C + c] = x_sum
+    for g in range(G):
+        r = rstd[n * G + g]
+        sum_gdb = 0.0
+        sum_gds = 0.0
+        for c in range(g * D, (g + 1) * D):
+            sum_gdb += gamma[c] * db[n * C + c]
+            sum_gds += gamma[c] * ds[n * C + c]
+        c2 = -r * r * r * sum_gds / M
+        c3 = -r * sum_gdb / M
+        for j in range(g * D * B, (g + 1) * D * B):
+            coef[n, 0, j] = r * gamma[j // B]
+            coef[n, 1, j] = c2
+            coef[n, 2, j] = c3
+
+
+@inline
+def _bwd_apply_block(dyf, xf, dxf, u, nb, A, R, rpb, cen, coef):
+    n = u // nb
+    b = u - n * nb
+    r0 = b * rpb
+    r1 = min(A, r0 + rpb)
+    mh = cen[n, 0]
+    ml = cen[n, 1]
+    c1 = coef[n, 0]
+    c2 = coef[n, 1]
+    c3 = coef[n, 2]
+    for r in range(r0, r1):
+        base = (n * A + r) * R
+        for j in range(R):
+            dxf[base + j] = c1[j] * dyf[base + j] + c2[j] * ((xf[base + j] - mh[j]) - ml[j]) + c3[j]
+
+
+@kernel(parallel=True)
+def backward_sums_par(dyf, xf, N, G, A, C, B, mean):
+    """Phase 1: centres per sample, then per-block column sums of dy and dy*(x-mean)."""
+    R = C * B
+    rpb = block_rows(A, R)
+    nb = (A + rpb - 1) // rpb
+    cen = np.empty((N, 2, R), dtype=xf.dtype)
+    for nn in prange(N):
+        _centres(xf, mean, np.int64(nn), G, C, B, cen[np.int64(nn)])
+    part = np.empty((N * nb, 2, R), dtype=np.float64)
+    for uu in prange(N * nb):
+        _bwd_block_sums(dyf, xf, np.int64(uu), nb, A, R, rpb, cen, part)
+    return cen, part
+
+
+@kernel
+def backward_merge(N, G, A, C, B, gamma, rstd, part, cen, dgamma, dbeta):
+    """Phase 2: per-channel sums, dx coefficient rows (N, 3, R), dgamma and dbeta."""
+    R = C * B
+    rpb = block_rows(A, R)
+    nb = (A + rpb - 1) // rpb
+    db = np.empty(N * C, dtype=np.float64)
+    ds = np.empty(N * C, dtype=np.float64)
+    coef = np.empty((N, 3, R), dtype=cen.dtype)
+    for n in range(N):
+        _bwd_merge_sample(n, nb, G, A, C, B, gamma, rstd, part, db, ds, coef)
+    param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)
+    return coef
+
+
+@kernel(parallel=True)
+def backward_apply_par(dyf, xf, dxf, N, A, R, cen, coef):
+    """Phase 3: ``dx = c1*dy + c2*(x - mean) + c3`` row by row."""
+    rpb = block_rows(A, R)
+    nb = (A + rpb - 1) // rpb
+    for uu in prange(N * nb):
+        _bwd_apply_block(dyf, xf, dxf, np.int64(uu), nb, A, R, rpb, cen, coef)
+
+
+@kernel
+def backward_ser(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta):
+    """The three backward phases in one serial call."""
+    R = C * B
+    rpb = block_rows(A, R)
+    nb = (A + rpb - 1) // rpb
+    cen = np.empty((N, 2, R), dtype=xf.dtype)
+    for n in range(N):
+        _centres(xf, mean, n, G, C, B, cen[n])
+    part = np.empty((N * nb, 2, R), dtype=np.float64)
+    for u in range(N * nb):
+        _bwd_block_sums(dyf, xf, u, nb, A, R, rpb, cen, part)
+    db = np.empty(N * C, dtype=np.float64)
+    ds = np.empty(N * C, dtype=np.float64)
+    coef = np.empty((N, 3, R), dtype=xf.dtype)
+    for n in range(N):
+        _bwd_merge_sample(n, nb, G, A, C, B, gamma, rstd, part, db, ds, coef)
+    param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)
+    for u in range(N * nb):
+        _bwd_apply_block(dyf, xf, dxf, u, nb, A, R, rpb, cen, coef)
