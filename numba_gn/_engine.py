@@ -21,6 +21,8 @@ ROW_MAX_RUN = 64
 #: The fused slab kernels (one slab per thread, slab hot in L2) need this many slabs per thread
 #: to balance; with fewer slabs the chunked kernels spread pieces of slabs over all threads.
 FUSED_MIN_SLABS_PER_THREAD = 4
+#: Bytes of input the row kernels process between their statistics and output passes.
+WAVE_BYTES = 8 << 20
 
 
 class Canonical:
@@ -76,6 +78,17 @@ def _memory_order(x: np.ndarray, axes: tuple[int, ...]) -> tuple[int, ...]:
     return logical
 
 
+def _waves(N: int, sample_bytes: int) -> list[tuple[int, int]]:
+    """Consecutive sample ranges of about :data:`WAVE_BYTES` each (at least one sample).
+
+    The row kernels read a sample twice (statistics, then output); doing a few samples at a time
+    keeps the second read in the last-level cache. Waves only change the order of work, never
+    the arithmetic, so results do not depend on them.
+    """
+    per_wave = max(1, WAVE_BYTES // max(sample_bytes, 1))
+    return [(n0, min(N, n0 + per_wave)) for n0 in range(0, N, per_wave)]
+
+
 def _threads() -> int:
     import numba
 
@@ -103,10 +116,16 @@ def forward(
         if not parallel:
             rows.forward_ser(xc, yc, N, G, A, C, B, gamma, beta, epsilon, mean, rstd)
             return mean, rstd
+        per_sample = A * C * B
         with _threading.parallel_launch():
-            part = rows.forward_sums_par(xc, N, A, C * B)
-            coef = rows.forward_merge_par(xc, N, G, A, C, B, gamma, beta, epsilon, part, mean, rstd)
-            rows.forward_apply_par(xc, yc, N, A, C * B, coef)
+            for n0, n1 in _waves(N, per_sample * xc.itemsize):
+                xw = xc[n0 * per_sample : n1 * per_sample]
+                yw = yc[n0 * per_sample : n1 * per_sample]
+                mw = mean[n0 * G : n1 * G]
+                rw = rstd[n0 * G : n1 * G]
+                part = rows.forward_sums_par(xw, n1 - n0, A, C * B)
+                coef = rows.forward_merge_par(xw, n1 - n0, G, A, C, B, gamma, beta, epsilon, part, mw, rw)
+                rows.forward_apply_par(xw, yw, n1 - n0, A, C * B, coef)
         return mean, rstd
     if not parallel:
         slab.forward_fused_ser(xc, yc, N, G, A, C, B, gamma, beta, epsilon, lanes, mean, rstd)

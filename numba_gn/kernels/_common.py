@@ -28,15 +28,15 @@ LANES = {np.dtype(np.float32): 32, np.dtype(np.float64): 16}
 
 
 @inline
-def shifted_sums(xf, start, length, K, lanes):
-    """Return float64 ``(sum(x - K), sum((x - K)**2))`` over ``xf[start:start + length]``."""
-    nrows = length // lanes
-    s = np.zeros(lanes, dtype=xf.dtype)
-    q = np.zeros(lanes, dtype=xf.dtype)
+def shifted_sums(seg, K, lanes):
+    """Return float64 ``(sum(seg - K), sum((seg - K)**2))`` of a contiguous 1-D ``seg``."""
+    nrows = seg.size // lanes
+    body = seg[: nrows * lanes].reshape((nrows, lanes))
+    s = np.zeros(lanes, dtype=seg.dtype)
+    q = np.zeros(lanes, dtype=seg.dtype)
     for i in range(nrows):
-        base = start + i * lanes
         for k in range(lanes):
-            v = xf[base + k] - K
+            v = body[i, k] - K
             s[k] += v
             q[k] += v * v
     S = 0.0
@@ -44,38 +44,39 @@ def shifted_sums(xf, start, length, K, lanes):
     for k in range(lanes):
         S += s[k]
         Q += q[k]
-    for i in range(start + nrows * lanes, start + length):
-        v = np.float64(xf[i] - K)
+    for i in range(nrows * lanes, seg.size):
+        v = np.float64(seg[i] - K)
         S += v
         Q += v * v
     return S, Q
 
 
 @inline
-def dy_sums(dyf, xf, start, length, mh, ml, lanes):
-    """Return float64 ``(sum(dy), sum(dy * (x - mean)))`` over one contiguous run.
+def dy_sums(dys, xs, mh, ml, lanes):
+    """Return float64 ``(sum(dy), sum(dy * (x - mean)))`` over contiguous 1-D runs.
 
     ``mh`` is the mean rounded to the input dtype and ``ml`` the rest, so ``(x - mh) - ml`` is the
     centred value without the cancellation of ``x*dy - mean*dy``.
     """
-    nrows = length // lanes
-    sd = np.zeros(lanes, dtype=xf.dtype)
-    sx = np.zeros(lanes, dtype=xf.dtype)
+    nrows = xs.size // lanes
+    dbody = dys[: nrows * lanes].reshape((nrows, lanes))
+    xbody = xs[: nrows * lanes].reshape((nrows, lanes))
+    sd = np.zeros(lanes, dtype=xs.dtype)
+    sx = np.zeros(lanes, dtype=xs.dtype)
     for i in range(nrows):
-        base = start + i * lanes
         for k in range(lanes):
-            g = dyf[base + k]
+            g = dbody[i, k]
             sd[k] += g
-            sx[k] += g * ((xf[base + k] - mh) - ml)
+            sx[k] += g * ((xbody[i, k] - mh) - ml)
     D = 0.0
     X = 0.0
     for k in range(lanes):
         D += sd[k]
         X += sx[k]
-    for i in range(start + nrows * lanes, start + length):
-        g = np.float64(dyf[i])
+    for i in range(nrows * lanes, xs.size):
+        g = np.float64(dys[i])
         D += g
-        X += g * np.float64((xf[i] - mh) - ml)
+        X += g * np.float64((xs[i] - mh) - ml)
     return D, X
 
 

@@ -30,18 +30,40 @@ def block_rows(A, R):
 
 
 @inline
+def _row(flat, i, R):
+    """Row ``i`` of a flat array of rows of length ``R`` (a view)."""
+    return flat[i * R : (i + 1) * R]
+
+
+@inline
 def _block_sums(xf, u, nb, A, R, rpb, part):
     n = u // nb
     b = u - n * nb
     r0 = b * rpb
     r1 = min(A, r0 + rpb)
-    k0 = n * A * R
+    K = xf[n * A * R : (n * A + 1) * R]
     s = np.zeros(R, dtype=xf.dtype)
     q = np.zeros(R, dtype=xf.dtype)
-    for r in range(r0, r1):
-        base = (n * A + r) * R
+    # Four rows per sweep over the accumulators: a quarter of the accumulator traffic.
+    r = r0
+    while r + 4 <= r1:
+        x0 = _row(xf, n * A + r, R)
+        x1 = _row(xf, n * A + r + 1, R)
+        x2 = _row(xf, n * A + r + 2, R)
+        x3 = _row(xf, n * A + r + 3, R)
         for j in range(R):
-            v = xf[base + j] - xf[k0 + j]
+            k = K[j]
+            v0 = x0[j] - k
+            v1 = x1[j] - k
+            v2 = x2[j] - k
+            v3 = x3[j] - k
+            s[j] += (v0 + v1) + (v2 + v3)
+            q[j] += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3)
+        r += 4
+    for rr in range(r, r1):
+        row = _row(xf, n * A + rr, R)
+        for j in range(R):
+            v = row[j] - K[j]
             s[j] += v
             q[j] += v * v
     for j in range(R):
@@ -97,10 +119,24 @@ def _apply_block(xf, yf, u, nb, A, R, rpb, coef):
     mh = coef[n, 0]
     sc = coef[n, 1]
     sh = coef[n, 2]
-    for r in range(r0, r1):
-        base = (n * A + r) * R
+    r = r0
+    while r + 2 <= r1:
+        x0 = _row(xf, n * A + r, R)
+        x1 = _row(xf, n * A + r + 1, R)
+        y0 = _row(yf, n * A + r, R)
+        y1 = _row(yf, n * A + r + 1, R)
         for j in range(R):
-            yf[base + j] = (xf[base + j] - mh[j]) * sc[j] + sh[j]
+            m = mh[j]
+            a = sc[j]
+            b = sh[j]
+            y0[j] = (x0[j] - m) * a + b
+            y1[j] = (x1[j] - m) * a + b
+        r += 2
+    for rr in range(r, r1):
+        xs = _row(xf, n * A + rr, R)
+        ys = _row(yf, n * A + rr, R)
+        for j in range(R):
+            ys[j] = (xs[j] - mh[j]) * sc[j] + sh[j]
 
 
 @kernel(parallel=True)
@@ -177,11 +213,12 @@ def _bwd_block_sums(dyf, xf, u, nb, A, R, rpb, cen, part):
     sd = np.zeros(R, dtype=xf.dtype)
     sx = np.zeros(R, dtype=xf.dtype)
     for r in range(r0, r1):
-        base = (n * A + r) * R
+        dys = dyf[(n * A + r) * R : (n * A + r + 1) * R]
+        xs = xf[(n * A + r) * R : (n * A + r + 1) * R]
         for j in range(R):
-            g = dyf[base + j]
+            g = dys[j]
             sd[j] += g
-            sx[j] += g * ((xf[base + j] - mh[j]) - ml[j])
+            sx[j] += g * ((xs[j] - mh[j]) - ml[j])
     for j in range(R):
         part[u, 0, j] = sd[j]
         part[u, 1, j] = sx[j]
@@ -234,9 +271,12 @@ def _bwd_apply_block(dyf, xf, dxf, u, nb, A, R, rpb, cen, coef):
     c2 = coef[n, 1]
     c3 = coef[n, 2]
     for r in range(r0, r1):
-        base = (n * A + r) * R
+        lo = (n * A + r) * R
+        dys = dyf[lo : lo + R]
+        xs = xf[lo : lo + R]
+        dxs = dxf[lo : lo + R]
         for j in range(R):
-            dxf[base + j] = c1[j] * dyf[base + j] + c2[j] * ((xf[base + j] - mh[j]) - ml[j]) + c3[j]
+            dxs[j] = c1[j] * dys[j] + c2[j] * ((xs[j] - mh[j]) - ml[j]) + c3[j]
 
 
 @kernel(parallel=True)

@@ -54,7 +54,7 @@ def _slab_sums(xf, n, g, A, C, B, D, K, lanes):
     for a in range(A):
         base = ((n * A + a) * C + g * D) * B
         for start in range(0, L, PIECE):
-            s, q = shifted_sums(xf, base + start, min(PIECE, L - start), K, lanes)
+            s, q = shifted_sums(xf[base + start : base + min(L, start + PIECE)], K, lanes)
             S += s
             Q += q
     return S, Q
@@ -83,8 +83,10 @@ def _normalize_piece(xf, yf, base, start, length, B, coef, mh):
         stop = min(end, (d + 1) * B)
         a = coef[d, 0]
         b = coef[d, 1]
-        for k in range(base + i, base + stop):
-            yf[k] = (xf[k] - mh) * a + b
+        xs = xf[base + i : base + stop]
+        ys = yf[base + i : base + stop]
+        for k in range(stop - i):
+            ys[k] = (xs[k] - mh) * a + b
         i = stop
 
 
@@ -150,7 +152,7 @@ def forward_sums_par(xf, N, G, A, C, B, lanes):
         K = _slab_shift(xf, n, g, A, C, B, D, lanes)
         start = p * PIECE
         base = ((n * A + a) * C + g * D) * B
-        s, q = shifted_sums(xf, base + start, min(PIECE, L - start), K, lanes)
+        s, q = shifted_sums(xf[base + start : base + min(L, start + PIECE)], K, lanes)
         part[u, 0] = s
         part[u, 1] = q
     return part
@@ -207,7 +209,9 @@ def _channel_sums(dyf, xf, n, c, A, C, B, mh, ml, lanes):
     for a in range(A):
         base = ((n * A + a) * C + c) * B
         for start in range(0, B, PIECE):
-            d, x = dy_sums(dyf, xf, base + start, min(PIECE, B - start), mh, ml, lanes)
+            lo = base + start
+            hi = base + min(B, start + PIECE)
+            d, x = dy_sums(dyf[lo:hi], xf[lo:hi], mh, ml, lanes)
             Sd += d
             Sx += x
     return Sd, Sx
@@ -232,8 +236,11 @@ def _group_dx_coefs(r, gamma, g, D, M, db, ds, row, coef):
 
 @inline
 def _dx_run(dyf, xf, dxf, start, length, c1, c2, c3, mh, ml):
-    for k in range(start, start + length):
-        dxf[k] = c1 * dyf[k] + c2 * ((xf[k] - mh) - ml) + c3
+    dys = dyf[start : start + length]
+    xs = xf[start : start + length]
+    dxs = dxf[start : start + length]
+    for k in range(length):
+        dxs[k] = c1 * dys[k] + c2 * ((xs[k] - mh) - ml) + c3
 
 
 @inline
@@ -307,7 +314,9 @@ def backward_sums_par(dyf, xf, N, G, A, C, B, mean, lanes):
         ml = rounded(mu - np.float64(mh), xf)
         start = p * PIECE
         base = ((n * A + a) * C + c) * B
-        d, x = dy_sums(dyf, xf, base + start, min(PIECE, B - start), mh, ml, lanes)
+        lo = base + start
+        hi = base + min(B, start + PIECE)
+        d, x = dy_sums(dyf[lo:hi], xf[lo:hi], mh, ml, lanes)
         part[u, 0] = d
         part[u, 1] = x
     return part

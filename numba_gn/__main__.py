@@ -1,0 +1,7 @@
+"""``python -m numba_gn`` runs the ``numba-gn`` command."""
+
+import sys
+
+from numba_gn.cli import main
+
+sys.exit(main())
