@@ -124,7 +124,9 @@ def forward(
                 mw = mean[n0 * G : n1 * G]
                 rw = rstd[n0 * G : n1 * G]
                 part = rows.forward_sums_par(xw, n1 - n0, A, C * B)
-                coef = rows.forward_merge_par(xw, n1 - n0, G, A, C, B, gamma, beta, epsilon, part, mw, rw)
+                coef = rows.forward_merge_par(
+                    xw, n1 - n0, G, A, C, B, gamma, beta, epsilon, part, mw, rw
+                )
                 rows.forward_apply_par(xw, yw, n1 - n0, A, C * B, coef)
         return mean, rstd
     if not parallel:
