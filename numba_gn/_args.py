@@ -5,6 +5,7 @@ Used by :mod:`numba_gn.functional` and by the layers, so both report problems th
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Sequence
@@ -134,9 +135,8 @@ def _asarray(x: object, name: str) -> np.ndarray:
 
 def param_array(p: object, name: str, shape: tuple[int, ...], fill: float) -> np.ndarray:
     """gamma/beta as a flat float64 array of ``prod(shape)`` values (``fill`` when None)."""
-    size = math.prod(shape)
     if p is None:
-        return np.full(size, fill, dtype=np.float64)
+        return _constant(math.prod(shape), fill)
     arr = np.asarray(p) if not isinstance(p, np.ndarray) else p
     if arr.dtype.kind not in "fiu" or arr.dtype.kind == "b":
         raise TypeError(f"`{name}` must be a real float array, got dtype {arr.dtype}.")
@@ -146,6 +146,12 @@ def param_array(p: object, name: str, shape: tuple[int, ...], fill: float) -> np
             f"got shape {arr.shape}."
         )
     return np.ascontiguousarray(arr, dtype=np.float64).reshape(-1)
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(size: int, fill: float) -> np.ndarray:
+    """A shared read-only-by-convention array of ``fill`` (kernels never write to gamma/beta)."""
+    return np.full(size, fill, dtype=np.float64)
 
 
 def check_epsilon(epsilon: object) -> float:

@@ -28,10 +28,12 @@ WAVE_BYTES = 8 << 20
 class Canonical:
     """How an array maps onto the kernels' flat ``(N, A, C, B)`` view."""
 
-    __slots__ = ("perm", "N", "A", "C", "B")
+    __slots__ = ("perm", "inverse", "N", "A", "C", "B")
 
     def __init__(self, x: np.ndarray, axes: tuple[int, ...]):
         self.perm = _memory_order(x, axes)
+        identity = self.perm == tuple(range(x.ndim))
+        self.inverse = None if identity else tuple(np.argsort(self.perm).tolist())
         shape = x.shape
         ordered = [shape[p] for p in self.perm]
         first = self.perm.index(axes[0])
@@ -54,8 +56,10 @@ class Canonical:
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """A new array of logical ``shape`` whose memory is in canonical order."""
+        if self.inverse is None:
+            return np.empty(shape, dtype=dtype)
         ordered = tuple(shape[p] for p in self.perm)
-        return np.empty(ordered, dtype=dtype).transpose(np.argsort(self.perm))
+        return np.empty(ordered, dtype=dtype).transpose(self.inverse)
 
 
 def _memory_order(x: np.ndarray, axes: tuple[int, ...]) -> tuple[int, ...]:
