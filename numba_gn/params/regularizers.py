@@ -51,21 +51,29 @@ def validate_float_arg(value: Any, name: str) -> float:
 
 
 def _as_tensor(x: Any) -> Any:
-    """Wrap an array in an autograd Tensor (a constant); Tensors pass through."""
+    """Wrap an array in an autograd Tensor (a constant; non-float data becomes float32)."""
     from numba_gn import autograd as ag
 
-    return x if isinstance(x, ag.Tensor) else ag.Tensor(np.asarray(x))
+    if isinstance(x, ag.Tensor):
+        return x
+    arr = np.asarray(x)
+    return ag.Tensor(arr if np.issubdtype(arr.dtype, np.floating) else arr.astype(np.float32))
 
 
 def _dtype_of(t: Any) -> np.dtype:
     return np.asarray(t.numpy()).dtype
 
 
-def _zero(t: Any) -> Any:
-    """A scalar zero Tensor in the dtype of ``t``."""
+def _scalar(value: float, t: Any) -> Any:
+    """A constant scalar Tensor in the dtype of ``t`` (Keras casts its factors to ``x.dtype``)."""
     from numba_gn import autograd as ag
 
-    return ag.Tensor(np.zeros((), dtype=_dtype_of(t)))
+    return ag.Tensor(np.asarray(value, dtype=_dtype_of(t)))
+
+
+def _zero(t: Any) -> Any:
+    """A scalar zero Tensor in the dtype of ``t``."""
+    return _scalar(0.0, t)
 
 
 class Regularizer:
@@ -99,7 +107,8 @@ class L1(Regularizer):
         """Return ``l1 * sum(|x|)`` as a scalar Tensor."""
         from numba_gn import autograd as ag
 
-        return self.l1 * ag.sum(ag.abs(_as_tensor(x)))
+        t = _as_tensor(x)
+        return _scalar(self.l1, t) * ag.sum(ag.abs(t))
 
     def get_config(self) -> dict[str, Any]:
         """Return ``{"l1": l1}``."""
@@ -116,7 +125,8 @@ class L2(Regularizer):
         """Return ``l2 * sum(x**2)`` as a scalar Tensor."""
         from numba_gn import autograd as ag
 
-        return self.l2 * ag.sum(ag.square(_as_tensor(x)))
+        t = _as_tensor(x)
+        return _scalar(self.l2, t) * ag.sum(ag.square(t))
 
     def get_config(self) -> dict[str, Any]:
         """Return ``{"l2": l2}``."""
@@ -138,9 +148,9 @@ class L1L2(Regularizer):
         penalty = _zero(t)
         # Zero factors add nothing, as in Keras (and keep the tape short).
         if self.l1 != 0.0:
-            penalty = penalty + self.l1 * ag.sum(ag.abs(t))
+            penalty = penalty + _scalar(self.l1, t) * ag.sum(ag.abs(t))
         if self.l2 != 0.0:
-            penalty = penalty + self.l2 * ag.sum(ag.square(t))
+            penalty = penalty + _scalar(self.l2, t) * ag.sum(ag.square(t))
         return penalty
 
     def get_config(self) -> dict[str, Any]:
@@ -181,12 +191,12 @@ class OrthogonalRegularizer(Regularizer):
             return _zero(t)
         # Clamp the squared norm, not the norm: sqrt's gradient at 0 would be inf.
         sq_norms = ag.sum(ag.square(t), axis=1, keepdims=True)
-        unit = t / ag.sqrt(ag.maximum(sq_norms, _EPSILON**2))
+        unit = t / ag.sqrt(ag.maximum(sq_norms, _scalar(_EPSILON**2, t)))
         gram = ag.matmul(unit, ag.transpose(unit))
         off_diagonal = gram * ag.Tensor((1.0 - np.eye(size)).astype(_dtype_of(t)))
         num_pairs = size * (size - 1) / 2.0
         # Each pair appears twice in the full Gram matrix, hence the 0.5 (Keras's formula).
-        return self.factor * 0.5 * ag.sum(ag.abs(off_diagonal)) / num_pairs
+        return _scalar(self.factor * 0.5 / num_pairs, t) * ag.sum(ag.abs(off_diagonal))
 
     def get_config(self) -> dict[str, Any]:
         """Return ``{"factor": factor, "mode": mode}``."""
