@@ -17,7 +17,12 @@ from numba_gn import _args, _engine
 __all__ = ["group_norm", "group_norm_backward"]
 
 _F16 = np.dtype(np.float16)
-_F32 = np.dtype(np.float32)
+
+
+def _flat(a: np.ndarray, canon: _engine.Canonical) -> np.ndarray:
+    """The kernels' flat view of ``a``; float16 travels as its uint16 bits (see kernels._half)."""
+    v = canon.view(a)
+    return v.view(np.uint16) if v.dtype == _F16 else v
 
 
 class _Plan:
@@ -67,15 +72,12 @@ def _plan(x: np.ndarray, groups: object, group_size: object, axis: object) -> _P
 
 
 class _Problem:
-    """A validated call: the input in its compute dtype, its I/O dtype and its plan."""
+    """A validated call: the input as a float array and its plan."""
 
-    __slots__ = ("x", "io_dtype", "plan")
+    __slots__ = ("x", "plan")
 
     def __init__(self, x: object, groups: object, group_size: object, axis: object):
-        arr = _args.as_float_array(x, "x")
-        self.io_dtype = arr.dtype
-        # float16 is computed in float32 (Numba has no float16 arithmetic on CPU).
-        self.x = arr.astype(_F32) if arr.dtype == _F16 else arr
+        self.x = _args.as_float_array(x, "x")
         self.plan = _plan(self.x, groups, group_size, axis)
 
 
@@ -162,26 +164,17 @@ def group_norm(
     N, G = xs.shape[0], plan.groups
 
     if xs.size == 0:
-        y = out if out is not None else np.empty(xs.shape, dtype=prob.io_dtype)
+        y = out if out is not None else np.empty(xs.shape, dtype=xs.dtype)
         mean = np.full((N, G), np.nan)
         rstd = np.full((N, G), np.nan)
         return (y, mean, rstd) if return_stats else y
 
     # Write straight into the output when its memory is in canonical order and dtype matches.
-    if out is not None and out.dtype == xs.dtype and canon.is_view(out):
-        target = out
-    else:
-        target = canon.empty(xs.shape, xs.dtype)
-    yc = target.transpose(canon.perm).reshape(-1)
-    mean, rstd = _engine.forward(canon.view(xs), yc, canon, G, g, b, eps)
-
+    target = out if out is not None and canon.is_view(out) else canon.empty(xs.shape, xs.dtype)
+    mean, rstd = _engine.forward(_flat(xs, canon), _flat(target, canon), canon, G, g, b, eps)
     if out is not None and target is not out:
-        np.copyto(out, target, casting="unsafe")
-        y = out
-    elif target.dtype != prob.io_dtype:
-        y = target.astype(prob.io_dtype)
-    else:
-        y = target
+        np.copyto(out, target)
+    y = out if out is not None else target
     if return_stats:
         return y, mean.reshape(N, G), rstd.reshape(N, G)
     return y
@@ -192,8 +185,8 @@ def _check_out(out: object, prob: _Problem) -> None:
         raise TypeError(f"`out` must be a NumPy array, got {type(out).__name__}.")
     if out.shape != prob.x.shape:
         raise ValueError(f"`out` must have shape {prob.x.shape}, got {out.shape}.")
-    if out.dtype != prob.io_dtype:
-        raise TypeError(f"`out` must have dtype {prob.io_dtype}, got {out.dtype}.")
+    if out.dtype != prob.x.dtype:
+        raise TypeError(f"`out` must have dtype {prob.x.dtype}, got {out.dtype}.")
     if not out.flags.writeable:
         raise ValueError("`out` is read-only.")
 
@@ -242,20 +235,18 @@ def group_norm_backward(
     r = _stats_array(rstd, "rstd", (N, G))
     if isinstance(gamma, np.ndarray) and gamma.dtype.kind == "f":
         pdtype = gamma.dtype
-    else:
-        pdtype = prob.x.dtype
+    else:  # float16 gradients would lose most digits of these sums
+        pdtype = np.dtype(np.float32) if prob.x.dtype == _F16 else prob.x.dtype
     canon = plan.canon
     xs = prob.x
     if xs.size == 0:
-        dx = np.zeros(xs.shape, dtype=prob.io_dtype)
+        dx = np.zeros(xs.shape, dtype=xs.dtype)
         zeros = np.zeros(plan.channel_shape, dtype=pdtype)
         return dx, zeros, zeros.copy()
-    target = canon.empty(xs.shape, xs.dtype)
+    dx = canon.empty(xs.shape, xs.dtype)
     dgamma, dbeta = _engine.backward(
-        canon.view(dys), canon.view(xs), target.transpose(canon.perm).reshape(-1),
-        canon, G, g, m, r,
+        _flat(dys, canon), _flat(xs, canon), _flat(dx, canon), canon, G, g, m, r
     )
-    dx = target if target.dtype == prob.io_dtype else target.astype(prob.io_dtype)
     shape = plan.channel_shape
     return dx, dgamma.reshape(shape).astype(pdtype), dbeta.reshape(shape).astype(pdtype)
 

@@ -17,14 +17,79 @@ Numerical scheme (see ``docs/numerics.md``):
 from __future__ import annotations
 
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from numba_gn._jit import inline
+from numba_gn.kernels._half import float_to_half, half_to_float
 
 #: Largest number of elements summed in the input dtype before widening to float64.
 PIECE = 16384
 #: Independent accumulators per piece (a runtime argument: constant widths get unrolled to
 #: scalar code because Numba disables SLP vectorisation).
-LANES = {np.dtype(np.float32): 32, np.dtype(np.float64): 16}
+LANES = {np.dtype(np.float32): 32, np.dtype(np.float64): 16, np.dtype(np.uint16): 32}
+
+
+# ----------------------------------------------------------------------------------------------
+# Storage vs compute dtype. float16 data is stored as uint16 bits and computed in float32; the
+# four functions below are the only places that know it. The Python bodies run only under
+# NUMBA_DISABLE_JIT; in kernels the overloads replace them at compile time.
+
+
+def load(v):
+    """A stored element as a compute value (float16 bits -> float32; floats unchanged)."""
+    if isinstance(v, np.uint16):
+        return np.float32(np.array(v).view(np.float16))
+    return v
+
+
+def store(value, like):
+    """A compute value as an element of the storage array ``like`` (float32 -> float16 bits)."""
+    if like.dtype == np.uint16:
+        return np.array(value, dtype=np.float16).view(np.uint16)[()]
+    return value
+
+
+def compute_zeros(like, n):
+    """Zeros of length ``n`` in the compute dtype of the storage array ``like``."""
+    return np.zeros(n, dtype=np.float32 if like.dtype == np.uint16 else like.dtype)
+
+
+def compute_empty(like, shape):
+    """An empty array of ``shape`` in the compute dtype of the storage array ``like``."""
+    return np.empty(shape, dtype=np.float32 if like.dtype == np.uint16 else like.dtype)
+
+
+def _is_half(arr_type):
+    return isinstance(arr_type, types.Array) and arr_type.dtype == types.uint16
+
+
+@overload(load, inline="always")
+def _load_impl(v):
+    if v == types.uint16:
+        return lambda v: half_to_float(v)
+    return lambda v: v
+
+
+@overload(store, inline="always")
+def _store_impl(value, like):
+    if _is_half(like):
+        return lambda value, like: float_to_half(value)
+    return lambda value, like: value
+
+
+@overload(compute_zeros)
+def _compute_zeros_impl(like, n):
+    if _is_half(like):
+        return lambda like, n: np.zeros(n, dtype=np.float32)
+    return lambda like, n: np.zeros(n, dtype=like.dtype)
+
+
+@overload(compute_empty)
+def _compute_empty_impl(like, shape):
+    if _is_half(like):
+        return lambda like, shape: np.empty(shape, dtype=np.float32)
+    return lambda like, shape: np.empty(shape, dtype=like.dtype)
 
 
 @inline
@@ -32,11 +97,11 @@ def shifted_sums(seg, K, lanes):
     """Return float64 ``(sum(seg - K), sum((seg - K)**2))`` of a contiguous 1-D ``seg``."""
     nrows = seg.size // lanes
     body = seg[: nrows * lanes].reshape((nrows, lanes))
-    s = np.zeros(lanes, dtype=seg.dtype)
-    q = np.zeros(lanes, dtype=seg.dtype)
+    s = compute_zeros(seg, lanes)
+    q = compute_zeros(seg, lanes)
     for i in range(nrows):
         for k in range(lanes):
-            v = body[i, k] - K
+            v = load(body[i, k]) - K
             s[k] += v
             q[k] += v * v
     S = 0.0
@@ -45,7 +110,7 @@ def shifted_sums(seg, K, lanes):
         S += s[k]
         Q += q[k]
     for i in range(nrows * lanes, seg.size):
-        v = np.float64(seg[i] - K)
+        v = np.float64(load(seg[i]) - K)
         S += v
         Q += v * v
     return S, Q
@@ -61,22 +126,22 @@ def dy_sums(dys, xs, mh, ml, lanes):
     nrows = xs.size // lanes
     dbody = dys[: nrows * lanes].reshape((nrows, lanes))
     xbody = xs[: nrows * lanes].reshape((nrows, lanes))
-    sd = np.zeros(lanes, dtype=xs.dtype)
-    sx = np.zeros(lanes, dtype=xs.dtype)
+    sd = compute_zeros(xs, lanes)
+    sx = compute_zeros(xs, lanes)
     for i in range(nrows):
         for k in range(lanes):
-            g = dbody[i, k]
+            g = load(dbody[i, k])
             sd[k] += g
-            sx[k] += g * ((xbody[i, k] - mh) - ml)
+            sx[k] += g * ((load(xbody[i, k]) - mh) - ml)
     D = 0.0
     X = 0.0
     for k in range(lanes):
         D += sd[k]
         X += sx[k]
     for i in range(nrows * lanes, xs.size):
-        g = np.float64(dys[i])
+        g = np.float64(load(dys[i]))
         D += g
-        X += g * np.float64((xs[i] - mh) - ml)
+        X += g * np.float64((load(xs[i]) - mh) - ml)
     return D, X
 
 
@@ -92,8 +157,8 @@ def finish_stats(K, S, Q, count, eps):
 
 @inline
 def rounded(value, like):
-    """Round the float64 ``value`` to the dtype of the array ``like`` (generic over dtypes)."""
-    box = np.empty(1, dtype=like.dtype)
+    """Round the float64 ``value`` to the compute dtype of the storage array ``like``."""
+    box = compute_empty(like, 1)
     box[0] = value
     return box[0]
 

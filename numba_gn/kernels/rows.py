@@ -17,7 +17,15 @@ import numpy as np
 from numba import prange
 
 from numba_gn._jit import inline, kernel
-from numba_gn.kernels._common import PIECE, param_grads, rounded
+from numba_gn.kernels._common import (
+    PIECE,
+    compute_empty,
+    compute_zeros,
+    load,
+    param_grads,
+    rounded,
+    store,
+)
 
 #: Most rows a block accumulates in the input dtype before widening to float64.
 MAX_BLOCK_ROWS = 512
@@ -42,8 +50,8 @@ def _block_sums(xf, u, nb, A, R, rpb, part):
     r0 = b * rpb
     r1 = min(A, r0 + rpb)
     K = xf[n * A * R : (n * A + 1) * R]
-    s = np.zeros(R, dtype=xf.dtype)
-    q = np.zeros(R, dtype=xf.dtype)
+    s = compute_zeros(xf, R)
+    q = compute_zeros(xf, R)
     # Four rows per sweep over the accumulators: a quarter of the accumulator traffic.
     r = r0
     while r + 4 <= r1:
@@ -52,18 +60,18 @@ def _block_sums(xf, u, nb, A, R, rpb, part):
         x2 = _row(xf, n * A + r + 2, R)
         x3 = _row(xf, n * A + r + 3, R)
         for j in range(R):
-            k = K[j]
-            v0 = x0[j] - k
-            v1 = x1[j] - k
-            v2 = x2[j] - k
-            v3 = x3[j] - k
+            k = load(K[j])
+            v0 = load(x0[j]) - k
+            v1 = load(x1[j]) - k
+            v2 = load(x2[j]) - k
+            v3 = load(x3[j]) - k
             s[j] += (v0 + v1) + (v2 + v3)
             q[j] += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3)
         r += 4
     for rr in range(r, r1):
         row = _row(xf, n * A + rr, R)
         for j in range(R):
-            v = row[j] - K[j]
+            v = load(row[j]) - load(K[j])
             s[j] += v
             q[j] += v * v
     for j in range(R):
@@ -88,11 +96,11 @@ def _merge_sample(xf, n, nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coe
         lo = g * L
         total = 0.0
         for j in range(lo, lo + L):
-            total += np.float64(xf[k0 + j]) + S[j] / A
+            total += np.float64(load(xf[k0 + j])) + S[j] / A
         mu = total / L
         m2 = 0.0
         for j in range(lo, lo + L):
-            dm = np.float64(xf[k0 + j]) + S[j] / A - mu
+            dm = np.float64(load(xf[k0 + j])) + S[j] / A - mu
             m2 += (Q[j] - S[j] * S[j] / A) + A * dm * dm
         var = m2 / (A * L)
         if var < 0.0:
@@ -129,14 +137,14 @@ def _apply_block(xf, yf, u, nb, A, R, rpb, coef):
             m = mh[j]
             a = sc[j]
             b = sh[j]
-            y0[j] = (x0[j] - m) * a + b
-            y1[j] = (x1[j] - m) * a + b
+            y0[j] = store((load(x0[j]) - m) * a + b, y0)
+            y1[j] = store((load(x1[j]) - m) * a + b, y1)
         r += 2
     for rr in range(r, r1):
         xs = _row(xf, n * A + rr, R)
         ys = _row(yf, n * A + rr, R)
         for j in range(R):
-            ys[j] = (xs[j] - mh[j]) * sc[j] + sh[j]
+            ys[j] = store((load(xs[j]) - mh[j]) * sc[j] + sh[j], ys)
 
 
 @kernel(parallel=True)
@@ -156,7 +164,7 @@ def forward_merge_par(xf, N, G, A, C, B, gamma, beta, eps, part, mean, rstd):
     R = C * B
     rpb = block_rows(A, R)
     nb = (A + rpb - 1) // rpb
-    coef = np.empty((N, 3, R), dtype=xf.dtype)
+    coef = compute_empty(xf, (N, 3, R))
     for nn in prange(N):
         _merge_sample(xf, np.int64(nn), nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coef)
     return coef
@@ -180,7 +188,7 @@ def forward_ser(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd):
     part = np.empty((N * nb, 2, R), dtype=np.float64)
     for u in range(N * nb):
         _block_sums(xf, u, nb, A, R, rpb, part)
-    coef = np.empty((N, 3, R), dtype=xf.dtype)
+    coef = compute_empty(xf, (N, 3, R))
     for n in range(N):
         _merge_sample(xf, n, nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coef)
     for u in range(N * nb):
@@ -210,15 +218,15 @@ def _bwd_block_sums(dyf, xf, u, nb, A, R, rpb, cen, part):
     r1 = min(A, r0 + rpb)
     mh = cen[n, 0]
     ml = cen[n, 1]
-    sd = np.zeros(R, dtype=xf.dtype)
-    sx = np.zeros(R, dtype=xf.dtype)
+    sd = compute_zeros(xf, R)
+    sx = compute_zeros(xf, R)
     for r in range(r0, r1):
         dys = dyf[(n * A + r) * R : (n * A + r + 1) * R]
         xs = xf[(n * A + r) * R : (n * A + r + 1) * R]
         for j in range(R):
-            g = dys[j]
+            g = load(dys[j])
             sd[j] += g
-            sx[j] += g * ((xs[j] - mh[j]) - ml[j])
+            sx[j] += g * ((load(xs[j]) - mh[j]) - ml[j])
     for j in range(R):
         part[u, 0, j] = sd[j]
         part[u, 1, j] = sx[j]
@@ -276,7 +284,9 @@ def _bwd_apply_block(dyf, xf, dxf, u, nb, A, R, rpb, cen, coef):
         xs = xf[lo : lo + R]
         dxs = dxf[lo : lo + R]
         for j in range(R):
-            dxs[j] = c1[j] * dys[j] + c2[j] * ((xs[j] - mh[j]) - ml[j]) + c3[j]
+            dxs[j] = store(
+                c1[j] * load(dys[j]) + c2[j] * ((load(xs[j]) - mh[j]) - ml[j]) + c3[j], dxs
+            )
 
 
 @kernel(parallel=True)
@@ -285,7 +295,7 @@ def backward_sums_par(dyf, xf, N, G, A, C, B, mean):
     R = C * B
     rpb = block_rows(A, R)
     nb = (A + rpb - 1) // rpb
-    cen = np.empty((N, 2, R), dtype=xf.dtype)
+    cen = compute_empty(xf, (N, 2, R))
     for nn in prange(N):
         _centres(xf, mean, np.int64(nn), G, C, B, cen[np.int64(nn)])
     part = np.empty((N * nb, 2, R), dtype=np.float64)
@@ -324,7 +334,7 @@ def backward_ser(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta):
     R = C * B
     rpb = block_rows(A, R)
     nb = (A + rpb - 1) // rpb
-    cen = np.empty((N, 2, R), dtype=xf.dtype)
+    cen = compute_empty(xf, (N, 2, R))
     for n in range(N):
         _centres(xf, mean, n, G, C, B, cen[n])
     part = np.empty((N * nb, 2, R), dtype=np.float64)
@@ -332,7 +342,7 @@ def backward_ser(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta):
         _bwd_block_sums(dyf, xf, u, nb, A, R, rpb, cen, part)
     db = np.empty(N * C, dtype=np.float64)
     ds = np.empty(N * C, dtype=np.float64)
-    coef = np.empty((N, 3, R), dtype=xf.dtype)
+    coef = compute_empty(xf, (N, 3, R))
     for n in range(N):
         _bwd_merge_sample(n, nb, G, A, C, B, gamma, rstd, part, db, ds, coef)
     param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)

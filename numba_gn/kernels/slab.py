@@ -20,11 +20,14 @@ from numba import prange
 from numba_gn._jit import inline, kernel
 from numba_gn.kernels._common import (
     PIECE,
+    compute_empty,
     dy_sums,
     finish_stats,
+    load,
     param_grads,
     rounded,
     shifted_sums,
+    store,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -41,7 +44,7 @@ def _slab_shift(xf, n, g, A, C, B, D, lanes):
     m = min(lanes, L)
     t = 0.0
     for i in range(off, off + m):
-        t += xf[i]
+        t += load(xf[i])
     return rounded(t / m, xf)
 
 
@@ -86,7 +89,7 @@ def _normalize_piece(xf, yf, base, start, length, B, coef, mh):
         xs = xf[base + i : base + stop]
         ys = yf[base + i : base + stop]
         for k in range(stop - i):
-            ys[k] = (xs[k] - mh) * a + b
+            ys[k] = store((load(xs[k]) - mh) * a + b, ys)
         i = stop
 
 
@@ -101,7 +104,7 @@ def _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd
     mu, r = finish_stats(K, S, Q, A * L, eps)
     mean[s] = mu
     rstd[s] = r
-    coef = np.empty((D, 2), dtype=xf.dtype)
+    coef = compute_empty(xf, (D, 2))
     mh = _slab_coefs(mu, r, gamma, beta, g, D, coef, xf)
     for a in range(A):
         base = ((n * A + a) * C + g * D) * B
@@ -164,8 +167,8 @@ def forward_merge(xf, N, G, A, C, B, gamma, beta, eps, lanes, part, mean, rstd):
     D = C // G
     L = D * B
     P = (L + PIECE - 1) // PIECE
-    coef = np.empty((N * C, 2), dtype=xf.dtype)
-    mhs = np.empty(N * G, dtype=xf.dtype)
+    coef = compute_empty(xf, (N * C, 2))
+    mhs = compute_empty(xf, N * G)
     for s in range(N * G):
         n = s // G
         g = s - n * G
@@ -240,7 +243,7 @@ def _dx_run(dyf, xf, dxf, start, length, c1, c2, c3, mh, ml):
     xs = xf[start : start + length]
     dxs = dxf[start : start + length]
     for k in range(length):
-        dxs[k] = c1 * dys[k] + c2 * ((xs[k] - mh) - ml) + c3
+        dxs[k] = store(c1 * load(dys[k]) + c2 * ((load(xs[k]) - mh) - ml) + c3, dxs)
 
 
 @inline
@@ -257,7 +260,7 @@ def _backward_one_slab(dyf, xf, dxf, s, G, A, C, B, gamma, mean, rstd, lanes, db
         sd, sx = _channel_sums(dyf, xf, n, c, A, C, B, mh, ml, lanes)
         db[n * C + c] = sd
         ds[n * C + c] = sx
-    coef = np.empty((D, 3), dtype=xf.dtype)
+    coef = compute_empty(xf, (D, 3))
     _group_dx_coefs(r, gamma, g, D, A * D * B, db, ds, n * C, coef)
     for d in range(D):
         c = g * D + d
