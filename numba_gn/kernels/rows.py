@@ -220,9 +220,23 @@ def _bwd_block_sums(dyf, xf, u, nb, A, R, rpb, cen, part):
     ml = cen[n, 1]
     sd = compute_zeros(xf, R)
     sx = compute_zeros(xf, R)
-    for r in range(r0, r1):
-        dys = dyf[(n * A + r) * R : (n * A + r + 1) * R]
-        xs = xf[(n * A + r) * R : (n * A + r + 1) * R]
+    r = r0
+    while r + 2 <= r1:  # two rows per sweep over the accumulators
+        g0 = _row(dyf, n * A + r, R)
+        g1 = _row(dyf, n * A + r + 1, R)
+        x0 = _row(xf, n * A + r, R)
+        x1 = _row(xf, n * A + r + 1, R)
+        for j in range(R):
+            m = mh[j]
+            lo = ml[j]
+            a0 = load(g0[j])
+            a1 = load(g1[j])
+            sd[j] += a0 + a1
+            sx[j] += a0 * ((load(x0[j]) - m) - lo) + a1 * ((load(x1[j]) - m) - lo)
+        r += 2
+    for rr in range(r, r1):
+        dys = _row(dyf, n * A + rr, R)
+        xs = _row(xf, n * A + rr, R)
         for j in range(R):
             g = load(dys[j])
             sd[j] += g
