@@ -1,0 +1,169 @@
+"""Every kernel path computes the same bits: serial twins, parallel fused, chunked slabs, any
+thread count (issue 2: "Results must be bitwise identical for every thread count")."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numba
+import numpy as np
+import pytest
+
+from numba_gn import _engine, _threading, group_norm, group_norm_backward
+from numba_gn.kernels import rows, slab
+
+HUGE = 1 << 62
+
+# name -> (shape, axis, groups); all big enough for the parallel kernels by default.
+CASES = {
+    "rows-nhwc": ((4, 32, 32, 64), -1, 32),
+    "slab-nchw": ((4, 64, 32, 32), 1, 32),
+    "slab-few-slabs": ((1, 8, 64, 128), 1, 2),  # 2 slabs of 2 pieces: chunked by default
+    "slab-middle": ((4, 32, 64, 16), 2, 16),  # runs of 64: slab family with A = 32
+    "rows-middle": ((4, 128, 8, 8), 2, 4),  # runs of 16: row family
+    "2d-long-runs": ((64, 1024), -1, 32),
+    "2d-short-runs": ((512, 64), -1, 32),
+    "tuple-axes": ((4, 16, 32, 32), (1, 2), 16),
+}
+
+
+def _kernel_names():
+    for mod in (slab, rows):
+        for name in dir(mod):
+            obj = getattr(mod, name)
+            if isinstance(obj, numba.core.registry.CPUDispatcher):
+                yield mod, name
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Record the names of the kernels the engine launches (``family.kernel``)."""
+    calls: list[str] = []
+    for mod, name in _kernel_names():
+        real = getattr(mod, name)
+        family = mod.__name__.rsplit(".", 1)[-1]
+
+        def spy(*args, _real=real, _tag=f"{family}.{name}"):
+            calls.append(_tag)
+            return _real(*args)
+
+        monkeypatch.setattr(mod, name, spy)
+    return calls
+
+
+@contextlib.contextmanager
+def _mode(mode: str, monkeypatch):
+    """Force one kernel path for the duration of the block."""
+    threads = numba.get_num_threads()
+    with monkeypatch.context() as mp:
+        if mode == "serial":
+            mp.setattr(_threading, "PARALLEL_MIN_ELEMENTS", HUGE)
+        elif mode == "chunked":
+            mp.setattr(_threading, "PARALLEL_MIN_ELEMENTS", 1)
+            mp.setattr(_engine, "FUSED_MIN_SLABS_PER_THREAD", HUGE)
+        elif mode == "fused":
+            mp.setattr(_threading, "PARALLEL_MIN_ELEMENTS", 1)
+            mp.setattr(_engine, "FUSED_MIN_SLABS_PER_THREAD", 0)
+        elif mode == "one-thread":
+            numba.set_num_threads(1)
+        elif mode != "default":
+            raise ValueError(mode)
+        try:
+            yield
+        finally:
+            numba.set_num_threads(threads)
+
+
+def _everything(x, dy, groups, gamma, beta, axis):
+    y, mean, rstd = group_norm(x, groups, gamma, beta, axis=axis, return_stats=True)
+    dx, dgamma, dbeta = group_norm_backward(dy, x, mean, rstd, groups, gamma, axis=axis)
+    return {"y": y, "mean": mean, "rstd": rstd, "dx": dx, "dgamma": dgamma, "dbeta": dbeta}
+
+
+def _inputs(shape, axis, dtype, rng):
+    axes = (axis,) if isinstance(axis, int) else axis
+    cshape = tuple(shape[a] for a in axes)
+    x = (100.0 + rng.standard_normal(shape)).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    gamma = rng.uniform(0.5, 1.5, cshape).astype(dtype)
+    beta = rng.standard_normal(cshape).astype(dtype)
+    return x, dy, gamma, beta
+
+
+@pytest.mark.skipif(numba.get_num_threads() < 2, reason="needs at least 2 Numba threads")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", list(CASES))
+def test_all_paths_bitwise_identical(case, dtype, rng, monkeypatch, kernel_calls):
+    shape, axis, groups = CASES[case]
+    assert np.prod(shape) >= _threading.PARALLEL_MIN_ELEMENTS
+    x, dy, gamma, beta = _inputs(shape, axis, dtype, rng)
+    with _mode("serial", monkeypatch):
+        expected = _everything(x, dy, groups, gamma, beta, axis)
+    assert kernel_calls and all(c.endswith("_ser") for c in kernel_calls)
+    modes = ["default", "one-thread", "chunked", "fused"]
+    for mode in modes:
+        kernel_calls.clear()
+        with _mode(mode, monkeypatch):
+            got = _everything(x, dy, groups, gamma, beta, axis)
+        if mode == "one-thread":
+            assert all(c.endswith("_ser") for c in kernel_calls), kernel_calls
+        else:
+            assert any(c.endswith("_par") for c in kernel_calls), (mode, kernel_calls)
+        if mode == "chunked" and any(c.startswith("slab.") for c in kernel_calls):
+            assert "slab.forward_sums_par" in kernel_calls, kernel_calls
+            assert "slab.backward_sums_par" in kernel_calls, kernel_calls
+        if mode == "fused" and any(c.startswith("slab.") for c in kernel_calls):
+            assert "slab.forward_fused_par" in kernel_calls, kernel_calls
+            assert "slab.backward_fused_par" in kernel_calls, kernel_calls
+        for key, want in expected.items():
+            assert got[key].dtype == want.dtype, (mode, key)
+            np.testing.assert_array_equal(got[key], want, err_msg=f"{mode}: {key}")
+
+
+def test_cases_cover_both_families_and_both_slab_strategies(monkeypatch, kernel_calls):
+    # Guard for the test above: with the default settings the cases really do reach the row
+    # kernels, the fused slab kernels and the chunked slab kernels.
+    if numba.get_num_threads() < 2:
+        pytest.skip("needs at least 2 Numba threads")
+    rng = np.random.default_rng(0)
+    seen = set()
+    for shape, axis, groups in CASES.values():
+        x, dy, gamma, beta = _inputs(shape, axis, np.float32, rng)
+        _everything(x, dy, groups, gamma, beta, axis)
+        seen.update(kernel_calls)
+    assert {"rows.forward_sums_par", "rows.backward_sums_par"} <= seen
+    assert {"slab.forward_fused_par", "slab.backward_fused_par"} <= seen
+    assert {"slab.forward_sums_par", "slab.backward_sums_par"} <= seen
+
+
+@pytest.mark.parametrize("case", ["rows-nhwc", "slab-few-slabs"])
+def test_nonfinite_values_take_the_same_bits_on_every_path(case, rng, monkeypatch):
+    shape, axis, groups = CASES[case]
+    x, dy, gamma, beta = _inputs(shape, axis, np.float32, rng)
+    x.reshape(-1)[7] = np.nan
+    x.reshape(-1)[9] = np.inf
+    with _mode("serial", monkeypatch):
+        expected = _everything(x, dy, groups, gamma, beta, axis)
+    for mode in ("default", "chunked", "fused"):
+        with _mode(mode, monkeypatch):
+            got = _everything(x, dy, groups, gamma, beta, axis)
+        for key, want in expected.items():
+            np.testing.assert_array_equal(got[key], want, err_msg=f"{mode}: {key}")
+    assert np.isnan(expected["y"]).any() and np.isfinite(expected["y"]).any()
+
+
+def test_repeated_calls_are_deterministic(rng):
+    shape, axis, groups = CASES["rows-nhwc"]
+    x, dy, gamma, beta = _inputs(shape, axis, np.float32, rng)
+    first = _everything(x, dy, groups, gamma, beta, axis)
+    for _ in range(3):
+        again = _everything(x, dy, groups, gamma, beta, axis)
+        for key, want in first.items():
+            np.testing.assert_array_equal(again[key], want)
+
+
+def test_num_threads_is_restored_after_forced_modes(monkeypatch):
+    threads = numba.get_num_threads()
+    with _mode("one-thread", monkeypatch):
+        assert numba.get_num_threads() == 1
+    assert numba.get_num_threads() == threads
