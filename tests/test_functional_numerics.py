@@ -34,10 +34,6 @@ LAYOUTS = {
 # to float64; for rows of few channels (one or two columns per group) that costs up to ~3e-6
 # relative in rstd, i.e. just over 1e-5 in y for some seeds. The slab family on the same data is
 # at ~3e-7.
-ROWS_F32_REASON = (
-    "engine bug: row-family float32 block sums (up to 512 rows per block when rows are narrow) "
-    "give max |y - ref| = 1.01e-5 > 1e-5 on (2,32,32,16) G=16, seed 10, offset 100"
-)
 
 
 def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
@@ -100,7 +96,6 @@ def test_float32_accuracy_narrow_channels_last(shape, groups):
     assert worst <= 1e-5
 
 
-@pytest.mark.xfail(strict=True, reason=ROWS_F32_REASON)
 def test_float32_accuracy_narrow_channels_last_seed_sweep():
     # One column per group and 1024 rows per sample: the row family's weakest case. Seeds 0..11
     # at offset 100 include one (seed 10) that misses the 1e-5 target.

@@ -24,7 +24,7 @@ from numba_gn._jit import inline
 from numba_gn.kernels._half import float_to_half, half_to_float
 
 #: Largest number of elements summed in the input dtype before widening to float64.
-PIECE = 16384
+PIECE = 4096
 #: Independent accumulators per piece (a runtime argument: constant widths get unrolled to
 #: scalar code because Numba disables SLP vectorisation).
 LANES = {np.dtype(np.float32): 32, np.dtype(np.float64): 16, np.dtype(np.uint16): 32}

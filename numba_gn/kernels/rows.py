@@ -18,7 +18,6 @@ from numba import prange
 
 from numba_gn._jit import inline, kernel
 from numba_gn.kernels._common import (
-    PIECE,
     compute_empty,
     compute_zeros,
     load,
@@ -28,13 +27,15 @@ from numba_gn.kernels._common import (
 )
 
 #: Most rows a block accumulates in the input dtype before widening to float64.
-MAX_BLOCK_ROWS = 512
+MAX_BLOCK_ROWS = 64
+#: Target size of a block in elements (its partial sums are 2*R float64 values).
+BLOCK_ELEMENTS = 16384
 
 
 @inline
 def block_rows(A, R):
-    """Rows per block: about :data:`PIECE` elements, at most :data:`MAX_BLOCK_ROWS`, at least 1."""
-    return max(1, min(MAX_BLOCK_ROWS, PIECE // max(R, 1), A))
+    """Rows per block: about :data:`BLOCK_ELEMENTS`, at most :data:`MAX_BLOCK_ROWS`, at least 1."""
+    return max(1, min(MAX_BLOCK_ROWS, BLOCK_ELEMENTS // max(R, 1), A))
 
 
 @inline
