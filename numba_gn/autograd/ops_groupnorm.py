@@ -33,8 +33,14 @@ class GroupNorm(Function):
         group_size: int | None,
     ) -> np.ndarray:
         y, mean, rstd = functional.group_norm(
-            x, groups, gamma, beta,
-            axis=axis, epsilon=epsilon, group_size=group_size, return_stats=True,
+            x,
+            groups,
+            gamma,
+            beta,
+            axis=axis,
+            epsilon=epsilon,
+            group_size=group_size,
+            return_stats=True,
         )
         ctx.save_for_backward(x, mean, rstd, gamma)
         ctx.args = (groups, axis, group_size)

@@ -166,8 +166,7 @@ class GradientTape:
         """
         if unconnected_gradients not in ("none", "zero"):
             raise ValueError(
-                "unconnected_gradients must be 'none' or 'zero', "
-                f"got {unconnected_gradients!r}."
+                f"unconnected_gradients must be 'none' or 'zero', got {unconnected_gradients!r}."
             )
         if self._spent:
             raise RuntimeError(_ONE_SHOT)
@@ -183,7 +182,7 @@ class GradientTape:
             # Free the recording as soon as it has been used (TF deletes a one-shot tape too).
             self._spent = True
             self._deactivate()
-            self._nodes, self._tracked, self._variables = [], {}, []
+            self._nodes, self._tracked = [], {}
         backward_pass(nodes, grads, keep={id(s) for s in flat_sources})
 
         zero = unconnected_gradients == "zero"
@@ -297,9 +296,7 @@ def _pair_targets(target: Any, og: Any) -> list[tuple[Tensor, Any]]:
         return [p for k, o in zip(keys, ogs, strict=True) for p in _pair_targets(target[k], o)]
     if isinstance(target, (list, tuple)):
         if og is not None and len(og) != len(target):
-            raise ValueError(
-                f"output_gradients has {len(og)} entries for {len(target)} targets."
-            )
+            raise ValueError(f"output_gradients has {len(og)} entries for {len(target)} targets.")
         ogs = [None] * len(target) if og is None else list(og)
         return [p for t, o in zip(target, ogs, strict=True) for p in _pair_targets(t, o)]
     raise TypeError(f"tape.gradient() target must be a Tensor, got {type(target).__name__}.")
