@@ -65,11 +65,13 @@ class Function:
     """Base class of differentiable ops; subclasses define ``forward`` and ``backward``.
 
     ``forward(ctx, *arrays, **kwargs) -> ndarray`` receives ndarrays (plus whatever non-Tensor
-    values were passed) and keyword-only static arguments. ``backward(ctx, grad)`` receives the
-    gradient of the output (an ndarray of the output's shape) and returns one gradient per
-    positional input, as a tuple (or a bare array for a one-input op); ``None`` means "no
-    gradient" and is always allowed. Each gradient must have its input's shape: reduce
-    broadcasting with :func:`numba_gn.autograd.unbroadcast`.
+    values were passed) and keyword-only static arguments, and returns one array (ops have a
+    single output; keep auxiliary results such as statistics on ``ctx``).
+
+    ``backward(ctx, grad)`` receives the gradient of the output (an ndarray of the output's
+    shape) and returns one gradient per positional input, as a tuple (or a bare array for a
+    one-input op); ``None`` means "no gradient" and is always allowed. Each gradient must have
+    its input's shape: reduce broadcasting with :func:`numba_gn.autograd.unbroadcast`.
     """
 
     @staticmethod
@@ -97,15 +99,20 @@ class Function:
         records = []
         needs = None
         for tape in tapes:
-            tracked = tape._input_refs(inputs)
-            if tracked is not None:
-                records.append((tape, tracked))
-                flags = tuple(t is not None for t in tracked)
-                needs = flags if needs is None else tuple(map(bool.__or__, needs, flags))
-        ctx = Context(needs if needs is not None else (False,) * len(inputs))
+            refs = tape._input_refs(inputs)
+            if refs is not None:
+                records.append((tape, refs))
+                flags = [r is not None for r in refs]
+                needs = (
+                    flags if needs is None else [a or b for a, b in zip(needs, flags, strict=True)]
+                )
+        n = len(inputs)
+        ctx = Context(
+            tuple(needs) if needs is not None else _NO_GRADS[n] if n < 9 else (False,) * n
+        )
         out = _wrap(cls.forward(ctx, *arrays, **kwargs))
-        for tape, tracked in records:
-            tape._record(cls, ctx, out, tracked)
+        for tape, refs in records:
+            tape._record(cls, ctx, out, refs)
         return out
 
 

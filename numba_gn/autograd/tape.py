@@ -198,6 +198,7 @@ def backward_pass(nodes: list[tuple], grads: dict[int, np.ndarray], keep: set[in
     Tensor where the tape tracks it and None elsewhere. Gradients of outputs are dropped once
     used unless their id is in ``keep`` (the sources), which bounds memory on long tapes.
     """
+    ndarray = np.ndarray
     for fn, ctx, out, inputs in reversed(nodes):
         key = id(out)
         g = grads.get(key) if key in keep else grads.pop(key, None)
@@ -211,19 +212,21 @@ def backward_pass(nodes: list[tuple], grads: dict[int, np.ndarray], keep: set[in
                 f"{fn.__name__}.backward returned {len(in_grads)} gradients for "
                 f"{len(inputs)} inputs."
             )
-        for inp, ig in zip(inputs, in_grads, strict=True):
+        for inp, ig in zip(inputs, in_grads):  # noqa: B905 - lengths checked just above
             if inp is None or ig is None:
                 continue
             data = inp.data
-            if type(ig) is not np.ndarray:
+            if type(ig) is not ndarray:
                 ig = np.asarray(ig)
             if ig.shape != data.shape:
                 raise ValueError(
                     f"{fn.__name__}.backward returned a gradient of shape {ig.shape} for an "
                     f"input of shape {data.shape}; reduce broadcast axes with unbroadcast()."
                 )
-            if ig.dtype != data.dtype and data.dtype.kind == "f":
-                ig = ig.astype(data.dtype)  # keep each gradient in its tensor's dtype
+            dtype = data.dtype
+            # ``is`` first: builtin dtypes are singletons and ``!=`` on dtypes is slow.
+            if ig.dtype is not dtype and ig.dtype != dtype and dtype.kind == "f":
+                ig = ig.astype(dtype)  # keep each gradient in its tensor's dtype
             k = id(inp)
             prev = grads.get(k)
             # Out of place: a backward may return the same array for several inputs.
