@@ -82,15 +82,14 @@ def _memory_order(x: np.ndarray, axes: tuple[int, ...]) -> tuple[int, ...]:
     return logical
 
 
-def _waves(N: int, sample_bytes: int) -> list[tuple[int, int]]:
-    """Consecutive sample ranges of about :data:`WAVE_BYTES` each (at least one sample).
+def _wave_samples(sample_bytes: int) -> int:
+    """Samples per wave of the row kernels: about :data:`WAVE_BYTES` of input, at least one.
 
     The row kernels read a sample twice (statistics, then output); doing a few samples at a time
     keeps the second read in the last-level cache. Waves only change the order of work, never
     the arithmetic, so results do not depend on them.
     """
-    per_wave = max(1, WAVE_BYTES // max(sample_bytes, 1))
-    return [(n0, min(N, n0 + per_wave)) for n0 in range(0, N, per_wave)]
+    return max(1, WAVE_BYTES // max(sample_bytes, 1))
 
 
 def _threads() -> int:
@@ -120,18 +119,9 @@ def forward(
         if not parallel:
             rows.forward_ser(xc, yc, N, G, A, C, B, gamma, beta, epsilon, mean, rstd)
             return mean, rstd
-        per_sample = A * C * B
+        wave = _wave_samples(A * C * B * xc.itemsize)
         with _threading.parallel_launch():
-            for n0, n1 in _waves(N, per_sample * xc.itemsize):
-                xw = xc[n0 * per_sample : n1 * per_sample]
-                yw = yc[n0 * per_sample : n1 * per_sample]
-                mw = mean[n0 * G : n1 * G]
-                rw = rstd[n0 * G : n1 * G]
-                part = rows.forward_sums_par(xw, n1 - n0, A, C * B)
-                coef = rows.forward_merge_par(
-                    xw, n1 - n0, G, A, C, B, gamma, beta, epsilon, part, mw, rw
-                )
-                rows.forward_apply_par(xw, yw, n1 - n0, A, C * B, coef)
+            rows.forward_par(xc, yc, N, G, A, C, B, gamma, beta, epsilon, mean, rstd, wave)
         return mean, rstd
     if not parallel:
         slab.forward_fused_ser(xc, yc, N, G, A, C, B, gamma, beta, epsilon, lanes, mean, rstd)
@@ -142,11 +132,9 @@ def forward(
                 xc, yc, N, G, A, C, B, gamma, beta, epsilon, lanes, mean, rstd
             )
         else:
-            part = slab.forward_sums_par(xc, N, G, A, C, B, lanes)
-            coef, mhs = slab.forward_merge(
-                xc, N, G, A, C, B, gamma, beta, epsilon, lanes, part, mean, rstd
+            slab.forward_chunked_par(
+                xc, yc, N, G, A, C, B, gamma, beta, epsilon, lanes, mean, rstd
             )
-            slab.forward_apply_par(xc, yc, N, G, A, C, B, coef, mhs)
     return mean, rstd
 
 
@@ -172,10 +160,11 @@ def backward(
         if not parallel:
             rows.backward_ser(dyc, xc, dxc, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta)
             return dgamma, dbeta
+        wave = _wave_samples(2 * A * C * B * xc.itemsize)
         with _threading.parallel_launch():
-            cen, part = rows.backward_sums_par(dyc, xc, N, G, A, C, B, mean)
-            coef = rows.backward_merge(N, G, A, C, B, gamma, rstd, part, cen, dgamma, dbeta)
-            rows.backward_apply_par(dyc, xc, dxc, N, A, C * B, cen, coef)
+            rows.backward_par(
+                dyc, xc, dxc, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta, wave
+            )
         return dgamma, dbeta
     if not parallel:
         slab.backward_fused_ser(
@@ -188,7 +177,7 @@ def backward(
                 dyc, xc, dxc, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta
             )
         else:
-            part = slab.backward_sums_par(dyc, xc, N, G, A, C, B, mean, lanes)
-            coef = slab.backward_merge(N, G, A, C, B, gamma, rstd, part, dgamma, dbeta)
-            slab.backward_apply_par(dyc, xc, dxc, N, G, A, C, B, mean, coef)
+            slab.backward_chunked_par(
+                dyc, xc, dxc, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta
+            )
     return dgamma, dbeta

@@ -149,35 +149,26 @@ def _apply_block(xf, yf, u, nb, A, R, rpb, coef):
 
 
 @kernel(parallel=True)
-def forward_sums_par(xf, N, A, R):
-    """Phase 1: per-block, per-column shifted sums, shape (blocks, 2, R) float64."""
-    rpb = block_rows(A, R)
-    nb = (A + rpb - 1) // rpb
-    part = np.empty((N * nb, 2, R), dtype=np.float64)
-    for uu in prange(N * nb):
-        _block_sums(xf, np.int64(uu), nb, A, R, rpb, part)
-    return part
+def forward_par(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, wave):
+    """Forward pass, ``wave`` samples at a time: block sums, per-sample merge, output.
 
-
-@kernel(parallel=True)
-def forward_merge_par(xf, N, G, A, C, B, gamma, beta, eps, part, mean, rstd):
-    """Phase 2: per-sample merge into stats and coefficient rows (m_hi, a, b'), shape (N, 3, R)."""
+    Each wave's second read of x (the output pass) comes from the cache when the wave fits in
+    it; waves change the order of work only, never the arithmetic.
+    """
     R = C * B
     rpb = block_rows(A, R)
     nb = (A + rpb - 1) // rpb
+    part = np.empty((N * nb, 2, R), dtype=np.float64)
     coef = compute_empty(xf, (N, 3, R))
-    for nn in prange(N):
-        _merge_sample(xf, np.int64(nn), nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coef)
-    return coef
-
-
-@kernel(parallel=True)
-def forward_apply_par(xf, yf, N, A, R, coef):
-    """Phase 3: ``y = (x - m_hi)*a + b'`` row by row."""
-    rpb = block_rows(A, R)
-    nb = (A + rpb - 1) // rpb
-    for uu in prange(N * nb):
-        _apply_block(xf, yf, np.int64(uu), nb, A, R, rpb, coef)
+    for n0 in range(0, N, wave):
+        n1 = min(N, n0 + wave)
+        for uu in prange(n0 * nb, n1 * nb):
+            _block_sums(xf, np.int64(uu), nb, A, R, rpb, part)
+        for nn in prange(n0, n1):
+            n = np.int64(nn)
+            _merge_sample(xf, n, nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coef)
+        for uu in prange(n0 * nb, n1 * nb):
+            _apply_block(xf, yf, np.int64(uu), nb, A, R, rpb, coef)
 
 
 @kernel
@@ -305,42 +296,28 @@ def _bwd_apply_block(dyf, xf, dxf, u, nb, A, R, rpb, cen, coef):
 
 
 @kernel(parallel=True)
-def backward_sums_par(dyf, xf, N, G, A, C, B, mean):
-    """Phase 1: centres per sample, then per-block column sums of dy and dy*(x-mean)."""
+def backward_par(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta, wave):
+    """Backward pass, ``wave`` samples at a time (see :func:`forward_par`), then dgamma/dbeta."""
     R = C * B
     rpb = block_rows(A, R)
     nb = (A + rpb - 1) // rpb
     cen = compute_empty(xf, (N, 2, R))
-    for nn in prange(N):
-        _centres(xf, mean, np.int64(nn), G, C, B, cen[np.int64(nn)])
     part = np.empty((N * nb, 2, R), dtype=np.float64)
-    for uu in prange(N * nb):
-        _bwd_block_sums(dyf, xf, np.int64(uu), nb, A, R, rpb, cen, part)
-    return cen, part
-
-
-@kernel
-def backward_merge(N, G, A, C, B, gamma, rstd, part, cen, dgamma, dbeta):
-    """Phase 2: per-channel sums, dx coefficient rows (N, 3, R), dgamma and dbeta."""
-    R = C * B
-    rpb = block_rows(A, R)
-    nb = (A + rpb - 1) // rpb
+    coef = compute_empty(xf, (N, 3, R))
     db = np.empty(N * C, dtype=np.float64)
     ds = np.empty(N * C, dtype=np.float64)
-    coef = np.empty((N, 3, R), dtype=cen.dtype)
-    for n in range(N):
-        _bwd_merge_sample(n, nb, G, A, C, B, gamma, rstd, part, db, ds, coef)
+    for n0 in range(0, N, wave):
+        n1 = min(N, n0 + wave)
+        for nn in prange(n0, n1):
+            n = np.int64(nn)
+            _centres(xf, mean, n, G, C, B, cen[n])
+        for uu in prange(n0 * nb, n1 * nb):
+            _bwd_block_sums(dyf, xf, np.int64(uu), nb, A, R, rpb, cen, part)
+        for nn in prange(n0, n1):
+            _bwd_merge_sample(np.int64(nn), nb, G, A, C, B, gamma, rstd, part, db, ds, coef)
+        for uu in prange(n0 * nb, n1 * nb):
+            _bwd_apply_block(dyf, xf, dxf, np.int64(uu), nb, A, R, rpb, cen, coef)
     param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)
-    return coef
-
-
-@kernel(parallel=True)
-def backward_apply_par(dyf, xf, dxf, N, A, R, cen, coef):
-    """Phase 3: ``dx = c1*dy + c2*(x - mean) + c3`` row by row."""
-    rpb = block_rows(A, R)
-    nb = (A + rpb - 1) // rpb
-    for uu in prange(N * nb):
-        _bwd_apply_block(dyf, xf, dxf, np.int64(uu), nb, A, R, rpb, cen, coef)
 
 
 @kernel

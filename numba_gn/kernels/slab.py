@@ -142,8 +142,12 @@ def _unit(u, G, A, P):
 
 
 @kernel(parallel=True)
-def forward_sums_par(xf, N, G, A, C, B, lanes):
-    """Phase 1 of the chunked forward: the shifted sums of every piece, shape (pieces, 2)."""
+def forward_chunked_par(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rstd):
+    """Forward pass with every slab's pieces spread over all threads (few, large slabs).
+
+    Three phases: shifted sums of every piece (parallel), a merge per slab in piece order
+    (serial, tiny), the output of every piece (parallel, same pieces so the same cores).
+    """
     D = C // G
     L = D * B
     P = (L + PIECE - 1) // PIECE
@@ -158,15 +162,6 @@ def forward_sums_par(xf, N, G, A, C, B, lanes):
         s, q = shifted_sums(xf[base + start : base + min(L, start + PIECE)], K, lanes)
         part[u, 0] = s
         part[u, 1] = q
-    return part
-
-
-@kernel
-def forward_merge(xf, N, G, A, C, B, gamma, beta, eps, lanes, part, mean, rstd):
-    """Phase 2: merge piece sums per slab (in order) into stats and per-channel coefficients."""
-    D = C // G
-    L = D * B
-    P = (L + PIECE - 1) // PIECE
     coef = compute_empty(xf, (N * C, 2))
     mhs = compute_empty(xf, N * G)
     for s in range(N * G):
@@ -182,16 +177,7 @@ def forward_merge(xf, N, G, A, C, B, gamma, beta, eps, lanes, part, mean, rstd):
         mean[s] = mu
         rstd[s] = r
         mhs[s] = _slab_coefs(mu, r, gamma, beta, g, D, coef[n * C + g * D :], xf)
-    return coef, mhs
-
-
-@kernel(parallel=True)
-def forward_apply_par(xf, yf, N, G, A, C, B, coef, mhs):
-    """Phase 3 of the chunked forward: normalise every piece."""
-    D = C // G
-    L = D * B
-    P = (L + PIECE - 1) // PIECE
-    for uu in prange(N * G * A * P):
+    for uu in prange(units):
         n, g, a, p = _unit(np.int64(uu), G, A, P)
         start = p * PIECE
         base = ((n * A + a) * C + g * D) * B
@@ -303,11 +289,17 @@ def _run_unit(u, C, A, P):
 
 
 @kernel(parallel=True)
-def backward_sums_par(dyf, xf, N, G, A, C, B, mean, lanes):
-    """Phase 1 of the chunked backward: per run piece ``(sum dy, sum dy*(x-mean))``."""
+def backward_chunked_par(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta):
+    """Backward pass with the pieces of every channel run spread over all threads.
+
+    Phase 1 sums every run piece (parallel); phase 2 merges them per (sample, channel) in piece
+    order and computes the dx coefficients, dgamma and dbeta (serial, tiny); phase 3 writes dx
+    for every piece (parallel).
+    """
     D = C // G
     P = (B + PIECE - 1) // PIECE
-    units = N * C * A * P
+    per_channel = A * P
+    units = N * C * per_channel
     part = np.empty((units, 2), dtype=np.float64)
     for uu in prange(units):
         u = np.int64(uu)
@@ -316,21 +308,11 @@ def backward_sums_par(dyf, xf, N, G, A, C, B, mean, lanes):
         mh = rounded(mu, xf)
         ml = rounded(mu - np.float64(mh), xf)
         start = p * PIECE
-        base = ((n * A + a) * C + c) * B
-        lo = base + start
-        hi = base + min(B, start + PIECE)
+        lo = ((n * A + a) * C + c) * B + start
+        hi = lo - start + min(B, start + PIECE)
         d, x = dy_sums(dyf[lo:hi], xf[lo:hi], mh, ml, lanes)
         part[u, 0] = d
         part[u, 1] = x
-    return part
-
-
-@kernel
-def backward_merge(N, G, A, C, B, gamma, rstd, part, dgamma, dbeta):
-    """Phase 2: per-channel sums (in order), dx coefficients per channel, dgamma and dbeta."""
-    D = C // G
-    P = (B + PIECE - 1) // PIECE
-    per_channel = A * P
     db = np.empty(N * C, dtype=np.float64)
     ds = np.empty(N * C, dtype=np.float64)
     for nc in range(N * C):
@@ -347,15 +329,6 @@ def backward_merge(N, G, A, C, B, gamma, rstd, part, dgamma, dbeta):
         g = s - n * G
         _group_dx_coefs(rstd[s], gamma, g, D, A * D * B, db, ds, n * C, coef[n * C + g * D :])
     param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)
-    return coef
-
-
-@kernel(parallel=True)
-def backward_apply_par(dyf, xf, dxf, N, G, A, C, B, mean, coef):
-    """Phase 3 of the chunked backward: dx for every run piece."""
-    D = C // G
-    P = (B + PIECE - 1) // PIECE
-    units = N * C * A * P
     for uu in prange(units):
         n, c, a, p = _run_unit(np.int64(uu), C, A, P)
         mu = mean[n * G + c // D]
