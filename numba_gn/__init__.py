@@ -1,8 +1,34 @@
-"""numba_gn: Keras's GroupNormalization as a fast, exact, Numba-accelerated CPU engine."""
+"""numba_gn: Keras's GroupNormalization as a fast, exact, Numba-accelerated CPU engine.
 
+Layers of the package, each built on the one before it:
+
+* :mod:`numba_gn.kernels` — parallel Numba kernels (statistics, forward, backward);
+* :mod:`numba_gn.functional` — :func:`group_norm` / :func:`group_norm_backward` on NumPy arrays;
+* :mod:`numba_gn.autograd` — :class:`Tensor`, :class:`GradientTape`, ops, :func:`gradcheck`;
+* :mod:`numba_gn.params` — :class:`Variable`, initializers, regularizers, constraints.
+"""
+
+from numba_gn import autograd, params
 from numba_gn._warmup import warmup
+from numba_gn.autograd import Function, GradientTape, Tensor, gradcheck
 from numba_gn.functional import group_norm, group_norm_backward
+from numba_gn.params import Variable, constraints, initializers, regularizers
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "group_norm", "group_norm_backward", "warmup"]
+__all__ = [
+    "Function",
+    "GradientTape",
+    "Tensor",
+    "Variable",
+    "__version__",
+    "autograd",
+    "constraints",
+    "gradcheck",
+    "group_norm",
+    "group_norm_backward",
+    "initializers",
+    "params",
+    "regularizers",
+    "warmup",
+]
