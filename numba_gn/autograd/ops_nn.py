@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-
 from numba_gn.autograd.function import Context, Function
 from numba_gn.autograd.tensor import Tensor
 
