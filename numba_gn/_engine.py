@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
 from numba_gn import _threading
@@ -92,12 +93,6 @@ def _wave_samples(sample_bytes: int) -> int:
     return max(1, WAVE_BYTES // max(sample_bytes, 1))
 
 
-def _threads() -> int:
-    import numba
-
-    return numba.get_num_threads()
-
-
 def forward(
     xc: np.ndarray,
     yc: np.ndarray,
@@ -127,7 +122,7 @@ def forward(
         slab.forward_fused_ser(xc, yc, N, G, A, C, B, gamma, beta, epsilon, lanes, mean, rstd)
         return mean, rstd
     with _threading.parallel_launch():
-        if N * G >= FUSED_MIN_SLABS_PER_THREAD * _threads():
+        if N * G >= FUSED_MIN_SLABS_PER_THREAD * numba.get_num_threads():
             slab.forward_fused_par(
                 xc, yc, N, G, A, C, B, gamma, beta, epsilon, lanes, mean, rstd
             )
@@ -172,7 +167,7 @@ def backward(
         )
         return dgamma, dbeta
     with _threading.parallel_launch():
-        if N * G >= FUSED_MIN_SLABS_PER_THREAD * _threads():
+        if N * G >= FUSED_MIN_SLABS_PER_THREAD * numba.get_num_threads():
             slab.backward_fused_par(
                 dyc, xc, dxc, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta
             )
