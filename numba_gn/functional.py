@@ -169,8 +169,14 @@ def group_norm(
         rstd = np.full((N, G), np.nan)
         return (y, mean, rstd) if return_stats else y
 
-    # Write straight into the output when its memory is in canonical order and dtype matches.
-    target = out if out is not None and canon.is_view(out) else canon.empty(xs.shape, xs.dtype)
+    # Write straight into ``out`` when its memory is in canonical order and it is either x itself
+    # or disjoint from x (a partial overlap would let outputs overwrite inputs not yet read).
+    direct = (
+        out is not None
+        and canon.is_view(out)
+        and (_same_memory(out, xs) or not np.may_share_memory(out, xs))
+    )
+    target = out if direct else canon.empty(xs.shape, xs.dtype)
     mean, rstd = _engine.forward(_flat(xs, canon), _flat(target, canon), canon, G, g, b, eps)
     if out is not None and target is not out:
         np.copyto(out, target)
@@ -178,6 +184,14 @@ def group_norm(
     if return_stats:
         return y, mean.reshape(N, G), rstd.reshape(N, G)
     return y
+
+
+def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two arrays are the same view of the same memory (in-place is safe then)."""
+    return (
+        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+        and a.strides == b.strides
+    )
 
 
 def _check_out(out: object, prob: _Problem) -> None:
