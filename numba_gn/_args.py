@@ -137,7 +137,7 @@ def param_array(p: object, name: str, shape: tuple[int, ...], fill: float) -> np
     """gamma/beta as a flat float64 array of ``prod(shape)`` values (``fill`` when None)."""
     if p is None:
         return _constant(math.prod(shape), fill)
-    arr = np.asarray(p) if not isinstance(p, np.ndarray) else p
+    arr = _asarray(p, name) if not isinstance(p, np.ndarray) else p
     if arr.dtype.kind not in "fiu" or arr.dtype.kind == "b":
         raise TypeError(f"`{name}` must be a real float array, got dtype {arr.dtype}.")
     if arr.shape != shape:

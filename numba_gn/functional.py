@@ -266,7 +266,7 @@ def group_norm_backward(
 
 
 def _stats_array(a: object, name: str, shape: tuple[int, int]) -> np.ndarray:
-    arr = np.asarray(a)
+    arr = _args._asarray(a, name)
     if arr.dtype.kind != "f":
         raise TypeError(f"`{name}` must be a float array, got dtype {arr.dtype}.")
     if arr.shape != shape:
