@@ -1,0 +1,137 @@
+"""``DTypePolicy``: a layer's variable dtype and compute dtype, after ``keras.DTypePolicy``.
+
+Only the policies NumPy can represent exist: ``float16``, ``float32``, ``float64`` and
+``mixed_float16`` (float32 variables, float16 computation). Keras's serialized form
+(``{"module": "keras", "class_name": "DTypePolicy", "config": {"name": ...}, ...}``) is read and
+written, so layer configs move between Keras and numba_gn unchanged. Nothing named in a config
+is ever imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DTypePolicy", "get"]
+
+# name -> (variable dtype, compute dtype)
+_POLICIES = {
+    "float16": ("float16", "float16"),
+    "float32": ("float32", "float32"),
+    "float64": ("float64", "float64"),
+    "mixed_float16": ("float32", "float16"),
+}
+_OUTER_KEYS = frozenset({"module", "class_name", "config", "registered_name"})
+# Keras 3.0-3.5 wrote "FloatDTypePolicy"; later versions write "DTypePolicy".
+_CLASS_NAMES = frozenset({"DTypePolicy", "FloatDTypePolicy"})
+
+
+class DTypePolicy:
+    """The dtypes a layer uses: ``variable_dtype`` for its weights, ``compute_dtype`` for math.
+
+    Parameters
+    ----------
+    name : str, default "float32"
+        One of ``"float16"``, ``"float32"``, ``"float64"``, ``"mixed_float16"``.
+    """
+
+    __slots__ = ("name", "variable_dtype", "compute_dtype")
+
+    def __init__(self, name: str = "float32") -> None:
+        if not isinstance(name, str) or name not in _POLICIES:
+            raise ValueError(
+                f"Unsupported dtype policy {name!r}; numba_gn supports "
+                f"{', '.join(sorted(_POLICIES))} (NumPy has no bfloat16, and quantized "
+                "policies are not implemented)."
+            )
+        self.name = name
+        self.variable_dtype, self.compute_dtype = _POLICIES[name]
+
+    @property
+    def is_mixed(self) -> bool:
+        """Whether the compute dtype differs from the variable dtype (``mixed_float16``)."""
+        return self.variable_dtype != self.compute_dtype
+
+    def get_config(self) -> dict[str, Any]:
+        """``{"name": name}``, as Keras."""
+        return {"name": self.name}
+
+    def serialize(self) -> dict[str, Any]:
+        """The dict Keras 3 writes for a layer's ``"dtype"`` config entry."""
+        return {
+            "module": "keras",
+            "class_name": "DTypePolicy",
+            "config": self.get_config(),
+            "registered_name": None,
+        }
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DTypePolicy) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __repr__(self) -> str:
+        return f'<DTypePolicy "{self.name}">'
+
+
+def get(identifier: Any) -> DTypePolicy:
+    """Resolve a layer's ``dtype`` argument to a :class:`DTypePolicy`.
+
+    Accepts None (float32, Keras's default floatx), a policy, a policy name or dtype name, a
+    NumPy dtype or scalar type (``np.float64``), or a Keras config dict.
+
+    Raises
+    ------
+    ValueError
+        Unknown or unsupported policy name, or a malformed config dict.
+    TypeError
+        Anything else.
+    """
+    if identifier is None:
+        return DTypePolicy("float32")
+    if isinstance(identifier, DTypePolicy):
+        return identifier
+    if isinstance(identifier, str):
+        return DTypePolicy(identifier)
+    if isinstance(identifier, Mapping):
+        return DTypePolicy(_name_from_config(identifier))
+    if isinstance(identifier, np.dtype) or (
+        isinstance(identifier, type) and issubclass(identifier, np.generic)
+    ):
+        return DTypePolicy(np.dtype(identifier).name)
+    raise TypeError(
+        f"Could not interpret dtype {identifier!r} of type {type(identifier).__name__}; "
+        "expected None, a policy name such as 'float32' or 'mixed_float16', a NumPy dtype, "
+        "a DTypePolicy or a Keras dtype-policy config dict."
+    )
+
+
+def _name_from_config(config: Mapping[str, Any]) -> str:
+    """The policy name inside a Keras ``{"class_name": "DTypePolicy", "config": {...}}`` dict."""
+    unknown = sorted(str(k) for k in config if k not in _OUTER_KEYS)
+    if unknown:
+        raise ValueError(
+            f"Unknown key(s) {unknown} in a dtype policy config; expected some of "
+            f"{sorted(_OUTER_KEYS)}. Received: {dict(config)!r}"
+        )
+    class_name = config.get("class_name")
+    if class_name not in _CLASS_NAMES:
+        raise ValueError(
+            f"Unsupported dtype policy class {class_name!r}; only {sorted(_CLASS_NAMES)} "
+            "(a plain float policy) can be read."
+        )
+    module = config.get("module")
+    if module is not None and not (
+        isinstance(module, str) and module.split(".")[0] in ("keras", "numba_gn")
+    ):
+        raise ValueError(
+            f"Refusing a dtype policy from module {module!r}: only Keras's own policies are "
+            "read (nothing is imported)."
+        )
+    inner = config.get("config")
+    if not isinstance(inner, Mapping) or set(inner) != {"name"}:
+        raise ValueError(f"A dtype policy config needs 'config': {{'name': ...}}, got {inner!r}.")
+    return inner["name"]

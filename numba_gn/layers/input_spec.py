@@ -1,0 +1,72 @@
+"""``InputSpec``: the input rank and fixed dimensions a built layer accepts (after Keras)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+__all__ = ["InputSpec"]
+
+
+class InputSpec:
+    """Constraints on the shape of a layer's input, checked on every call.
+
+    Parameters
+    ----------
+    ndim : int, optional
+        Exact rank required.
+    min_ndim : int, optional
+        Minimum rank required.
+    axes : mapping of int to int, optional
+        ``{axis: size}`` for dimensions that must have a given size; negative axes count from
+        the end (``{-1: 8}``: eight channels last).
+    """
+
+    __slots__ = ("ndim", "min_ndim", "axes")
+
+    def __init__(
+        self,
+        ndim: int | None = None,
+        min_ndim: int | None = None,
+        axes: Mapping[int, int] | None = None,
+    ) -> None:
+        self.ndim = ndim
+        self.min_ndim = min_ndim
+        self.axes = dict(axes or {})
+
+    def expected_shape(self) -> str:
+        """A readable expected shape, ``None`` for free dimensions: ``(None, None, 8)``."""
+        if self.ndim is None:
+            fixed = ", ".join(f"axis {a}: {d}" for a, d in sorted(self.axes.items()))
+            rank = f"rank >= {self.min_ndim}" if self.min_ndim is not None else "any rank"
+            return f"({rank}{', ' + fixed if fixed else ''})"
+        dims: list[int | None] = [None] * self.ndim
+        for a, d in self.axes.items():
+            dims[a] = d
+        return str(tuple(dims))
+
+    def check(self, shape: Sequence[int | None], layer_name: str) -> None:
+        """Raise ``ValueError`` naming the expected shape when ``shape`` does not fit."""
+        shape = tuple(shape)
+        rank = len(shape)
+        problem = None
+        if self.ndim is not None and rank != self.ndim:
+            problem = f"expected rank {self.ndim}, got rank {rank}"
+        elif self.min_ndim is not None and rank < self.min_ndim:
+            problem = f"expected rank >= {self.min_ndim}, got rank {rank}"
+        else:
+            for a, d in sorted(self.axes.items()):
+                if not -rank <= a < rank:
+                    problem = f"expected an axis {a}, but the input has rank {rank}"
+                    break
+                if shape[a] is not None and shape[a] != d:
+                    problem = f"axis {a} must have size {d}, got {shape[a]}"
+                    break
+        if problem is not None:
+            raise ValueError(
+                f'Input of layer "{layer_name}" is incompatible with the layer: it was built '
+                f"for inputs of shape {self.expected_shape()} but received an input of shape "
+                f"{shape} ({problem})."
+            )
+
+    def __repr__(self) -> str:
+        return f"InputSpec(ndim={self.ndim}, min_ndim={self.min_ndim}, axes={self.axes})"
