@@ -1,0 +1,69 @@
+"""The differentiable masked group normalisation op over :mod:`numba_gn.functional_masked`.
+
+Kept with the layers (not in :mod:`numba_gn.autograd`) because only the layer's ``mask=``
+argument uses it. Like the unmasked op, it saves the statistics so backward recomputes
+nothing but the normalised input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from numba_gn import functional_masked
+from numba_gn.autograd import Context, Function, Tensor
+
+__all__ = ["MaskedGroupNorm", "masked_group_norm"]
+
+
+class MaskedGroupNorm(Function):
+    """``group_norm`` with statistics over the unmasked positions (mask is static, no grad)."""
+
+    @staticmethod
+    def forward(
+        ctx: Context,
+        x: np.ndarray,
+        gamma: np.ndarray | None,
+        beta: np.ndarray | None,
+        *,
+        mask: np.ndarray,
+        groups: int,
+        axis: int | tuple[int, ...],
+        epsilon: float,
+    ) -> np.ndarray:
+        y, mean, rstd = functional_masked.group_norm_masked(
+            x, mask, groups, gamma, beta, axis=axis, epsilon=epsilon
+        )
+        ctx.save_for_backward(x, mean, rstd, gamma)
+        ctx.args = (mask, groups, axis)
+        return y
+
+    @staticmethod
+    def backward(ctx: Context, g: np.ndarray) -> tuple:
+        x, mean, rstd, gamma = ctx.saved_tensors
+        mask, groups, axis = ctx.args
+        dx, dgamma, dbeta = functional_masked.group_norm_masked_backward(
+            g, x, mask, mean, rstd, groups, gamma, axis=axis
+        )
+        nx, ngamma, nbeta = ctx.needs_input_grad
+        return (dx if nx else None, dgamma if ngamma else None, dbeta if nbeta else None)
+
+
+def masked_group_norm(
+    x: Any,
+    mask: Any,
+    gamma: Any = None,
+    beta: Any = None,
+    groups: int = 32,
+    *,
+    axis: int | tuple[int, ...] = -1,
+    epsilon: float = 1e-3,
+) -> Tensor:
+    """Masked group normalisation on the tape.
+
+    See :func:`numba_gn.functional_masked.group_norm_masked`. ``mask`` (bool, the shape of
+    ``x`` without its channel axes) is not differentiated.
+    """
+    m = np.asarray(mask.data if isinstance(mask, Tensor) else mask)
+    return MaskedGroupNorm.apply(x, gamma, beta, mask=m, groups=groups, axis=axis, epsilon=epsilon)
