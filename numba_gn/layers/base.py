@@ -379,6 +379,66 @@ class Layer:
         """Total number of scalars in the weights."""
         return sum(math.prod(w.shape) for w in self._weights)
 
+    def stateless_call(
+        self,
+        trainable_variables: Sequence[Any],
+        non_trainable_variables: Sequence[Any],
+        *args: Any,
+        return_losses: bool = False,
+        **kwargs: Any,
+    ) -> tuple:
+        """Call the layer with the given values standing in for its weights (Keras's API).
+
+        The values (Tensors, or arrays wrapped as Tensors) replace :attr:`trainable_weights`
+        and :attr:`non_trainable_weights`, in order, for this one call; the weights themselves
+        are untouched. On a tape the result is differentiable with respect to the given
+        Tensors, which makes functional-style training and gradient checks of a whole layer
+        possible. Not thread-safe with other calls of the same layer.
+
+        Returns
+        -------
+        ``(outputs, non_trainable_variables)``, plus the regularization losses evaluated on the
+        given values when ``return_losses`` is true.
+        """
+        if not self.built:
+            raise ValueError(f"Layer {self.name!r} must be built before stateless_call().")
+        weights = self.trainable_weights + self.non_trainable_weights
+        values = list(trainable_variables) + list(non_trainable_variables)
+        if len(trainable_variables) != len(self.trainable_weights) or len(values) != len(weights):
+            raise ValueError(
+                f"stateless_call() on layer {self.name!r} needs {len(self.trainable_weights)} "
+                f"trainable and {len(self.non_trainable_weights)} non-trainable values, got "
+                f"{len(trainable_variables)} and {len(non_trainable_variables)}."
+            )
+        stand_in = {}
+        for w, v in zip(weights, values, strict=True):
+            t = v if isinstance(v, Tensor) else Tensor(np.asarray(v, dtype=w.dtype))
+            if t.shape != w.shape:
+                raise ValueError(
+                    f"stateless_call() on layer {self.name!r}: weight {w.name!r} has shape "
+                    f"{w.shape}, got a value of shape {t.shape}."
+                )
+            stand_in[id(w)] = t
+        # Layers read their weights through attributes (self.gamma, self.kernel): point those
+        # at the stand-ins for the duration of the call.
+        swapped = {k: v for k, v in vars(self).items() if id(v) in stand_in}
+        try:
+            for k, v in swapped.items():
+                setattr(self, k, stand_in[id(v)])
+            outputs = self(*args, **kwargs)
+        finally:
+            for k, v in swapped.items():
+                setattr(self, k, v)
+        result: tuple = (outputs, list(non_trainable_variables))
+        if return_losses:
+            losses = [
+                w.regularizer(stand_in[id(w)])
+                for w in self.trainable_weights
+                if w.regularizer is not None
+            ]
+            result += (losses,)
+        return result
+
     @property
     def losses(self) -> list[Tensor]:
         """Regularization penalties of the trainable weights, from their current values.
