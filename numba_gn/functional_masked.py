@@ -139,7 +139,9 @@ def group_norm_masked(
     mean = np.where(has, kept.sum(axis=(1, 3)) / safe, 0.0)  # (N, G)
     centred = np.where(w, xg - mean[:, None, :, None], 0.0)
     var = np.einsum("nsgc,nsgc->ng", centred, centred) / safe
-    rstd = np.where(has, 1.0 / np.sqrt(var + eps), 0.0)
+    rstd = np.zeros_like(var)
+    with np.errstate(divide="ignore"):  # epsilon 0 on a constant group: inf, as the kernels
+        np.divide(1.0, np.sqrt(var + eps), out=rstd, where=np.broadcast_to(has, var.shape))
 
     y = _normalised(xg, mean, rstd) * g + b
     return layout.ungrouped(y, xs.dtype), mean, rstd
