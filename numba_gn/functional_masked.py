@@ -65,7 +65,10 @@ class _Layout:
 
     def mask(self, mask: object) -> np.ndarray:
         """``mask`` validated and flattened to a bool ``(N, S, 1, 1)`` array."""
-        m = np.asarray(mask)
+        try:
+            m = np.asarray(mask)
+        except ValueError as exc:  # ragged nested lists
+            raise ValueError(f"`mask` could not be converted to an array: {exc}") from None
         if m.dtype != np.bool_:
             if m.dtype.kind in "iu" and np.isin(m, (0, 1)).all():
                 m = m.astype(bool)  # 0/1 integer masks are common (e.g. attention masks)

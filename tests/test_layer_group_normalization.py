@@ -262,6 +262,7 @@ def test_get_weights_returns_copies_and_set_weights_round_trips(rng):
         (lambda g, b: [g, b[:-1]], ValueError, r"weight 1 \('beta'\) has shape \(6,\)"),
         (lambda g, b: [g, b.reshape(2, 3)], ValueError, r"shape \(2, 3\)"),
         (lambda g, b: [g, np.array(["a"] * 6)], TypeError, "must be numeric"),
+        (lambda g, b: [g, [[1.0], [1.0, 2.0]]], ValueError, "value 1 for weight 'beta'"),
         (lambda g, b: np.stack([g, b]), TypeError, "list of arrays"),
     ],
 )
@@ -565,6 +566,7 @@ def test_mask_accepts_tensors_and_01_ints(rng):
         (np.ones((6,), bool), ValueError, "shape"),
         (np.full((2, 6), 0.5), TypeError, "boolean"),
         (np.full((2, 6), 2), TypeError, "boolean"),
+        ([[True], [True, False]], ValueError, "`mask` could not be converted"),
     ],
 )
 def test_bad_masks(rng, mask, error, match):

@@ -65,5 +65,5 @@ def masked_group_norm(
     See :func:`numba_gn.functional_masked.group_norm_masked`. ``mask`` (bool, the shape of
     ``x`` without its channel axes) is not differentiated.
     """
-    m = np.asarray(mask.data if isinstance(mask, Tensor) else mask)
+    m = mask.data if isinstance(mask, Tensor) else mask  # validated by the functional
     return MaskedGroupNorm.apply(x, gamma, beta, mask=m, groups=groups, axis=axis, epsilon=epsilon)

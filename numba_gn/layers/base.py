@@ -359,7 +359,13 @@ class Layer:
             )
         values = []
         for i, (w, value) in enumerate(zip(self._weights, weights, strict=True)):
-            arr = np.asarray(value.data if isinstance(value, Tensor) else value)
+            try:
+                arr = np.asarray(value.data if isinstance(value, Tensor) else value)
+            except ValueError as exc:  # ragged nested lists
+                raise ValueError(
+                    f"set_weights() on layer {self.name!r}: value {i} for weight {w.name!r} "
+                    f"is not an array ({exc}). No weight was changed."
+                ) from None
             if arr.dtype.kind not in "biuf":
                 raise TypeError(
                     f"set_weights() on layer {self.name!r}: value {i} for weight {w.name!r} "
