@@ -1,0 +1,406 @@
+"""``Sequential``: a stack of layers, each feeding the next, with Keras's model API.
+
+Building, inspecting (``summary``), configuring, and training (``compile``/``fit``/``evaluate``/
+``predict``, from :class:`~numba_gn.training.model.Trainer`) follow Keras.
+
+``InputLayer``/``Input`` only declare the input shape (so a model can be built and summarised
+before it sees data); they compute nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from numba_gn.autograd import Tensor
+from numba_gn.layers.base import Layer, Shape
+from numba_gn.params import Variable
+from numba_gn.training.model import Trainer
+
+__all__ = ["Input", "InputLayer", "Sequential"]
+
+
+class InputLayer(Layer):
+    """Declares the input shape of a :class:`Sequential` model; passes its input through.
+
+    Parameters
+    ----------
+    shape : tuple, optional
+        Shape of one sample (without the batch axis).
+    batch_size : int, optional
+    batch_shape : tuple, optional
+        The full shape with the batch axis (instead of ``shape``/``batch_size``).
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int | None] | None = None,
+        batch_size: int | None = None,
+        dtype: Any = None,
+        batch_shape: Sequence[int | None] | None = None,
+        name: str | None = None,
+        sparse: bool = False,
+        ragged: bool = False,
+        optional: bool = False,
+    ) -> None:
+        super().__init__(name=name, dtype=dtype)
+        if sparse or ragged or optional:
+            raise NotImplementedError("InputLayer: sparse, ragged and optional inputs are not "
+                                      "supported.")
+        if batch_shape is None:
+            if shape is None:
+                raise ValueError("InputLayer needs `shape` or `batch_shape`.")
+            batch_shape = (batch_size, *tuple(shape))
+        self.batch_shape: Shape = tuple(None if d is None else int(d) for d in batch_shape)
+
+    def call(self, inputs: Tensor) -> Tensor:
+        """The input, unchanged."""
+        return inputs
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        """The input shape."""
+        return tuple(input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        """Keras's keys for InputLayer."""
+        return {
+            "batch_shape": self.batch_shape,
+            "dtype": self.dtype,
+            "sparse": False,
+            "ragged": False,
+            "name": self.name,
+            "optional": False,
+        }
+
+
+def Input(
+    shape: Sequence[int | None],
+    batch_size: int | None = None,
+    dtype: Any = None,
+    name: str | None = None,
+) -> InputLayer:
+    """An :class:`InputLayer` for the first position of a :class:`Sequential` model."""
+    return InputLayer(shape=shape, batch_size=batch_size, dtype=dtype, name=name)
+
+
+def _takes_training(layer: Layer) -> bool:
+    """Whether ``layer.call`` has a ``training`` argument (cached per class)."""
+    cls = type(layer)
+    flag = cls.__dict__.get("_takes_training_flag")
+    if flag is None:
+        flag = "training" in inspect.signature(cls.call).parameters
+        cls._takes_training_flag = flag  # type: ignore[attr-defined]
+    return flag
+
+
+class Sequential(Trainer, Layer):
+    """A linear stack of layers.
+
+    Parameters
+    ----------
+    layers : list of Layer, optional
+        Added in order with :meth:`add`. An :class:`InputLayer` first builds the model at once.
+    trainable : bool, default True
+    name : str, optional
+        Default "sequential", "sequential_1", ...
+    """
+
+    def __init__(
+        self,
+        layers: Iterable[Layer] | None = None,
+        trainable: bool = True,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name, trainable=trainable)
+        self._layers: list[Layer] = []
+        self._input_layer: InputLayer | None = None
+        self._output_shapes: list[Shape] = []
+        self._calls: list[tuple[Layer, bool]] = []
+        for layer in layers or ():
+            self.add(layer)
+
+    # -- structure ---------------------------------------------------------------------------------
+
+    @property
+    def layers(self) -> list[Layer]:
+        """The layers, in order (without the InputLayer, as Keras)."""
+        return list(self._layers)
+
+    def add(self, layer: Layer, rebuild: bool = True) -> None:
+        """Append ``layer``; names must be unique within the model (they key saved weights)."""
+        if isinstance(layer, InputLayer):
+            if self._layers or self._input_layer is not None:
+                raise ValueError("An InputLayer can only be the first layer of a Sequential.")
+            self._input_layer = layer
+            self.build(layer.batch_shape)
+            return
+        if not isinstance(layer, Layer):
+            raise TypeError(
+                f"Only Layer instances can be added to a Sequential model, got {layer!r}."
+            )
+        if any(existing.name == layer.name for existing in self._layers):
+            raise ValueError(
+                "All layers added to a Sequential model should have unique names. Name "
+                f"{layer.name!r} is already the name of a layer in this model. Update the "
+                "`name` argument to pass a unique name."
+            )
+        self._layers.append(layer)
+        self._calls.append((layer, _takes_training(layer)))
+        if self.built and rebuild:
+            self._build_layers(self._build_shape)  # type: ignore[arg-type]
+
+    def pop(self) -> Layer:
+        """Remove and return the last layer."""
+        if not self._layers:
+            raise IndexError("There are no layers in the model.")
+        self._calls.pop()
+        layer = self._layers.pop()
+        self._output_shapes = self._output_shapes[: len(self._layers)]
+        return layer
+
+    def build(self, input_shape: Shape) -> None:
+        """Build every layer in turn from ``input_shape`` (the batch dimension may be None)."""
+        self._build_layers(input_shape)
+
+    def _build_layers(self, input_shape: Shape) -> None:
+        shape: Shape = (None, *tuple(input_shape)[1:])
+        shapes = []
+        for layer in self._layers:
+            if not layer.built:
+                layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+            shapes.append(shape)
+        self._output_shapes = shapes
+
+    # -- calling -----------------------------------------------------------------------------------
+
+    def call(self, inputs: Tensor, training: bool = False) -> Tensor:
+        """Run the layers in order; ``training`` reaches the layers that take it (Dropout)."""
+        x = inputs
+        for layer, takes_training in self._calls:
+            x = layer(x, training=training) if takes_training else layer(x)
+        return x
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        """The shape after the last layer."""
+        shape = tuple(input_shape)
+        for layer in self._layers:
+            shape = layer.compute_output_shape(shape)
+        return shape
+
+    @property
+    def output_shape(self) -> Shape:
+        """Output shape of the built model (batch dimension None)."""
+        if not self.built or not self._output_shapes:
+            raise ValueError(f"Sequential model {self.name!r} is not built yet.")
+        return self._output_shapes[-1]
+
+    # -- weights: the union of the layers' ---------------------------------------------------------
+
+    @property
+    def weights(self) -> list[Variable]:
+        """Every weight of every layer, in layer order."""
+        return [w for layer in self._layers for w in layer.weights]
+
+    @property
+    def trainable_weights(self) -> list[Variable]:
+        """The trainable weights of the trainable layers (none while the model is frozen)."""
+        if not self.trainable:
+            return []
+        return [w for layer in self._layers for w in layer.trainable_weights]
+
+    @property
+    def non_trainable_weights(self) -> list[Variable]:
+        """The other weights."""
+        if not self.trainable:
+            return self.weights
+        return [w for layer in self._layers for w in layer.non_trainable_weights]
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the model trains; setting it sets every layer's flag (as Keras)."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        self._trainable = bool(value)
+        for layer in getattr(self, "_layers", ()):
+            layer.trainable = bool(value)
+
+    @property
+    def losses(self) -> list[Tensor]:
+        """The regularization penalties of every layer."""
+        return [loss for layer in self._layers for loss in layer.losses]
+
+    def weight_paths(self) -> list[tuple[str, Variable]]:
+        """``("layer_name/weight_name", variable)`` for every weight (the keys of saved files)."""
+        out = []
+        for layer in self._layers:
+            if isinstance(layer, Sequential):
+                out += [(f"{layer.name}/{p}", w) for p, w in layer.weight_paths()]
+            else:
+                out += [(f"{layer.name}/{w.name}", w) for w in layer.weights]
+        return out
+
+    def get_weights(self) -> list[Any]:
+        """Copies of every weight's value, in the order of :attr:`weights`."""
+        return [w.numpy() for w in self.weights]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Set every weight (checked layer by layer before anything is assigned)."""
+        weights = list(weights)
+        counts = [len(layer.weights) for layer in self._layers]
+        if len(weights) != sum(counts):
+            raise ValueError(
+                f"set_weights() on model {self.name!r} got {len(weights)} arrays for "
+                f"{sum(counts)} weights."
+            )
+        for (path, w), value in zip(self.weight_paths(), weights, strict=True):
+            shape = getattr(value, "shape", None)
+            if shape is not None and tuple(shape) != w.shape:
+                raise ValueError(
+                    f"set_weights(): weight {path!r} has shape {w.shape}, got {tuple(shape)}. "
+                    "No weight was changed."
+                )
+        start = 0
+        for layer, n in zip(self._layers, counts, strict=True):
+            layer.set_weights(weights[start : start + n])
+            start += n
+
+    def count_params(self) -> int:
+        """Total number of scalars in the weights."""
+        return sum(math.prod(w.shape) for w in self.weights)
+
+    # -- summary -----------------------------------------------------------------------------------
+
+    def summary(self, print_fn: Callable[[str], Any] | None = None) -> None:
+        """Print each layer's name, type, output shape and parameter count, then the totals.
+
+        The layout follows Keras's ``model.summary()``; ``print_fn`` receives each line.
+        """
+        if not self.built:
+            raise ValueError(
+                "This model has not yet been built. Build the model first by calling `build()` "
+                "or by calling the model on a batch of data."
+            )
+        emit = print_fn or print
+        rows = [("Layer (type)", "Output Shape", "Param #")]
+        rows += [
+            (f"{layer.name} ({type(layer).__name__})", str(shape), f"{layer.count_params():,}")
+            for layer, shape in zip(self._layers, self._output_shapes, strict=True)
+        ]
+        w = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
+        w[2] = max(w[2], 12)
+        line = "─" * (sum(w) + 2)
+
+        def fmt(r: tuple[str, str, str]) -> str:
+            return f" {r[0]:<{w[0]}}{r[1]:<{w[1]}}{r[2]:>{w[2]}} "
+
+        emit(f'Model: "{self.name}"')
+        emit(line)
+        emit(fmt(rows[0]))
+        emit("═" * len(line))
+        for r in rows[1:]:
+            emit(fmt(r))
+        emit(line)
+        trainable = sum(math.prod(v.shape) for v in self.trainable_weights)
+        total = self.count_params()
+        size = sum(v.data.nbytes for v in self.weights)
+        t_size = sum(v.data.nbytes for v in self.trainable_weights)
+        emit(f" Total params: {total:,} ({_bytes(size)})")
+        emit(f" Trainable params: {trainable:,} ({_bytes(t_size)})")
+        emit(f" Non-trainable params: {total - trainable:,} ({_bytes(size - t_size)})")
+
+    # -- configuration -----------------------------------------------------------------------------
+
+    def get_config(self) -> dict[str, Any]:
+        """Keras's Sequential config: name, trainable, dtype, the layers' configs, input shape.
+
+        JSON-serialisable (tuples become lists); :meth:`from_config` reads it back, and also
+        reads Keras's own Sequential configs for the layers numba_gn has.
+        """
+        layers = []
+        if self._input_layer is not None:
+            layers.append(_layer_entry(self._input_layer, None))
+        for layer, shape in zip(self._layers, self._input_shapes(), strict=True):
+            layers.append(_layer_entry(layer, shape))
+        config = {**super().get_config(), "layers": layers}
+        if self.built:
+            config["build_input_shape"] = self._build_shape
+        return config
+
+    def _input_shapes(self) -> list[Shape | None]:
+        if not self.built or len(self._output_shapes) != len(self._layers):
+            return [None] * len(self._layers)
+        first: Shape = (None, *tuple(self._build_shape or ())[1:])
+        return [first, *self._output_shapes[:-1]]
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Sequential:
+        """Rebuild the model from :meth:`get_config` output (ours or Keras's).
+
+        Layers are looked up by class name only (nothing is imported); the model is built
+        when the config has an input shape.
+        """
+        config = dict(config)
+        entries = config.pop("layers", [])
+        build_shape = config.pop("build_input_shape", None)
+        config.pop("dtype", None)
+        model = cls(name=config.pop("name", None), trainable=config.pop("trainable", True))
+        if config:
+            raise TypeError(f"Unknown key(s) {sorted(config)} in a Sequential config.")
+        for entry in entries:
+            model.add(_layer_from_entry(entry), rebuild=False)
+        if build_shape is not None and not model.built:
+            model.build(tuple(build_shape))
+        elif model.built:
+            model._build_layers(model._build_shape)  # type: ignore[arg-type]
+        return model
+
+
+def _layer_entry(layer: Layer, input_shape: Shape | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "module": "keras.layers",
+        "class_name": type(layer).__name__,
+        "config": layer.get_config(),
+        "registered_name": None,
+    }
+    if input_shape is not None and not isinstance(layer, InputLayer):
+        entry["build_config"] = {"input_shape": input_shape}
+    return entry
+
+
+def _layer_classes() -> dict[str, type[Layer]]:
+    """Every layer class a config may name (looked up, never imported by name)."""
+    from numba_gn.layers.conv import Conv1D, Conv2D
+    from numba_gn.layers.core import Activation, Dropout, Flatten
+    from numba_gn.layers.dense import Dense
+    from numba_gn.layers.group_normalization import GroupNormalization
+    from numba_gn.layers.pooling import GlobalAveragePooling1D, GlobalAveragePooling2D
+
+    classes: list[type[Layer]] = [
+        Activation, Conv1D, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling1D,
+        GlobalAveragePooling2D, GroupNormalization, InputLayer, Sequential,
+    ]
+    return {c.__name__: c for c in classes}
+
+
+def _layer_from_entry(entry: Mapping[str, Any]) -> Layer:
+    if not isinstance(entry, Mapping) or "class_name" not in entry:
+        raise ValueError(f"A layer entry needs 'class_name' and 'config', got {entry!r}.")
+    classes = _layer_classes()
+    name = entry["class_name"]
+    if name not in classes:
+        raise ValueError(f"Unknown layer class {name!r} in a config; known: {sorted(classes)}.")
+    return classes[name].from_config(dict(entry.get("config") or {}))
+
+
+def _bytes(n: float) -> str:
+    """Keras's size format: ``20.41 KB``."""
+    for unit in ("B", "KB", "MB"):
+        if n < 1024:
+            return f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} GB"
