@@ -1,0 +1,281 @@
+"""Issue 6, points 1 and 3: concurrent Python threads and determinism across thread counts.
+
+Each threading layer runs in its own interpreter (``NUMBA_THREADING_LAYER`` set in the child's
+environment): ``workqueue`` aborts the whole process on concurrent parallel launches unless the
+library serialises them, and an abort must fail one test, not kill pytest.
+
+The child (``_CHILD``) runs 8 Python threads straight after import (the threading layer is not
+known yet, so the library's first-launch guard is exercised too), each making ``CALLS`` calls
+of every operation on a mix of shapes: small ones (serial kernels) and ones of at least 32768
+elements that take every parallel kernel family (fused slabs, chunked slabs, rows). Each result
+is hashed; the same calls are then made one at a time and every concurrent hash must equal the
+sequential one (bitwise equality).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numba
+import numpy as np
+import pytest
+from _subprocess import check_python, last_json_line, layer_probe, run_python
+
+THREADS = 8
+CALLS = 200  # per thread and per operation
+HAS_LAYER = importlib.util.find_spec("numba_gn.layers") is not None
+
+# Shared by the thread and determinism children: cases and the operations run on them.
+_COMMON = r"""
+import hashlib, json, os, sys, threading
+import numpy as np
+import numba
+import numba_gn
+from numba_gn import group_norm, group_norm_backward
+from numba_gn import autograd as ag
+
+try:  # the layer (issue 3) may not exist yet
+    from numba_gn.layers import GroupNormalization
+except ImportError:
+    GroupNormalization = None
+
+# (shape, axis, groups, dtype); the "par" ones have >= 32768 elements (parallel kernels).
+CASES = [
+    ((2, 4, 8), -1, 4, "float32"),            # slab family, serial
+    ((3, 6, 5, 8), -1, 4, "float64"),         # row family, serial
+    ((2, 8, 6, 5), 1, 4, "float16"),          # channels-first, serial, half
+    ((4, 64, 16, 16), 1, 32, "float32"),      # par: fused slabs
+    ((1, 8, 64, 128), 1, 2, "float64"),       # par: chunked slabs (2 slabs)
+    ((2, 16, 16, 128), -1, 32, "float32"),    # par: rows, channels-last
+    ((2, 16, 32, 64), (1, 2), 16, "float16"), # par: tuple axes, half
+    ((64, 1024), -1, 32, "float64"),          # par: 2-D, long runs
+    ((4, 128, 8, 8), 2, 4, "float32"),        # par: middle axis, row family
+]
+
+def make(case, seed):
+    shape, axis, groups, dtype = case
+    rng = np.random.default_rng(seed)
+    x = (3.0 + rng.standard_normal(shape)).astype(dtype)
+    axes = (axis,) if isinstance(axis, int) else axis
+    cshape = tuple(shape[a] for a in axes)
+    gamma = rng.uniform(0.5, 1.5, cshape).astype(np.float32)
+    beta = rng.standard_normal(cshape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(dtype)
+    return x, gamma, beta, dy
+
+DATA = [make(c, i) for i, c in enumerate(CASES)]
+
+def digest(*arrays):
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        a = np.asarray(a)
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+def op_forward(i):
+    (shape, axis, groups, _), (x, gamma, beta, _) = CASES[i], DATA[i]
+    y, mean, rstd = group_norm(x, groups, gamma, beta, axis=axis, return_stats=True)
+    return digest(y, mean, rstd)
+
+def op_backward(i):
+    (shape, axis, groups, _), (x, gamma, beta, dy) = CASES[i], DATA[i]
+    y, mean, rstd = group_norm(x, groups, gamma, beta, axis=axis, return_stats=True)
+    dx, dg, db = group_norm_backward(dy, x, mean, rstd, groups, gamma, axis=axis)
+    return digest(dx, dg, db)
+
+def op_tape(i):
+    (shape, axis, groups, _), (x, gamma, beta, dy) = CASES[i], DATA[i]
+    xt, gt, bt = ag.Tensor(x), ag.Tensor(gamma), ag.Tensor(beta)
+    with ag.GradientTape() as tape:
+        tape.watch([xt, gt, bt])
+        y = ag.group_norm(xt, gt, bt, groups, axis=axis)
+        loss = ag.sum(y * dy)
+    grads = tape.gradient(loss, [xt, gt, bt])
+    return digest(y.numpy(), *grads)
+
+LAYERS = {}
+
+def layer_for(i):
+    shape, axis, groups, _ = CASES[i]
+    layer = GroupNormalization(groups=groups, axis=axis)
+    x, gamma, beta, _ = DATA[i]
+    layer(x)  # build
+    layer.set_weights([gamma, beta])
+    return layer
+
+def op_layer(i):
+    layer = LAYERS[i]
+    x, _, _, dy = DATA[i]
+    xt = ag.Tensor(x)
+    with ag.GradientTape() as tape:
+        tape.watch(xt)
+        y = layer(xt)
+        loss = ag.sum(y * dy)
+    grads = tape.gradient(loss, [xt, *layer.trainable_weights])
+    return digest(np.asarray(y), *grads)
+
+OPS = {"group_norm": op_forward, "group_norm_backward": op_backward, "tape": op_tape}
+if GroupNormalization is not None:
+    OPS["layer"] = op_layer
+"""
+
+_CHILD = (
+    _COMMON
+    + r"""
+THREADS, CALLS = int(sys.argv[1]), int(sys.argv[2])
+if GroupNormalization is not None:
+    for i in range(len(CASES)):
+        LAYERS[i] = layer_for(i)  # built in the main thread, called by all threads
+
+results = [[] for _ in range(THREADS)]
+errors = []
+barrier = threading.Barrier(THREADS)
+
+def worker(t):
+    try:
+        barrier.wait()
+        for k in range(CALLS):
+            i = (t * 5 + k) % len(CASES)
+            for name, op in OPS.items():
+                results[t].append((name, i, op(i)))
+    except BaseException as exc:  # report, do not hang the barrier
+        errors.append(f"thread {t}: {type(exc).__name__}: {exc}")
+        barrier.abort()
+
+threads = [threading.Thread(target=worker, args=(t,)) for t in range(THREADS)]
+for th in threads:
+    th.start()
+for th in threads:
+    th.join(timeout=300)
+hung = sum(th.is_alive() for th in threads)
+
+expected = {(name, i): op(i) for name, op in OPS.items() for i in range(len(CASES))}
+calls = {name: 0 for name in OPS}
+mismatches = []
+for t in range(THREADS):
+    for name, i, h in results[t]:
+        calls[name] += 1
+        if h != expected[(name, i)]:
+            mismatches.append(f"thread {t}: {name} on case {i} ({CASES[i]})")
+print(json.dumps({
+    "layer": numba.threading_layer(),
+    "threads": numba.get_num_threads(),
+    "calls": calls,
+    "mismatches": mismatches[:20],
+    "n_mismatches": len(mismatches),
+    "errors": errors,
+    "hung": hung,
+    "has_layer": GroupNormalization is not None,
+}))
+sys.stdout.flush()
+os._exit(0 if not errors and not hung else 1)
+"""
+)
+
+
+@pytest.mark.parametrize("layer", ["omp", "workqueue", "tbb"])
+def test_concurrent_threads_bitwise_equal_sequential(layer):
+    if layer != "workqueue":  # workqueue is always built; the others depend on the platform
+        why = layer_probe(layer)
+        if why is not None:
+            pytest.skip(f"Numba threading layer {layer!r} is not available here: {why}")
+    res = run_python(
+        _CHILD,
+        env={"NUMBA_THREADING_LAYER": layer},
+        args=(str(THREADS), str(CALLS)),
+        timeout=240,
+    )
+    assert not res.timed_out and res.rc == 0, res.describe()
+    report = last_json_line(res.stdout)
+    assert report["layer"] == layer
+    assert report["has_layer"] == HAS_LAYER
+    assert report["errors"] == [] and report["hung"] == 0
+    assert report["n_mismatches"] == 0, report["mismatches"]
+    for name, n in report["calls"].items():
+        assert n == THREADS * CALLS, (name, n)
+    assert "Traceback" not in res.stderr, res.describe()
+
+
+# ----------------------------------------------------------------------------------------------
+# Point 3: determinism across thread counts
+
+_DETERMINISM_CHILD = (
+    _COMMON
+    + r"""
+MAX = numba.config.NUMBA_NUM_THREADS
+if GroupNormalization is not None:
+    for i in range(len(CASES)):
+        LAYERS[i] = layer_for(i)
+by_count = {}
+for k in range(1, MAX + 1):
+    numba.set_num_threads(k)
+    by_count[k] = {f"{name}:{i}": op(i) for name, op in OPS.items() for i in range(len(CASES))}
+base = by_count[1]
+diff = {k: sorted(key for key in base if d[key] != base[key]) for k, d in by_count.items()}
+print(json.dumps({"max": MAX, "diff": diff, "ops": sorted(OPS), "layer": numba.threading_layer()}))
+"""
+)
+
+
+@pytest.mark.parametrize("layer", ["omp", "workqueue"])
+def test_bitwise_identical_for_every_thread_count(layer):
+    """1 thread (serial kernels) vs 2..8 threads (parallel kernels, chunking by thread count)."""
+    if layer == "omp" and layer_probe(layer) is not None:
+        pytest.skip("OpenMP threading layer not available here")
+    res = check_python(
+        _DETERMINISM_CHILD,
+        env={"NUMBA_THREADING_LAYER": layer, "NUMBA_NUM_THREADS": "8"},
+        timeout=240,
+    )
+    report = last_json_line(res.stdout)
+    assert report["max"] == 8 and report["layer"] == layer
+    assert {"group_norm", "group_norm_backward", "tape"} <= set(report["ops"])
+    assert ("layer" in report["ops"]) == HAS_LAYER
+    assert all(not keys for keys in report["diff"].values()), report["diff"]
+
+
+def test_set_num_threads_in_process_is_bitwise_stable():
+    """The same in the test process, for every available count (and back to the default)."""
+    from numba_gn import autograd as ag
+    from numba_gn import group_norm, group_norm_backward
+
+    rng = np.random.default_rng(3)
+    x = (5.0 + rng.standard_normal((4, 64, 16, 16))).astype(np.float32)
+    gamma = rng.uniform(0.5, 2.0, 64)
+    beta = rng.standard_normal(64)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    default = numba.get_num_threads()
+
+    def run():
+        y, m, r = group_norm(x, 32, gamma, beta, axis=1, return_stats=True)
+        grads = group_norm_backward(dy, x, m, r, 32, gamma, axis=1)
+        xt, gt = ag.Tensor(x), ag.Tensor(gamma)
+        with ag.GradientTape() as tape:
+            tape.watch([xt, gt])
+            loss = ag.sum(ag.group_norm(xt, gt, None, 32, axis=1) * dy)
+        tgrads = tape.gradient(loss, [xt, gt])
+        out = [y, m, r, *grads, *tgrads]
+        if HAS_LAYER:
+            from numba_gn.layers import GroupNormalization
+
+            layer = GroupNormalization(groups=32, axis=1)
+            layer(x)
+            layer.set_weights([gamma.astype(np.float32), beta.astype(np.float32)])
+            with ag.GradientTape() as tape:
+                tape.watch(xt)
+                yl = layer(xt)
+                loss = ag.sum(yl * dy)
+            out += [yl.numpy(), *tape.gradient(loss, [xt, *layer.trainable_weights])]
+        return out
+
+    try:
+        results = {}
+        for k in range(1, numba.config.NUMBA_NUM_THREADS + 1):
+            numba.set_num_threads(k)
+            results[k] = run()
+    finally:
+        numba.set_num_threads(default)
+    for k, arrays in results.items():
+        for a, b in zip(arrays, results[1], strict=True):
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), k
