@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMANDS = {
     "info": ("numba_gn.cli.info", "versions, threading layer, thread count, cache folder"),
     "check": ("numba_gn.cli.check", "check accuracy and speed on every layout"),
+    "bench": ("numba_gn.cli.bench", "time and accuracy next to np.copyto, NumPy and PyTorch"),
     "demo": ("numba_gn.cli.demo", "train a small CNN with GroupNormalization on digits"),
 }
 
