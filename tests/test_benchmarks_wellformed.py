@@ -64,6 +64,8 @@ except NotImplementedError as exc:
     sys.exit(0)
 for name in {_bench_methods(cls)!r}:
     getattr(bench, name)(*{params!r})
+if hasattr(bench, "teardown"):
+    bench.teardown(*{params!r})
 print("RAN")
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -152,6 +154,8 @@ def test_benchmark_sets_up_and_runs_once(cls):
             assert proc.returncode == 0, proc.stderr
         elif name.startswith("track_"):
             assert isinstance(result, (int, float))
+    if hasattr(bench, "teardown"):  # e.g. restores the BLAS thread count
+        bench.teardown(*params)
 
 
 def test_large_arrays_run_in_float32_only_by_default(monkeypatch):

@@ -4,10 +4,10 @@
   over layout x size x dtype;
 * ``bench_peers``: the same work done by ``np.copyto`` (bandwidth floor), plain NumPy and
   PyTorch's ``group_norm`` (skipped when torch is not importable);
-* ``bench_compile``: import + first call in a fresh interpreter, disk cache warm and cold.
+* ``bench_compile``: import + first call in a fresh interpreter, disk cache warm and cold;
+* ``bench_training``: one training step of the demo CNN (numba_gn and PyTorch) and the
+  ``GroupNormalization`` layer under a ``GradientTape`` (forward + gradient).
 
-Still to come, added by their authors once the code exists: ``bench_layer.py`` (the
-``GroupNormalization`` layer under a ``GradientTape``: forward + gradient) and
-``bench_training.py`` (one training step of the demo model). Build their data with the
-factories in ``common.py`` and warm the JIT in ``setup``.
+New areas get their own ``bench_<area>.py``: build data with the seeded, cached factories in
+``common.py`` (which is only ever appended to) and warm the JIT in ``setup``.
 """

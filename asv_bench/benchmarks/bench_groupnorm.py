@@ -5,8 +5,7 @@ of axes) x size (``common.SIZES``) x dtype; large arrays run in float32 only unl
 ``NUMBA_GN_ASV_ALL=1``. Every ``setup`` makes the exact call it times once, so JIT compilation
 (or loading from the disk cache) for that dtype, layout and kernel path happens there.
 
-The layer under a ``GradientTape`` and the demo training step get their own modules
-(``bench_layer.py``, ``bench_training.py``) when that code lands; see ``__init__.py``.
+The layer under a ``GradientTape`` and the demo training step are in ``bench_training.py``.
 """
 
 import functools
