@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -25,6 +26,17 @@ from reference import group_norm_backward_ref, group_norm_ref
 
 from numba_gn import _threading, group_norm, group_norm_backward
 from numba_gn import autograd as ag
+
+# On a failure, hypothesis's pytest plugin imports its patch writer, which imports libcst, which
+# imports mypy_extensions.TypedDict: a DeprecationWarning that ``filterwarnings = error`` turns
+# into a pytest INTERNALERROR hiding the falsifying example. Import it here, warnings ignored,
+# so the plugin finds it already loaded.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    try:
+        import hypothesis.extra._patching  # noqa: F401
+    except ImportError:  # libcst not installed: the plugin then skips the patch
+        pass
 
 settings.register_profile(
     "ci",

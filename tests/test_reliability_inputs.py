@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import ast
 import builtins
+import gc
 import importlib
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -619,7 +621,8 @@ BAD_CONFIGS = [
 def test_bad_config_is_refused_without_importing(change, named, import_spy):
     config = GroupNormalization(groups=4).get_config() | change
     with pytest.raises((TypeError, ValueError)) as info:
-        layer = GroupNormalization.from_config(config)
+        with import_spy:
+            layer = GroupNormalization.from_config(config)
         layer(np.ones((2, 5, 8), np.float32))  # initializers run at build
     assert named in str(info.value)
     import_spy.assert_nothing_suspicious()
@@ -658,13 +661,23 @@ def test_layer_bad_mask_is_refused_clearly(name, mask, named):
 
 
 class _ImportSpy:
-    """Records every import, ``importlib.import_module``, ``eval``, ``exec`` and ``compile``."""
+    """Inside ``with spy:``, records every import and ``importlib.import_module``, and refuses
+    ``eval``/``exec`` (outside, e.g. while Numba compiles a kernel, everything passes through).
+    """
 
     SUSPICIOUS = ("os", "subprocess", "builtins", "numba_gn_evil", "shutil", "pickle", "marshal")
 
     def __init__(self):
         self.imports: list[str] = []
         self.evals: list[str] = []
+        self.active = False
+
+    def __enter__(self):
+        self.active = True
+        return self
+
+    def __exit__(self, *exc):
+        self.active = False
 
     def assert_nothing_suspicious(self):
         bad = [m for m in self.imports if m.split(".")[0] in self.SUSPICIOUS]
@@ -679,16 +692,21 @@ def import_spy(monkeypatch):
     real_import, real_import_module = builtins.__import__, importlib.import_module
 
     def spy_import(name, globals=None, locals=None, fromlist=(), level=0):
-        if level == 0:
+        if spy.active and level == 0:
             spy.imports.append(name)
         return real_import(name, globals, locals, fromlist, level)
 
     def spy_import_module(name, package=None):
-        spy.imports.append(name)
+        if spy.active:
+            spy.imports.append(name)
         return real_import_module(name, package)
 
     def refuse(kind):
+        real = getattr(builtins, kind)
+
         def f(*args, **kwargs):
+            if not spy.active:
+                return real(*args, **kwargs)
             spy.evals.append(f"{kind}{args[:1]!r}")
             raise AssertionError(f"{kind} called while deserializing")
 
@@ -723,19 +741,21 @@ MALICIOUS_PARAM_CONFIGS = [
 @pytest.mark.parametrize("config", MALICIOUS_PARAM_CONFIGS, ids=range(len(MALICIOUS_PARAM_CONFIGS)))
 def test_param_deserialize_never_imports_or_evaluates(family, config, import_spy):
     module = getattr(numba_gn.params, family)
-    with pytest.raises((TypeError, ValueError)):
-        module.deserialize(config)
-    with pytest.raises((TypeError, ValueError)):
-        module.get(config)
+    with import_spy:
+        with pytest.raises((TypeError, ValueError)):
+            module.deserialize(config)
+        with pytest.raises((TypeError, ValueError)):
+            module.get(config)
     import_spy.assert_nothing_suspicious()
 
 
 @needs_layer
 def test_layer_from_config_never_imports_or_evaluates(import_spy):
-    for config in MALICIOUS_PARAM_CONFIGS:
-        for key in ("gamma_initializer", "beta_regularizer", "gamma_constraint"):
-            with pytest.raises((TypeError, ValueError)):
-                GroupNormalization.from_config({"groups": 4, key: config})
+    with import_spy:
+        for config in MALICIOUS_PARAM_CONFIGS:
+            for key in ("gamma_initializer", "beta_regularizer", "gamma_constraint"):
+                with pytest.raises((TypeError, ValueError)):
+                    GroupNormalization.from_config({"groups": 4, key: config})
     import_spy.assert_nothing_suspicious()
 
 
@@ -765,55 +785,165 @@ def test_every_np_load_in_the_package_refuses_pickles():
         )
 
 
-def _weights_api():
-    """``(save, load)`` taking ``(obj, path)`` for an object with weights, or None if absent."""
-    if GroupNormalization is None or not hasattr(GroupNormalization, "load_weights"):
+def _model_class():
+    """``numba_gn.layers.Sequential`` once it has weight files (the training issue), else None."""
+    try:
+        from numba_gn.layers import Sequential
+    except ImportError:
         return None
-    return (lambda obj, p: obj.save_weights(p)), (lambda obj, p: obj.load_weights(p))
+    return Sequential if hasattr(Sequential, "load_weights") else None
 
 
 needs_weight_files = pytest.mark.skipif(
-    _weights_api() is None,
-    reason="save_weights/load_weights do not exist yet (training issue)",
+    _model_class() is None or GroupNormalization is None,
+    reason="Sequential.save_weights/load_weights do not exist yet (training issue)",
 )
 
 
+def _model():
+    model = _model_class()([GroupNormalization(groups=4, name="gn")])
+    model(np.ones((2, 5, 8), np.float32))
+    return model
+
+
+class _Boom:
+    """Unpickling this would create a marker file: proof that a pickle ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
 def _bad_weight_files(tmp_path, good):
-    """(id, path) of weight files that must be refused; ``good`` maps the real names."""
-    names = list(good)
+    """(id -> path) of weight files that must be refused; ``good`` maps the real names."""
+    g, b = list(good)
+    gv, bv = good[g], good[b]
     files = {}
-    p = tmp_path / "object.npz"
-    np.savez(p, **{names[0]: np.array([{"a": 1}, None], dtype=object), names[1]: good[names[1]]})
-    files["object-array"] = p
-    p = tmp_path / "names.npz"
-    np.savez(p, **{"w0": good[names[0]], "w1": good[names[1]]})
-    files["wrong-names"] = p
-    p = tmp_path / "shapes.npz"
-    np.savez(p, **{names[0]: good[names[0]], names[1]: np.ones(3, np.float32)})
-    files["wrong-shape"] = p
-    p = tmp_path / "missing.npz"
-    np.savez(p, **{names[0]: good[names[0]]})
-    files["missing"] = p
+
+    def npz(name, **arrays):
+        p = tmp_path / f"{name}.npz"
+        np.savez(p, **arrays)
+        files[name] = p
+
+    npz("object-array", **{g: np.array([{"a": 1}, None], dtype=object), b: bv})
+    npz("pickle-payload", **{g: np.array([_Boom(str(tmp_path / "PWNED"))], dtype=object), b: bv})
+    npz("wrong-names", w0=gv, w1=bv)
+    npz("extra-name", **{g: gv, b: bv, "gn/extra": bv})
+    npz("missing-name", **{g: gv})
+    npz("wrong-shape", **{g: gv, b: np.ones(3, np.float32)})
+    npz("wrong-rank", **{g: gv.reshape(1, -1), b: bv})
+    npz("strings", **{g: np.full(gv.shape, "a"), b: bv})
+    npz("complex", **{g: gv.astype(np.complex64), b: bv})
+    npz("empty-archive")
+    p = tmp_path / "single.npy"
+    np.save(p, gv)
+    files["single-npy"] = p
     p = tmp_path / "pickle.npz"
-    p.write_bytes(b"\x80\x04K\x01.")  # a bare pickle, not an npz
-    files["pickle"] = p
+    import pickle
+
+    p.write_bytes(pickle.dumps(_Boom(str(tmp_path / "PWNED"))))
+    files["bare-pickle"] = p
+    p = tmp_path / "truncated.npz"
+    p.write_bytes((tmp_path / "wrong-shape.npz").read_bytes()[:40])
+    files["truncated"] = p
+    p = tmp_path / "text.npz"
+    p.write_text("gamma = 1")
+    files["text"] = p
+    p = tmp_path / "empty.npz"
+    p.write_bytes(b"")
+    files["empty-file"] = p
     return files
 
 
+BAD_WEIGHT_FILES = [
+    "object-array",
+    "pickle-payload",
+    "wrong-names",
+    "extra-name",
+    "missing-name",
+    "wrong-shape",
+    "wrong-rank",
+    "strings",
+    "complex",
+    "empty-archive",
+    "single-npy",
+    "bare-pickle",
+    "text",
+    pytest.param(
+        "truncated",
+        marks=pytest.mark.xfail(
+            reason="training/saving.py: a damaged zip raises zipfile.BadZipFile (not naming the "
+            "file) and leaks the open file (np.load's NpzFile keeps it; reported)",
+            strict=True,
+        ),
+    ),
+    pytest.param(
+        "empty-file",
+        marks=pytest.mark.xfail(
+            reason="training/saving.py: an empty file raises EOFError 'No data left in file', "
+            "not a ValueError naming the file (reported)",
+            strict=True,
+        ),
+    ),
+]
+N_BAD_WEIGHT_FILES = len(BAD_WEIGHT_FILES)
+
+
 @needs_weight_files
-def test_bad_weight_files_are_refused_clearly(tmp_path):
-    save, load = _weights_api()
-    layer = _built_layer()
-    save(layer, tmp_path / "good.npz")
+@pytest.mark.parametrize("kind", BAD_WEIGHT_FILES)
+def test_bad_weight_file_is_refused_clearly(kind, tmp_path):
+    model = _model()
+    rng = np.random.default_rng(5)
+    model.set_weights([rng.standard_normal(8).astype(np.float32) for _ in range(2)])
+    model.save_weights(tmp_path / "good.npz")
     with np.load(tmp_path / "good.npz", allow_pickle=False) as f:
         good = {k: f[k] for k in f.files}
-    before = [w.copy() for w in layer.get_weights()]
-    for name, path in _bad_weight_files(tmp_path, good).items():
-        with pytest.raises((TypeError, ValueError, OSError)) as info:
-            load(layer, path)
-        assert str(info.value), name
-        for a, b in zip(layer.get_weights(), before, strict=True):
-            assert _same(a, b), name
+    assert len(good) == 2
+    before = [w.copy() for w in model.get_weights()]
+    path = _bad_weight_files(tmp_path, good)[kind]
+    error = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        try:
+            model.load_weights(path)
+        except Exception as exc:  # judged below, after any leaked file has been finalised
+            error = (type(exc), str(exc))
+        gc.collect()
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    for a, b in zip(model.get_weights(), before, strict=True):
+        assert _same(a, b), "a refused file changed a weight"
+    assert not (tmp_path / "PWNED").exists(), "a pickle was executed"
+    assert error is not None, "loaded"
+    assert error[0] is ValueError and path.name in error[1], error
+    assert not leaks, leaks
+    # the model still loads a good file
+    model.set_weights([np.zeros(8, np.float32)] * 2)
+    model.load_weights(tmp_path / "good.npz")
+    for a, b in zip(model.get_weights(), before, strict=True):
+        assert _same(a, b)
+
+
+@needs_weight_files
+def test_weight_file_errors_name_the_problem(tmp_path):
+    model = _model()
+    model.save_weights(tmp_path / "good.npz")
+    with np.load(tmp_path / "good.npz", allow_pickle=False) as f:
+        good = {k: f[k] for k in f.files}
+    files = _bad_weight_files(tmp_path, good)
+    expect = {
+        "object-array": "pickle",
+        "wrong-names": "missing",
+        "missing-name": "missing",
+        "extra-name": "unexpected",
+        "wrong-shape": "shape",
+        "strings": "dtype",
+    }
+    for name, needle in expect.items():
+        with pytest.raises(ValueError) as info:
+            model.load_weights(files[name])
+        assert needle in str(info.value), (name, str(info.value))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -843,7 +973,53 @@ def count_bad_inputs() -> dict[str, int]:
             + len(BAD_MASKS)
             + 3 * len(MALICIOUS_PARAM_CONFIGS)
         )
-    if _weights_api() is not None:
-        counts["weight files"] = 5
+    if _model_class() is not None:
+        counts["weight files"] = N_BAD_WEIGHT_FILES
+        counts["model configs"] = N_MALICIOUS_MODEL_CONFIGS + 1
     counts["total"] = sum(counts.values())
     return counts
+
+
+def _malicious_layer_entries(good):
+    """Layer entries of a Sequential config that name something other than a known layer."""
+    return [
+        good | {"module": "os", "class_name": "system"},
+        good | {"class_name": "os.system"},
+        good | {"class_name": "__import__"},
+        good | {"class_name": "Lambda", "config": {"function": "lambda x: x"}},
+        good | {"module": "builtins", "class_name": "eval", "registered_name": "eval"},
+        good | {"config": good["config"] | {"gamma_initializer": "os.system"}},
+        good | {"config": good["config"] | {"__reduce__": "os.system"}},
+    ]
+
+
+N_MALICIOUS_MODEL_CONFIGS = 7
+
+
+@needs_weight_files
+def test_model_from_config_never_imports_or_evaluates(import_spy):
+    model = _model()
+    config = model.get_config()
+    good = config["layers"][0]
+    entries = _malicious_layer_entries(good)
+    assert len(entries) == N_MALICIOUS_MODEL_CONFIGS
+    with import_spy:
+        for entry in entries:
+            with pytest.raises((TypeError, ValueError)):
+                _model_class().from_config(config | {"layers": [entry]})
+        # A foreign "module" with a known class name is never imported: it is either refused
+        # or resolved to numba_gn's own class.
+        foreign = good | {"module": "numba_gn_evil.layers", "class_name": "GroupNormalization"}
+        try:
+            rebuilt = _model_class().from_config(config | {"layers": [foreign]})
+        except (TypeError, ValueError):
+            pass
+        else:
+            assert all(type(layer) is GroupNormalization for layer in rebuilt.layers)
+    import_spy.assert_nothing_suspicious()
+    # the unmodified config still rebuilds the model
+    clone = _model_class().from_config(config)
+    x = np.random.default_rng(0).standard_normal((2, 5, 8)).astype(np.float32)
+    clone(x)
+    clone.set_weights(model.get_weights())
+    assert _same(np.asarray(clone(x)), np.asarray(model(x)))
