@@ -17,6 +17,7 @@ from typing import Any
 from numba_gn.autograd import Tensor
 from numba_gn.layers.base import Layer, Shape
 from numba_gn.params import Variable
+from numba_gn.params._registry import to_snake_case
 from numba_gn.training.model import Trainer
 
 __all__ = ["Input", "InputLayer", "Sequential"]
@@ -235,13 +236,23 @@ class Sequential(Trainer, Layer):
         return [loss for layer in self._layers for loss in layer.losses]
 
     def weight_paths(self) -> list[tuple[str, Variable]]:
-        """``("layer_name/weight_name", variable)`` for every weight (the keys of saved files)."""
+        """``("conv2d_1/kernel", variable)`` for every weight: the keys of saved weight files.
+
+        As in Keras's weight files, a layer is named by its class and its rank among the
+        layers of that class in this model (``conv2d``, ``conv2d_1``, ...), not by its
+        ``name``: the same architecture built twice has the same paths.
+        """
         out = []
+        seen: dict[str, int] = {}
         for layer in self._layers:
+            base = to_snake_case(type(layer).__name__)
+            n = seen.get(base, 0)
+            seen[base] = n + 1
+            prefix = base if n == 0 else f"{base}_{n}"
             if isinstance(layer, Sequential):
-                out += [(f"{layer.name}/{p}", w) for p, w in layer.weight_paths()]
+                out += [(f"{prefix}/{p}", w) for p, w in layer.weight_paths()]
             else:
-                out += [(f"{layer.name}/{w.name}", w) for w in layer.weights]
+                out += [(f"{prefix}/{w.name}", w) for w in layer.weights]
         return out
 
     def get_weights(self) -> list[Any]:
