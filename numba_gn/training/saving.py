@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -55,10 +56,28 @@ def load_weights(model: Any, path: str | os.PathLike[str]) -> None:
     Raises ``ValueError``, changing nothing, when names, dtypes or shapes do not match.
     """
     paths = _paths(model)
-    try:
-        archive = np.load(os.fspath(path), allow_pickle=False)
-    except ValueError as exc:  # e.g. a pickle file, or an .npy holding objects
-        raise ValueError(f"{path!s} is not a numeric .npz weights file: {exc}") from None
+    with open(os.fspath(path), "rb") as fh:  # ours to close, whatever np.load does
+        try:
+            values = _read_checked(np.load(fh, allow_pickle=False), paths, path)
+        except (OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+            # damaged/empty/truncated files: name the file instead of a bare zip error
+            raise ValueError(
+                f"{path!s} is not a readable .npz weights file ({type(exc).__name__}: {exc}). "
+                "No weight was changed."
+            ) from None
+        except ValueError as exc:
+            if str(path) in str(exc):
+                raise
+            # np.load's own refusals: a pickle, text, an .npy of objects
+            raise ValueError(
+                f"{path!s} is not a numeric .npz weights file: {exc}. No weight was changed."
+            ) from None
+    for (_, w), arr in zip(paths, values, strict=True):
+        w.assign(arr)
+
+
+def _read_checked(archive: Any, paths: list[tuple[str, Any]], path: Any) -> list[np.ndarray]:
+    """Every weight's array from ``archive``, after checking names, dtypes and shapes."""
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ValueError(f"{path!s} holds a single array, not an .npz archive of named weights.")
     with archive:
@@ -68,8 +87,8 @@ def load_weights(model: Any, path: str | os.PathLike[str]) -> None:
         unexpected = [n for n in stored if n not in expected]
         if missing or unexpected:
             raise ValueError(
-                f"Weights file {path!s} does not match model {getattr(model, 'name', '')!r}: "
-                f"missing {missing}, unexpected {unexpected}. No weight was changed."
+                f"Weights file {path!s} does not match the model: missing {missing}, "
+                f"unexpected {unexpected}. No weight was changed."
             )
         values = []
         for name, w in paths:
@@ -91,5 +110,4 @@ def load_weights(model: Any, path: str | os.PathLike[str]) -> None:
                     f"{path!s}. No weight was changed."
                 )
             values.append(arr)
-    for (_, w), arr in zip(paths, values, strict=True):
-        w.assign(arr)
+    return values
