@@ -871,22 +871,8 @@ BAD_WEIGHT_FILES = [
     "single-npy",
     "bare-pickle",
     "text",
-    pytest.param(
-        "truncated",
-        marks=pytest.mark.xfail(
-            reason="training/saving.py: a damaged zip raises zipfile.BadZipFile (not naming the "
-            "file) and leaks the open file (np.load's NpzFile keeps it; reported)",
-            strict=True,
-        ),
-    ),
-    pytest.param(
-        "empty-file",
-        marks=pytest.mark.xfail(
-            reason="training/saving.py: an empty file raises EOFError 'No data left in file', "
-            "not a ValueError naming the file (reported)",
-            strict=True,
-        ),
-    ),
+    "truncated",
+    "empty-file",
 ]
 N_BAD_WEIGHT_FILES = len(BAD_WEIGHT_FILES)
 
