@@ -692,3 +692,10 @@ def test_gradcheck_masked_op(rng, shape, axis, groups, lengths_or_mask):
         return ag.sum(masked_group_norm(x, mask, g, b, groups, axis=axis, epsilon=1e-3) * r)
 
     assert gradcheck(f, inputs)
+
+
+def test_training_argument_is_accepted_and_ignored():
+    # Keras passes `training` only to layers whose call() takes it; GroupNormalization's doesn't.
+    x = np.random.default_rng(0).standard_normal((2, 4, 8)).astype(np.float32)
+    layer = GroupNormalization(groups=4)
+    np.testing.assert_array_equal(layer(x, training=True).numpy(), layer(x).numpy())

@@ -154,11 +154,6 @@ def test_read_only_install_and_home_compile_without_cache(read_only_install, tmp
     assert _snapshot(site) == before
 
 
-@pytest.mark.xfail(
-    reason="numba_gn/cli/info.py cache_folder() (used by `numba-gn info`) raises Numba's "
-    "RuntimeError when no cache folder is writable (reported to its owner)",
-    strict=True,
-)
 def test_info_cache_folder_without_any_cache_folder(read_only_install, tmp_path):
     """``numba-gn info`` reports the cache folder; with none usable it must say so, not raise.
 

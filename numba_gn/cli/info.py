@@ -46,10 +46,14 @@ def _host_cpu() -> str:
 
 
 def cache_folder() -> str:
-    """Where Numba keeps numba_gn's compiled kernels."""
+    """Where Numba keeps numba_gn's compiled kernels (or why there is no disk cache)."""
     from numba.core.caching import FunctionCache
 
+    from numba_gn import _jit
     from numba_gn.kernels import slab
+
+    if _jit.cache_disabled is not None:
+        return f"none: kernels are compiled in memory ({_jit.cache_disabled})"
 
     impl = FunctionCache(slab.forward_fused_ser.py_func)._impl
     return impl.locator.get_cache_path()

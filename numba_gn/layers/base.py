@@ -128,13 +128,16 @@ class Layer:
 
     supports_masking: bool = False
     _call_takes_mask: bool = False
+    _call_takes_training: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         own_build = cls.__dict__.get("build")
         if own_build is not None and not getattr(own_build, "_tracks_build", False):
             cls.build = _tracks_build(own_build)  # type: ignore[method-assign]
-        cls._call_takes_mask = "mask" in inspect.signature(cls.call).parameters
+        params = inspect.signature(cls.call).parameters
+        cls._call_takes_mask = "mask" in params
+        cls._call_takes_training = "training" in params
 
     def __init__(
         self,
@@ -230,6 +233,9 @@ class Layer:
             self.input_spec.check(x.shape, self.name)
         if not self.built:
             self.build(x.shape)
+        # Like Keras, `training` is passed on only to layers whose call() uses it.
+        if "training" in kwargs and not self._call_takes_training:
+            del kwargs["training"]
         if "mask" in kwargs and not self._call_takes_mask:
             raise TypeError(
                 f"Layer {self.name!r} ({type(self).__name__}) does not use masks: its call() "
