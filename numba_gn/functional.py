@@ -248,7 +248,7 @@ def group_norm_backward(
     m = _stats_array(mean, "mean", (N, G))
     r = _stats_array(rstd, "rstd", (N, G))
     if isinstance(gamma, np.ndarray) and gamma.dtype.kind == "f":
-        pdtype = gamma.dtype
+        pdtype = gamma.dtype.newbyteorder("=")  # native order, like every other output
     else:  # float16 gradients would lose most digits of these sums
         pdtype = np.dtype(np.float32) if prob.x.dtype == _F16 else prob.x.dtype
     canon = plan.canon
