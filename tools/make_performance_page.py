@@ -83,7 +83,7 @@ def _tiny(results: list[dict]) -> tuple:
     if r is None:
         return None, None
     t = r["seconds"]["numba_gn_alloc"]
-    return _time(t), t <= 10e-6
+    return f"{_time(t)} (allocating call)", t <= 10e-6
 
 
 def _half(layout: str) -> Callable[[list[dict]], tuple]:
@@ -191,7 +191,7 @@ def plot(results: list[dict], pass_: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     sweep = [r for r in results if r["series"] == "sweep" and r["pass"] == pass_]
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.3), sharey=True, dpi=90)
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.6), sharey=True, dpi=90)
     for ax, layout in zip(axes, ("channels-last", "channels-first"), strict=True):
         rows = sorted((r for r in sweep if r["layout"] == layout), key=lambda r: r["nbytes"])
         for key, label, style in IMPLS:
@@ -208,13 +208,16 @@ def plot(results: list[dict], pass_: str, path: Path) -> None:
         ax.set_title(f"{PASS_TITLES[pass_]}, {layout}", fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
     axes[0].set_ylabel("effective GB/s (higher is better)")
-    axes[0].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, format="png", metadata={"Software": None})
     plt.close(fig)
 
 
-def render(report: dict[str, Any], images: dict[str, str], source: str) -> str:
+def render(
+    report: dict[str, Any], images: dict[str, str], source: str, note: str | None = None
+) -> str:
     """The Markdown page."""
     facts, settings, results = report["facts"], report["settings"], report["results"]
     startup = report.get("startup") or {}
@@ -229,15 +232,16 @@ def render(report: dict[str, Any], images: dict[str, str], source: str) -> str:
         " is. Everything on this page comes from one run of",
         "",
         "```bash",
-        "numba-gn bench --sweep --cold-start --json bench.json",
-        f"python tools/make_performance_page.py bench.json   # this page ({source})",
+        f"numba-gn bench --sweep --cold-start --json {source}",
+        f"python tools/make_performance_page.py {source}",
         "```",
         "",
         "Run it on a quiet machine: timings on a shared or busy one mostly measure the"
-        " neighbours. `numba-gn bench` alone prints the same tables for your machine in about a"
-        " minute; the asv suite in `asv_bench/` tracks them over the project's history (see the"
+        " neighbours. `numba-gn bench` alone prints the same tables for your machine in a minute"
+        " or two; the asv suite in `asv_bench/` tracks them over the project's history (see the"
         " README's *Benchmarks* section).",
         "",
+        *([f'!!! note "This run"\n    {note}', ""] if note else []),
         "## Measured on",
         "",
         "| | |",
@@ -317,6 +321,13 @@ def render(report: dict[str, Any], images: dict[str, str], source: str) -> str:
                 f"| {r['label']} | {r['dtype']} | {PASS_TITLES[r['pass']]} "
                 f"| {_err(e.get('numba_gn'))} | {_err(e.get('torch'))} | {_err(e.get('numpy'))} |"
             )
+    if any(r["dtype"] == "float16" for r in results):
+        lines += [
+            "",
+            "float16 results are rounded to float16, so their error is at least half a float16"
+            " ulp of the largest |y|: at offset 1e4 a float16 input takes only a few distinct"
+            " values (its spacing there is 8), which makes some normalised outputs large.",
+        ]
     if startup:
         lines += [
             "",
@@ -344,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("json", type=Path, help="output of numba-gn bench --sweep --json FILE")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="docs folder to write")
+    parser.add_argument("--note", help="a remark about this run, shown at the top of the page")
     args = parser.parse_args(argv)
     report = json.loads(args.json.read_text())
     img = args.docs / "img"
@@ -354,7 +366,11 @@ def main(argv: list[str] | None = None) -> int:
             name = f"perf_{pass_.replace('+', '_')}.png"
             plot(report["results"], pass_, img / name)
             images[pass_] = name
-    page = render(report, images, source=args.json.name)
+    try:  # the command as run from the repository root
+        source = str(args.json.resolve().relative_to(ROOT))
+    except ValueError:
+        source = args.json.name
+    page = render(report, images, source=source, note=args.note)
     (args.docs / "performance.md").write_text(page, encoding="utf-8")
     print(f"wrote {args.docs / 'performance.md'} and {len(images)} plots in {img}")
     return 0
