@@ -95,3 +95,13 @@ def test_reads_keras_config(keras):
     cfg = keras.optimizers.Adam(learning_rate=0.02, clipnorm=2.0).get_config()
     ours = optimizers.Adam.from_config(cfg)
     assert ours.learning_rate == pytest.approx(0.02) and ours.clipnorm == 2.0
+
+
+def test_cosine_decay_matches_keras(keras):
+    ours = optimizers.CosineDecay(0.003, 100, alpha=0.1)
+    ref = keras.optimizers.schedules.CosineDecay(0.003, 100, alpha=0.1)
+    for step in (0, 1, 37, 99, 100, 150):
+        assert ours(step) == pytest.approx(float(ref(step)), rel=1e-6)
+    adam = optimizers.Adam.from_config(keras.optimizers.Adam(learning_rate=ref).get_config())
+    assert isinstance(adam._learning_rate, optimizers.CosineDecay)
+    assert optimizers.Adam.from_config(adam.get_config()).get_config() == adam.get_config()

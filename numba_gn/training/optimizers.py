@@ -19,9 +19,46 @@ import numpy as np
 
 from numba_gn.params import Variable
 
-__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "deserialize", "get", "serialize"]
+__all__ = ["SGD", "Adam", "AdamW", "CosineDecay", "Optimizer", "deserialize", "get", "serialize"]
 
 LearningRate = float | Callable[[int], float]
+
+
+class CosineDecay:
+    """Keras's ``CosineDecay`` learning-rate schedule (without warm-up), a callable of the step.
+
+    ``lr(step) = initial_learning_rate * ((1 - alpha) * c + alpha)`` with
+    ``c = 0.5 * (1 + cos(pi * min(step, decay_steps) / decay_steps))``.
+    """
+
+    def __init__(
+        self,
+        initial_learning_rate: float,
+        decay_steps: int,
+        alpha: float = 0.0,
+        name: str = "CosineDecay",
+    ) -> None:
+        if decay_steps <= 0:
+            raise ValueError(f"decay_steps must be positive, got {decay_steps}.")
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.decay_steps = int(decay_steps)
+        self.alpha = float(alpha)
+        self.name = name
+
+    def __call__(self, step: int) -> float:
+        """The learning rate at optimizer step ``step`` (0-based)."""
+        t = min(step, self.decay_steps) / self.decay_steps
+        cosine = 0.5 * (1.0 + math.cos(math.pi * t))
+        return self.initial_learning_rate * ((1 - self.alpha) * cosine + self.alpha)
+
+    def get_config(self) -> dict[str, Any]:
+        """Keras's keys (no warm-up)."""
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "decay_steps": self.decay_steps,
+            "alpha": self.alpha,
+            "name": self.name,
+        }
 
 
 class Optimizer:
@@ -138,9 +175,13 @@ class Optimizer:
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments, with Keras's keys."""
         lr = self._learning_rate
+        if isinstance(lr, CosineDecay):
+            lr = {"class_name": "CosineDecay", "config": lr.get_config()}
+        elif callable(lr):
+            lr = float(lr(self.iterations))  # an arbitrary callable cannot be written down
         return {
             "name": self.name,
-            "learning_rate": lr if not callable(lr) else float(lr(self.iterations)),
+            "learning_rate": lr,
             "weight_decay": self.weight_decay,
             "clipnorm": self.clipnorm,
             "global_clipnorm": self.global_clipnorm,
@@ -158,6 +199,15 @@ class Optimizer:
             value = config.pop(key, default)
             if value != default:
                 raise ValueError(f"{cls.__name__}: {key}={value!r} is not supported.")
+        lr = config.get("learning_rate")
+        if isinstance(lr, dict):
+            if lr.get("class_name") != "CosineDecay":
+                raise ValueError(f"Unsupported learning-rate schedule {lr.get('class_name')!r}.")
+            inner = dict(lr.get("config") or {})
+            if inner.pop("warmup_steps", 0):
+                raise ValueError("CosineDecay with warm-up steps is not supported.")
+            inner.pop("warmup_target", None)
+            config["learning_rate"] = CosineDecay(**inner)
         return cls(**config)
 
     def __repr__(self) -> str:
