@@ -2,8 +2,12 @@
 
 The data set (1,797 8x8 grey images of the digits 0-9) ships inside scikit-learn, so nothing is
 downloaded; scikit-learn (and matplotlib for ``--plot``) come with the ``demo`` extra:
-``pip install -e ".[demo]"``. The last 297 images (after a seeded shuffle) are held out for
-the test accuracy; 10% of the rest is used for validation during training.
+``pip install -e ".[demo]"``. A fixed 297 of the images (a shuffle with seed 0, the same for
+every ``--seed``) are held out for the test accuracy; 10% of the rest is used for validation
+during training. ``--seed`` sets the initial weights and the order of the batches.
+
+Measured on a 2-core machine (defaults: 40 epochs, batch 32, Adam with cosine decay from 3e-3):
+97.6-99.0% test accuracy over seeds 0-7, in about 1.5 s of training after the first compile.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ TEST_SIZE = 297
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``--epochs``, ``--batch-size``, ``--seed``, ``--plot FILE.png``, ``--quiet``."""
-    parser.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
-    parser.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    parser.add_argument("--epochs", type=int, default=40, help="training epochs (default 40)")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and shuffling")
     parser.add_argument("--plot", metavar="FILE.png", help="write loss/accuracy curves here")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -61,7 +65,8 @@ def build_demo_model(seed: int = 0) -> Any:
 def load_digits_split(seed: int = 0) -> tuple[np.ndarray, ...]:
     """The digits as ``x_train, y_train, x_test, y_test``, the last 297 images held out.
 
-    Images are scaled to [0, 1] as (N, 8, 8, 1) float32 and shuffled with ``seed`` first.
+    Images are scaled to [0, 1] as (N, 8, 8, 1) float32 and shuffled with ``seed`` first
+    (the demo always uses seed 0, so its test images never change).
     """
     from sklearn.datasets import load_digits
 
@@ -73,12 +78,17 @@ def load_digits_split(seed: int = 0) -> tuple[np.ndarray, ...]:
     return x[:-TEST_SIZE], y[:-TEST_SIZE], x[-TEST_SIZE:], y[-TEST_SIZE:]
 
 
-def compile_demo_model(model: Any, learning_rate: float = 3e-3) -> None:
-    """Adam, sparse categorical cross-entropy on logits, accuracy."""
+def compile_demo_model(
+    model: Any, learning_rate: float = 3e-3, decay_steps: int | None = None
+) -> None:
+    """Adam (cosine decay over ``decay_steps`` when given), cross-entropy on logits, accuracy."""
     from numba_gn.training import losses, optimizers
 
+    lr: Any = learning_rate
+    if decay_steps:
+        lr = optimizers.CosineDecay(learning_rate, decay_steps)
     model.compile(
-        optimizer=optimizers.Adam(learning_rate),
+        optimizer=optimizers.Adam(lr),
         loss=losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -87,7 +97,7 @@ def compile_demo_model(model: Any, learning_rate: float = 3e-3) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train, report the test accuracy and the time, optionally plot the curves."""
     try:
-        x_train, y_train, x_test, y_test = load_digits_split(args.seed)
+        x_train, y_train, x_test, y_test = load_digits_split(0)
     except ImportError:
         print(
             "numba-gn demo needs scikit-learn (for its bundled digits data): "
@@ -113,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
     model.train_step(x_train[: args.batch_size], y_train[: args.batch_size])
     compile_s = time.perf_counter() - t0
     model = build_demo_model(args.seed)  # fresh weights: the warm-up step must not count
-    compile_demo_model(model)
+    n_fit = int(len(x_train) * (1 - 0.1))  # what validation_split=0.1 leaves, as fit computes
+    compile_demo_model(model, decay_steps=args.epochs * -(-n_fit // args.batch_size))
 
     print(f"Training on {len(x_train)} images ({len(x_train) // 10} of them for validation), "
           f"testing on {len(x_test)}; first-call compile took {compile_s:.1f}s.")

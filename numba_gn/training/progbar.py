@@ -69,7 +69,7 @@ class Progbar:
         elapsed = time.perf_counter() - self.start
         per_step = elapsed / max(step, 1)
         if finished:
-            timing = f"{elapsed:.1f}s {_per_step(per_step)}"
+            timing = f"{_duration(elapsed)} {_per_step(per_step)}"
         else:
             timing = f"ETA {per_step * (self.total - step):.1f}s"
         parts = [f"{step:>{n}}/{self.total} [{bar}] {timing}"]
@@ -93,6 +93,10 @@ class Progbar:
         suffix = "\x1b[K\n" if self.dynamic else "\n"
         self.stream.write(prefix + self._line(self.total, logs, finished=True) + suffix)
         self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f}s" if seconds >= 1 else f"{seconds * 1e3:.0f}ms"
 
 
 def _per_step(seconds: float) -> str:
