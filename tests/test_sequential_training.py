@@ -259,3 +259,12 @@ def _has(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+def test_float64_model_is_not_squeezed_through_float32(rng):
+    x = rng.standard_normal((3, 5))
+    model = Sequential([Input((5,)), Dense(2, dtype="float64")])
+    kernel, bias = model.get_weights()
+    expected = x @ kernel + bias
+    np.testing.assert_allclose(model.predict(x), expected, rtol=1e-14)
+    np.testing.assert_allclose(model(x).numpy(), expected, rtol=1e-14)

@@ -114,7 +114,9 @@ class Sequential(Trainer, Layer):
         trainable: bool = True,
         name: str | None = None,
     ) -> None:
-        super().__init__(name=name, trainable=trainable)
+        # No autocast of its own: each layer casts its input to its own compute dtype, so a
+        # float64 model is not squeezed through float32 at the door.
+        super().__init__(name=name, trainable=trainable, autocast=False)
         self._layers: list[Layer] = []
         self._input_layer: InputLayer | None = None
         self._output_shapes: list[Shape] = []
@@ -190,6 +192,11 @@ class Sequential(Trainer, Layer):
         for layer in self._layers:
             shape = layer.compute_output_shape(shape)
         return shape
+
+    @property
+    def input_dtype(self) -> str:
+        """The compute dtype of the first layer: what ``fit``/``predict`` cast float inputs to."""
+        return self._layers[0].compute_dtype if self._layers else self.compute_dtype
 
     @property
     def output_shape(self) -> Shape:

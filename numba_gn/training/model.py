@@ -1,7 +1,7 @@
 """``Trainer``: Keras's ``compile`` / ``fit`` / ``evaluate`` / ``predict`` for a model object.
 
 The model only needs ``__call__(x, training=...)``, ``trainable_weights``, ``losses``
-(regularization penalties), ``weight_paths()`` and ``compute_dtype``;
+(regularization penalties), ``weight_paths()`` and ``input_dtype``;
 :class:`~numba_gn.layers.Sequential` mixes this class in.
 
 One training step (:meth:`Trainer.train_step`) is: forward under a
@@ -224,7 +224,7 @@ class Trainer:
     def _prepare_x(self, x: Any) -> np.ndarray:
         """Inputs as an ndarray, floats cast once to the model's compute dtype (not per batch)."""
         arr = _as_array(x)
-        dtype = np.dtype(getattr(self, "compute_dtype", "float32"))
+        dtype = np.dtype(getattr(self, "input_dtype", None) or "float32")
         if arr.dtype.kind == "f" and arr.dtype != dtype:
             arr = arr.astype(dtype)
         return arr
