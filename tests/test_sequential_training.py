@@ -268,3 +268,17 @@ def test_float64_model_is_not_squeezed_through_float32(rng):
     expected = x @ kernel + bias
     np.testing.assert_allclose(model.predict(x), expected, rtol=1e-14)
     np.testing.assert_allclose(model(x).numpy(), expected, rtol=1e-14)
+
+
+@pytest.mark.parametrize("missing,args", [("sklearn", []), ("matplotlib", ["--plot", "x.png"])])
+def test_demo_explains_missing_extras(missing, args, monkeypatch, capsys):
+    if missing == "matplotlib":
+        pytest.importorskip("sklearn")
+    from numba_gn.cli import main
+
+    monkeypatch.setitem(__import__("sys").modules, missing, None)  # import now fails
+    if missing == "sklearn":
+        monkeypatch.setitem(__import__("sys").modules, "sklearn.datasets", None)
+    assert main(["demo", "--epochs", "1", "--quiet", *args]) == 1
+    err = capsys.readouterr().err
+    assert missing.replace("sklearn", "scikit-learn") in err and ".[demo]" in err
