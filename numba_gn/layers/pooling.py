@@ -43,7 +43,9 @@ class _GlobalAveragePooling(Layer):
 
     rank = 2
 
-    def __init__(self, data_format: str | None = None, keepdims: bool = False, **kwargs: Any):
+    def __init__(
+        self, data_format: str | None = None, keepdims: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         if data_format not in (None, "channels_last", "channels_first"):
             raise ValueError(

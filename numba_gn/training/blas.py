@@ -7,8 +7,11 @@ threads when the machine was quiet, and 2.2 ms against 17-47 ms when other proce
 (BLAS threads spin-wait for each other when a core is taken away). So ``fit``, ``evaluate`` and
 ``predict`` run with BLAS limited to one thread; Numba's kernels keep their threads.
 
-The limit uses ``threadpoolctl`` when it is installed (it comes with scikit-learn, so with the
-``demo`` extra); without it BLAS is left as configured (``OPENBLAS_NUM_THREADS`` still works).
+The limit is process-wide while it lasts (BLAS has one thread setting): BLAS calls made by
+other Python threads during ``fit`` are single-threaded too. Set ``model.blas_threads = None``
+to leave BLAS alone. The limit uses ``threadpoolctl`` when it is installed (it comes with
+scikit-learn, so with the ``demo`` extra); without it BLAS is left as configured
+(``OPENBLAS_NUM_THREADS`` still works).
 """
 
 from __future__ import annotations
