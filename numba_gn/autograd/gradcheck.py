@@ -58,7 +58,11 @@ def gradcheck(
     """
     if isinstance(inputs, (Tensor, np.ndarray)):
         inputs = (inputs,)
-    arrays = [np.array(x.data if isinstance(x, Tensor) else x, dtype=np.float64) for x in inputs]
+    # C order so that flat views of the copies perturb the arrays the Tensors wrap.
+    arrays = [
+        np.array(x.data if isinstance(x, Tensor) else x, dtype=np.float64, order="C")
+        for x in inputs
+    ]
     tensors = [Tensor(a) for a in arrays]  # share memory with ``arrays``: perturbing them works
 
     with GradientTape() as tape:
