@@ -169,21 +169,39 @@ def group_norm(
         rstd = np.full((N, G), np.nan)
         return (y, mean, rstd) if return_stats else y
 
-    # Write straight into ``out`` when its memory is in canonical order and it is either x itself
-    # or disjoint from x (a partial overlap would let outputs overwrite inputs not yet read).
-    direct = (
-        out is not None
-        and canon.is_view(out)
-        and (_same_memory(out, xs) or not np.may_share_memory(out, xs))
-    )
-    target = out if direct else canon.empty(xs.shape, xs.dtype)
+    target = _target(out, canon, xs, (xs,))
     mean, rstd = _engine.forward(_flat(xs, canon), _flat(target, canon), canon, G, g, b, eps)
-    if out is not None and target is not out:
-        np.copyto(out, target)
-    y = out if out is not None else target
+    y = _deliver(out, target)
     if return_stats:
         return y, mean.reshape(N, G), rstd.reshape(N, G)
     return y
+
+
+def _target(
+    out: np.ndarray | None, canon: _engine.Canonical, like: np.ndarray, inputs: tuple
+) -> np.ndarray:
+    """Where the kernels write: ``out`` itself when that is safe and cheap, else a new array.
+
+    ``out`` is used directly when its memory is in canonical order and it is each input itself
+    or disjoint from it (kernels read an element before writing the same element, but a partial
+    overlap would let outputs overwrite inputs not yet read).
+    """
+    if (
+        out is not None
+        and canon.is_view(out)
+        and all(_same_memory(out, a) or not np.may_share_memory(out, a) for a in inputs)
+    ):
+        return out
+    return canon.empty(like.shape, like.dtype)
+
+
+def _deliver(out: np.ndarray | None, target: np.ndarray) -> np.ndarray:
+    """The result: ``target``, copied into ``out`` first if the kernels could not write there."""
+    if out is None:
+        return target
+    if target is not out:
+        np.copyto(out, target)
+    return out
 
 
 def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
@@ -215,6 +233,7 @@ def group_norm_backward(
     *,
     axis: int | tuple[int, ...] = -1,
     group_size: int | None = None,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of :func:`group_norm` with respect to ``x``, ``gamma`` and ``beta``.
 
@@ -228,6 +247,9 @@ def group_norm_backward(
         The statistics returned by ``group_norm(..., return_stats=True)``.
     groups, gamma, axis, group_size
         As in the forward call (``gamma`` None means ones).
+    out : array, optional
+        Preallocated ``dx`` of the shape and dtype of ``x`` (may be ``dy`` or ``x`` itself):
+        saves the page faults of a fresh large array on every call.
 
     Returns
     -------
@@ -251,16 +273,19 @@ def group_norm_backward(
         pdtype = gamma.dtype.newbyteorder("=")  # native order, like every other output
     else:  # float16 gradients would lose most digits of these sums
         pdtype = np.dtype(np.float32) if prob.x.dtype == _F16 else prob.x.dtype
+    if out is not None:
+        _check_out(out, prob)
     canon = plan.canon
     xs = prob.x
     if xs.size == 0:
-        dx = np.zeros(xs.shape, dtype=xs.dtype)
+        dx = out if out is not None else np.zeros(xs.shape, dtype=xs.dtype)
         zeros = np.zeros(plan.channel_shape, dtype=pdtype)
         return dx, zeros, zeros.copy()
-    dx = canon.empty(xs.shape, xs.dtype)
+    target = _target(out, canon, xs, (xs, dys))
     dgamma, dbeta = _engine.backward(
-        _flat(dys, canon), _flat(xs, canon), _flat(dx, canon), canon, G, g, m, r
+        _flat(dys, canon), _flat(xs, canon), _flat(target, canon), canon, G, g, m, r
     )
+    dx = _deliver(out, target)
     shape = plan.channel_shape
     return dx, dgamma.reshape(shape).astype(pdtype), dbeta.reshape(shape).astype(pdtype)
 
