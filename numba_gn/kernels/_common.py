@@ -27,7 +27,7 @@ from numba_gn.kernels._half import float_to_half, half_to_float
 PIECE = 4096
 #: Independent accumulators per piece (a runtime argument: constant widths get unrolled to
 #: scalar code because Numba disables SLP vectorisation).
-LANES = {np.dtype(np.float32): 32, np.dtype(np.float64): 16, np.dtype(np.uint16): 32}
+LANES = {np.dtype(np.float32): 64, np.dtype(np.float64): 32, np.dtype(np.uint16): 64}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -93,15 +93,34 @@ def _compute_empty_impl(like, shape):
 
 
 @inline
-def shifted_sums(seg, K, lanes):
-    """Return float64 ``(sum(seg - K), sum((seg - K)**2))`` of a contiguous 1-D ``seg``."""
+def shifted_sums(seg, K, acc):
+    """Return float64 ``(sum(seg - K), sum((seg - K)**2))`` of a contiguous 1-D ``seg``.
+
+    ``acc`` is caller-provided scratch of shape (2, lanes) in the compute dtype (allocating it
+    per call costs as much as summing a piece): ``lanes`` independent accumulators, updated four
+    rows at a time (a quarter of the accumulator loads and stores, which bound this loop), then
+    widened to float64.
+    """
+    lanes = acc.shape[1]
     nrows = seg.size // lanes
     body = seg[: nrows * lanes].reshape((nrows, lanes))
-    s = compute_zeros(seg, lanes)
-    q = compute_zeros(seg, lanes)
-    for i in range(nrows):
+    s = acc[0]
+    q = acc[1]
+    s[:] = 0
+    q[:] = 0
+    i = 0
+    while i + 4 <= nrows:
         for k in range(lanes):
-            v = load(body[i, k]) - K
+            v0 = load(body[i, k]) - K
+            v1 = load(body[i + 1, k]) - K
+            v2 = load(body[i + 2, k]) - K
+            v3 = load(body[i + 3, k]) - K
+            s[k] += (v0 + v1) + (v2 + v3)
+            q[k] += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3)
+        i += 4
+    for r in range(i, nrows):
+        for k in range(lanes):
+            v = load(body[r, k]) - K
             s[k] += v
             q[k] += v * v
     S = 0.0
@@ -109,39 +128,57 @@ def shifted_sums(seg, K, lanes):
     for k in range(lanes):
         S += s[k]
         Q += q[k]
-    for i in range(nrows * lanes, seg.size):
-        v = np.float64(load(seg[i]) - K)
+    for r in range(nrows * lanes, seg.size):
+        v = np.float64(load(seg[r]) - K)
         S += v
         Q += v * v
     return S, Q
 
 
 @inline
-def dy_sums(dys, xs, mh, ml, lanes):
+def dy_sums(dys, xs, mh, ml, acc):
     """Return float64 ``(sum(dy), sum(dy * (x - mean)))`` over contiguous 1-D runs.
 
     ``mh`` is the mean rounded to the input dtype and ``ml`` the rest, so ``(x - mh) - ml`` is the
-    centred value without the cancellation of ``x*dy - mean*dy``.
+    centred value without the cancellation of ``x*dy - mean*dy``. Four rows per accumulator
+    update and caller-provided scratch ``acc``, as in :func:`shifted_sums`.
     """
+    lanes = acc.shape[1]
     nrows = xs.size // lanes
     dbody = dys[: nrows * lanes].reshape((nrows, lanes))
     xbody = xs[: nrows * lanes].reshape((nrows, lanes))
-    sd = compute_zeros(xs, lanes)
-    sx = compute_zeros(xs, lanes)
-    for i in range(nrows):
+    sd = acc[0]
+    sx = acc[1]
+    sd[:] = 0
+    sx[:] = 0
+    i = 0
+    while i + 4 <= nrows:
         for k in range(lanes):
-            g = load(dbody[i, k])
+            g0 = load(dbody[i, k])
+            g1 = load(dbody[i + 1, k])
+            g2 = load(dbody[i + 2, k])
+            g3 = load(dbody[i + 3, k])
+            sd[k] += (g0 + g1) + (g2 + g3)
+            sx[k] += (
+                g0 * ((load(xbody[i, k]) - mh) - ml) + g1 * ((load(xbody[i + 1, k]) - mh) - ml)
+            ) + (
+                g2 * ((load(xbody[i + 2, k]) - mh) - ml) + g3 * ((load(xbody[i + 3, k]) - mh) - ml)
+            )
+        i += 4
+    for r in range(i, nrows):
+        for k in range(lanes):
+            g = load(dbody[r, k])
             sd[k] += g
-            sx[k] += g * ((load(xbody[i, k]) - mh) - ml)
+            sx[k] += g * ((load(xbody[r, k]) - mh) - ml)
     D = 0.0
     X = 0.0
     for k in range(lanes):
         D += sd[k]
         X += sx[k]
-    for i in range(nrows * lanes, xs.size):
-        g = np.float64(load(dys[i]))
+    for r in range(nrows * lanes, xs.size):
+        g = np.float64(load(dys[r]))
         D += g
-        X += g * np.float64((load(xs[i]) - mh) - ml)
+        X += g * np.float64((load(xs[r]) - mh) - ml)
     return D, X
 
 

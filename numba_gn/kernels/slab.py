@@ -54,10 +54,11 @@ def _slab_sums(xf, n, g, A, C, B, D, K, lanes):
     L = D * B
     S = 0.0
     Q = 0.0
+    acc = compute_empty(xf, (2, lanes))
     for a in range(A):
         base = ((n * A + a) * C + g * D) * B
         for start in range(0, L, PIECE):
-            s, q = shifted_sums(xf[base + start : base + min(L, start + PIECE)], K, lanes)
+            s, q = shifted_sums(xf[base + start : base + min(L, start + PIECE)], K, acc)
             S += s
             Q += q
     return S, Q
@@ -159,7 +160,8 @@ def forward_chunked_par(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rs
         K = _slab_shift(xf, n, g, A, C, B, D, lanes)
         start = p * PIECE
         base = ((n * A + a) * C + g * D) * B
-        s, q = shifted_sums(xf[base + start : base + min(L, start + PIECE)], K, lanes)
+        acc = compute_empty(xf, (2, lanes))
+        s, q = shifted_sums(xf[base + start : base + min(L, start + PIECE)], K, acc)
         part[u, 0] = s
         part[u, 1] = q
     coef = compute_empty(xf, (N * C, 2))
@@ -195,12 +197,13 @@ def _channel_sums(dyf, xf, n, c, A, C, B, mh, ml, lanes):
     """``(sum(dy), sum(dy*(x-mean)))`` over one (sample, channel), pieces merged in order."""
     Sd = 0.0
     Sx = 0.0
+    acc = compute_empty(xf, (2, lanes))
     for a in range(A):
         base = ((n * A + a) * C + c) * B
         for start in range(0, B, PIECE):
             lo = base + start
             hi = base + min(B, start + PIECE)
-            d, x = dy_sums(dyf[lo:hi], xf[lo:hi], mh, ml, lanes)
+            d, x = dy_sums(dyf[lo:hi], xf[lo:hi], mh, ml, acc)
             Sd += d
             Sx += x
     return Sd, Sx
@@ -310,7 +313,8 @@ def backward_chunked_par(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, lanes, 
         start = p * PIECE
         lo = ((n * A + a) * C + c) * B + start
         hi = lo - start + min(B, start + PIECE)
-        d, x = dy_sums(dyf[lo:hi], xf[lo:hi], mh, ml, lanes)
+        acc = compute_empty(xf, (2, lanes))
+        d, x = dy_sums(dyf[lo:hi], xf[lo:hi], mh, ml, acc)
         part[u, 0] = d
         part[u, 1] = x
     db = np.empty(N * C, dtype=np.float64)
