@@ -29,7 +29,7 @@ def test_gradcheck(shape, groups, axis, affine, rng):
         gamma = rng.uniform(0.5, 1.5, size=cshape)
         beta = rng.standard_normal(cshape)
         assert gradcheck(
-            lambda x, g, b: ag.group_norm(x, g, b, groups=groups, axis=axis), [x, gamma, beta]
+            lambda x, g, b: ag.group_norm(x, groups, g, b, axis=axis), [x, gamma, beta]
         )
     else:
         assert gradcheck(lambda x: ag.group_norm(x, groups=groups, axis=axis), [x])
@@ -46,7 +46,7 @@ def test_forward_matches_the_engine(rng):
     x = rng.standard_normal((2, 3, 8)).astype(np.float32)
     gamma = rng.standard_normal(8).astype(np.float32)
     beta = rng.standard_normal(8).astype(np.float32)
-    y = ag.group_norm(Tensor(x), gamma, beta, groups=4)
+    y = ag.group_norm(Tensor(x), gamma=gamma, beta=beta, groups=4)
     assert y.dtype == np.float32
     np.testing.assert_array_equal(y.data, functional.group_norm(x, 4, gamma, beta))
 
@@ -66,7 +66,7 @@ def test_variables_train_with_float32_gradients(rng):
     gamma = Variable("ones", shape=(6,))
     beta = Variable("zeros", shape=(6,))
     with GradientTape() as tape:
-        y = ag.group_norm(x, gamma, beta, groups=3)
+        y = ag.group_norm(x, gamma=gamma, beta=beta, groups=3)
         loss = ag.mean(ag.square(y - 1.0))
     dgamma, dbeta = tape.gradient(loss, [gamma, beta])
     assert dgamma.dtype == np.float32 and dbeta.dtype == np.float32
@@ -80,7 +80,7 @@ def test_only_requested_gradients_are_returned(rng):
     beta = Tensor(np.zeros(4))
     with GradientTape() as tape:
         tape.watch(gamma)
-        loss = ag.sum(ag.group_norm(x, gamma, beta, groups=2) * x)
+        loss = ag.sum(ag.group_norm(x, gamma=gamma, beta=beta, groups=2) * x)
     dx, dgamma, dbeta = tape.gradient(loss, [x, gamma, beta])
     assert dx is None and dbeta is None
     assert dgamma.shape == (4,)

@@ -268,9 +268,9 @@ def test_composite_gradients_match_finite_differences(p, pre, post, twice):
 
     def f(xt, gt, bt):
         h = _PRE[pre](xt, w)
-        h = ag.group_norm(h, gt, bt, groups, epsilon=eps, **kw)
+        h = ag.group_norm(h, groups, gt, bt, epsilon=eps, **kw)
         if twice:  # a second normalisation (instance norm on the last axis) on top
-            h = ag.group_norm(h * w + 0.5, None, None, -1, epsilon=eps, axis=-1)
+            h = ag.group_norm(h * w + 0.5, -1, None, None, epsilon=eps, axis=-1)
         return _POST[post](h, w)
 
     ag.gradcheck(f, [x, gamma, beta], eps=1e-6, atol=1e-5, rtol=1e-3)

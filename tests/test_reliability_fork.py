@@ -49,7 +49,7 @@ def compute(i):
     xt = ag.Tensor(x)
     with ag.GradientTape() as tape:
         tape.watch(xt)
-        loss = ag.sum(ag.group_norm(xt, None, None, groups, axis=axis) * dy)
+        loss = ag.sum(ag.group_norm(xt, groups, axis=axis) * dy)
     (gx,) = tape.gradient(loss, [xt])
     return [a.tobytes() for a in (y, m, r, dx, dg, db, gx)]
 

@@ -112,7 +112,7 @@ def test_nonfinite_gamma_through_the_tape_is_contained():
     xt, gt, bt = ag.Tensor(x), ag.Tensor(g), ag.Tensor(beta)
     with ag.GradientTape() as tape:
         tape.watch([xt, gt, bt])
-        y = ag.group_norm(xt, gt, bt, 4, axis=1)
+        y = ag.group_norm(xt, 4, gt, bt, axis=1)
         loss = ag.sum(y * dy)
     dx, dg, db = tape.gradient(loss, [xt, gt, bt])
     assert np.isnan(y.numpy()[:, 5]).all() and np.isfinite(np.delete(y.numpy(), 5, axis=1)).all()
@@ -195,7 +195,7 @@ def test_read_only_tensor_through_the_tape():
     xt, gt = ag.Tensor(_read_only(x)), ag.Tensor(_read_only(gamma))
     with ag.GradientTape() as tape:
         tape.watch([xt, gt])
-        loss = ag.sum(ag.group_norm(xt, gt, None, 32, axis=-1) * _read_only(dy))
+        loss = ag.sum(ag.group_norm(xt, 32, gt, None, axis=-1) * _read_only(dy))
     dx, dg = tape.gradient(loss, [xt, gt])
     assert _same(dx, expected[0]) and _same(dg, expected[1])
 
@@ -228,7 +228,7 @@ def test_big_endian_inputs_work(layout, dtype):
     xt = ag.Tensor(xb)
     with ag.GradientTape() as tape:
         tape.watch(xt)
-        loss = ag.sum(ag.group_norm(xt, gamma, beta, G, axis=axis) * dy)
+        loss = ag.sum(ag.group_norm(xt, G, gamma, beta, axis=axis) * dy)
     (dx,) = tape.gradient(loss, [xt])
     assert np.array_equal(dx, grads0[0])
 
@@ -254,7 +254,7 @@ def test_lists_of_floats_work():
     )
     for a, b in zip(grads, grads0, strict=True):
         assert np.array_equal(a, b)
-    assert _same(ag.group_norm(x.tolist(), None, None, 3).numpy(), group_norm(x, 3))
+    assert _same(ag.group_norm(x.tolist(), 3, None, None).numpy(), group_norm(x, 3))
     # A list of float16 scalars keeps float16 (NumPy's inference).
     xh = x.astype(np.float16)
     assert _same(group_norm(list(xh), 3), group_norm(xh, 3))
@@ -412,19 +412,19 @@ BAD_TAPE = [
     ("scalar", lambda: ag.group_norm(ag.Tensor(1.0), groups=1), ValueError, r"`x` must have"),
     (
         "gamma-complex",
-        lambda: ag.group_norm(_X, ag.Tensor(np.ones(4, complex)), groups=4),
+        lambda: ag.group_norm(_X, gamma=ag.Tensor(np.ones(4, complex)), groups=4),
         TypeError,
         r"`gamma`",
     ),
     (
         "gamma-shape",
-        lambda: ag.group_norm(_X, ag.Tensor(np.ones(5)), groups=4),
+        lambda: ag.group_norm(_X, gamma=ag.Tensor(np.ones(5)), groups=4),
         ValueError,
         r"`gamma`",
     ),
     (
         "beta-str",
-        lambda: ag.group_norm(_X, None, ag.Tensor(np.full(4, "a")), groups=4),
+        lambda: ag.group_norm(_X, gamma=None, beta=ag.Tensor(np.full(4, "a")), groups=4),
         TypeError,
         r"`beta`",
     ),

@@ -89,7 +89,7 @@ def op_tape(i):
     xt, gt, bt = ag.Tensor(x), ag.Tensor(gamma), ag.Tensor(beta)
     with ag.GradientTape() as tape:
         tape.watch([xt, gt, bt])
-        y = ag.group_norm(xt, gt, bt, groups, axis=axis)
+        y = ag.group_norm(xt, groups, gt, bt, axis=axis)
         loss = ag.sum(y * dy)
     grads = tape.gradient(loss, [xt, gt, bt])
     return digest(y.numpy(), *grads)
@@ -253,7 +253,7 @@ def test_set_num_threads_in_process_is_bitwise_stable():
         xt, gt = ag.Tensor(x), ag.Tensor(gamma)
         with ag.GradientTape() as tape:
             tape.watch([xt, gt])
-            loss = ag.sum(ag.group_norm(xt, gt, None, 32, axis=1) * dy)
+            loss = ag.sum(ag.group_norm(xt, 32, gt, None, axis=1) * dy)
         tgrads = tape.gradient(loss, [xt, gt])
         out = [y, m, r, *grads, *tgrads]
         if HAS_LAYER:

@@ -59,9 +59,9 @@ class GroupNorm(Function):
 
 def group_norm(
     x: Any,
+    groups: int = 32,
     gamma: Any = None,
     beta: Any = None,
-    groups: int = 32,
     *,
     axis: int | tuple[int, ...] = -1,
     epsilon: float = 1e-3,
@@ -69,8 +69,9 @@ def group_norm(
 ) -> Tensor:
     """Group-normalise ``x`` on the tape (see :func:`numba_gn.functional.group_norm`).
 
-    ``gamma``/``beta`` have the channel shape (the shape of the ``axis`` dims); None means 1
-    and 0 and gets no gradient. Axis 0 is the batch axis.
+    Same arguments, in the same order, as the array function. ``gamma``/``beta`` have the
+    channel shape (the shape of the ``axis`` dims); None means 1 and 0 and gets no gradient.
+    Axis 0 is the batch axis.
     """
     return GroupNorm.apply(
         x, gamma, beta, groups=groups, axis=axis, epsilon=epsilon, group_size=group_size

@@ -172,7 +172,7 @@ class GroupNormalization(Layer):
             x = _cast(x, np.promote_types(self.compute_dtype, np.float32))
         axis = self._axes[0] if len(self._axes) == 1 else self._axes
         if mask is None:
-            y = _group_norm(x, self.gamma, self.beta, self._groups, axis=axis, epsilon=self.epsilon)
+            y = _group_norm(x, self._groups, self.gamma, self.beta, axis=axis, epsilon=self.epsilon)
         else:
             y = masked_group_norm(
                 x, mask, self.gamma, self.beta, self._groups, axis=axis, epsilon=self.epsilon
