@@ -45,6 +45,8 @@ class GradientTape:
         uses them inside the tape. Non-trainable Variables and plain Tensors are watched only
         through :meth:`watch`.
 
+    Notes
+    -----
     Gradients are first-order: the backward pass runs on ndarrays and is not itself recorded.
     Arrays saved for backward alias the op inputs, so assigning to a Variable between the
     forward computation and :meth:`gradient` changes the gradient.

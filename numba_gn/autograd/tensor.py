@@ -32,6 +32,8 @@ class Tensor:
     dtype : dtype, optional
         Cast ``data`` to this dtype (NumPy's inferred dtype when omitted).
 
+    Notes
+    -----
     Arithmetic (``+ - * / ** @``, unary ``-``, ``abs``), indexing and the methods below are
     differentiable; comparisons (``< <= > >= == !=``) return plain boolean ndarrays.
     """

@@ -113,8 +113,8 @@ class Layer:
         watching them automatically.
     autocast : bool, default True
         Cast floating inputs to the compute dtype before ``call``.
-
-    Any other keyword raises ``TypeError`` naming it.
+    **kwargs
+        Any other keyword raises ``TypeError`` naming it.
 
     Attributes
     ----------
@@ -300,6 +300,8 @@ class Layer:
         dtype : dtype, optional
             Default: the layer's variable dtype.
 
+        Notes
+        -----
         Weights can be added in ``__init__`` or ``build``, not once the layer is built.
         """
         if self.built:

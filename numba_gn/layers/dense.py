@@ -69,6 +69,8 @@ class Dense(Layer):
     **kwargs
         ``name``, ``dtype``, ``trainable`` (see :class:`~numba_gn.layers.Layer`).
 
+    Notes
+    -----
     The kernel has shape ``(input_dim, units)``; inputs of any rank ≥ 2 are transformed along
     their last axis. ``activity_regularizer``, ``lora_*`` and ``quantization_config`` are
     accepted as None only (Keras's config keys).
