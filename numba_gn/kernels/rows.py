@@ -81,18 +81,25 @@ def _block_sums(xf, u, nb, A, R, rpb, part):
 
 
 @inline
+def _sample_totals(part, n, nb, R):
+    """Per-column float64 totals of sample ``n``'s block sums, added in block order."""
+    first = np.zeros(R, dtype=np.float64)
+    second = np.zeros(R, dtype=np.float64)
+    for b in range(n * nb, (n + 1) * nb):
+        for j in range(R):
+            first[j] += part[b, 0, j]
+            second[j] += part[b, 1, j]
+    return first, second
+
+
+@inline
 def _merge_sample(xf, n, nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coef):
     """Stats of sample ``n`` from its block sums, then its per-column output coefficients."""
     R = C * B
     D = C // G
     L = D * B
     k0 = n * A * R
-    S = np.zeros(R, dtype=np.float64)
-    Q = np.zeros(R, dtype=np.float64)
-    for b in range(n * nb, (n + 1) * nb):
-        for j in range(R):
-            S[j] += part[b, 0, j]
-            Q[j] += part[b, 1, j]
+    S, Q = _sample_totals(part, n, nb, R)
     for g in range(G):
         lo = g * L
         total = 0.0
@@ -244,12 +251,7 @@ def _bwd_merge_sample(n, nb, G, A, C, B, gamma, rstd, part, db, ds, coef):
     R = C * B
     D = C // G
     M = A * D * B
-    Sd = np.zeros(R, dtype=np.float64)
-    Sx = np.zeros(R, dtype=np.float64)
-    for b in range(n * nb, (n + 1) * nb):
-        for j in range(R):
-            Sd[j] += part[b, 0, j]
-            Sx[j] += part[b, 1, j]
+    Sd, Sx = _sample_totals(part, n, nb, R)
     for c in range(C):
         d_sum = 0.0
         x_sum = 0.0
