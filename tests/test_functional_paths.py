@@ -69,6 +69,11 @@ def _mode(mode: str, monkeypatch):
             mp.setattr(_engine, "FUSED_MIN_SLABS_PER_THREAD", 0)
         elif mode == "one-thread":
             numba.set_num_threads(1)
+        elif mode == "streaming":
+            mp.setattr(_engine, "STREAM_MIN_BYTES", 0)
+        elif mode == "streaming-serial":
+            mp.setattr(_engine, "STREAM_MIN_BYTES", 0)
+            mp.setattr(_threading, "PARALLEL_MIN_ELEMENTS", HUGE)
         elif mode != "default":
             raise ValueError(mode)
         try:
@@ -103,12 +108,12 @@ def test_all_paths_bitwise_identical(case, dtype, rng, monkeypatch, kernel_calls
     with _mode("serial", monkeypatch):
         expected = _everything(x, dy, groups, gamma, beta, axis)
     assert kernel_calls and all(c.endswith("_ser") for c in kernel_calls)
-    modes = ["default", "one-thread", "chunked", "fused"]
+    modes = ["default", "one-thread", "chunked", "fused", "streaming", "streaming-serial"]
     for mode in modes:
         kernel_calls.clear()
         with _mode(mode, monkeypatch):
             got = _everything(x, dy, groups, gamma, beta, axis)
-        if mode == "one-thread":
+        if mode in ("one-thread", "streaming-serial"):
             assert all(c.endswith("_ser") for c in kernel_calls), kernel_calls
         else:
             assert any(c.endswith("_par") for c in kernel_calls), (mode, kernel_calls)

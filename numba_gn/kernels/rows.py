@@ -23,8 +23,8 @@ from numba_gn.kernels._common import (
     load,
     param_grads,
     rounded,
-    store,
 )
+from numba_gn.kernels._stream import affine, affine_grad, store_fence
 
 #: Most rows a block accumulates in the input dtype before widening to float64.
 MAX_BLOCK_ROWS = 64
@@ -127,36 +127,18 @@ def _merge_sample(xf, n, nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coe
 
 
 @inline
-def _apply_block(xf, yf, u, nb, A, R, rpb, coef):
+def _apply_block(xf, yf, u, nb, A, R, rpb, coef, stream):
     n = u // nb
     b = u - n * nb
     r0 = b * rpb
     r1 = min(A, r0 + rpb)
-    mh = coef[n, 0]
-    sc = coef[n, 1]
-    sh = coef[n, 2]
-    r = r0
-    while r + 2 <= r1:
-        x0 = _row(xf, n * A + r, R)
-        x1 = _row(xf, n * A + r + 1, R)
-        y0 = _row(yf, n * A + r, R)
-        y1 = _row(yf, n * A + r + 1, R)
-        for j in range(R):
-            m = mh[j]
-            a = sc[j]
-            b = sh[j]
-            y0[j] = store((load(x0[j]) - m) * a + b, y0)
-            y1[j] = store((load(x1[j]) - m) * a + b, y1)
-        r += 2
-    for rr in range(r, r1):
-        xs = _row(xf, n * A + rr, R)
-        ys = _row(yf, n * A + rr, R)
-        for j in range(R):
-            ys[j] = store((load(xs[j]) - mh[j]) * sc[j] + sh[j], ys)
+    for r in range(r0, r1):
+        affine(yf, xf, (n * A + r) * R, R, coef[n, 0], coef[n, 1], coef[n, 2], 0, stream)
+    store_fence(stream)
 
 
 @kernel(parallel=True)
-def forward_par(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, wave):
+def forward_par(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, wave, stream):
     """Forward pass, ``wave`` samples at a time: block sums, per-sample merge, output.
 
     Each wave's second read of x (the output pass) comes from the cache when the wave fits in
@@ -175,11 +157,11 @@ def forward_par(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, wave):
             n = np.int64(nn)
             _merge_sample(xf, n, nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coef)
         for uu in prange(n0 * nb, n1 * nb):
-            _apply_block(xf, yf, np.int64(uu), nb, A, R, rpb, coef)
+            _apply_block(xf, yf, np.int64(uu), nb, A, R, rpb, coef, stream)
 
 
 @kernel
-def forward_ser(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd):
+def forward_ser(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, stream):
     """The three forward phases in one serial call (small inputs, forked children)."""
     R = C * B
     rpb = block_rows(A, R)
@@ -191,7 +173,7 @@ def forward_ser(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd):
     for n in range(N):
         _merge_sample(xf, n, nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coef)
     for u in range(N * nb):
-        _apply_block(xf, yf, u, nb, A, R, rpb, coef)
+        _apply_block(xf, yf, u, nb, A, R, rpb, coef, stream)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,29 +258,21 @@ def _bwd_merge_sample(n, nb, G, A, C, B, gamma, rstd, part, db, ds, coef):
 
 
 @inline
-def _bwd_apply_block(dyf, xf, dxf, u, nb, A, R, rpb, cen, coef):
+def _bwd_apply_block(dyf, xf, dxf, u, nb, A, R, rpb, cen, coef, stream):
     n = u // nb
     b = u - n * nb
     r0 = b * rpb
     r1 = min(A, r0 + rpb)
     mh = cen[n, 0]
     ml = cen[n, 1]
-    c1 = coef[n, 0]
-    c2 = coef[n, 1]
-    c3 = coef[n, 2]
     for r in range(r0, r1):
         lo = (n * A + r) * R
-        dys = dyf[lo : lo + R]
-        xs = xf[lo : lo + R]
-        dxs = dxf[lo : lo + R]
-        for j in range(R):
-            dxs[j] = store(
-                c1[j] * load(dys[j]) + c2[j] * ((load(xs[j]) - mh[j]) - ml[j]) + c3[j], dxs
-            )
+        affine_grad(dxf, dyf, xf, lo, R, mh, ml, coef[n, 0], coef[n, 1], coef[n, 2], 0, stream)
+    store_fence(stream)
 
 
 @kernel(parallel=True)
-def backward_par(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta, wave):
+def backward_par(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta, wave, stream):
     """Backward pass, ``wave`` samples at a time (see :func:`forward_par`), then dgamma/dbeta."""
     R = C * B
     rpb = block_rows(A, R)
@@ -318,12 +292,12 @@ def backward_par(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta, 
         for nn in prange(n0, n1):
             _bwd_merge_sample(np.int64(nn), nb, G, A, C, B, gamma, rstd, part, db, ds, coef)
         for uu in prange(n0 * nb, n1 * nb):
-            _bwd_apply_block(dyf, xf, dxf, np.int64(uu), nb, A, R, rpb, cen, coef)
+            _bwd_apply_block(dyf, xf, dxf, np.int64(uu), nb, A, R, rpb, cen, coef, stream)
     param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)
 
 
 @kernel
-def backward_ser(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta):
+def backward_ser(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta, stream):
     """The three backward phases in one serial call."""
     R = C * B
     rpb = block_rows(A, R)
@@ -341,4 +315,4 @@ def backward_ser(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta):
         _bwd_merge_sample(n, nb, G, A, C, B, gamma, rstd, part, db, ds, coef)
     param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)
     for u in range(N * nb):
-        _bwd_apply_block(dyf, xf, dxf, u, nb, A, R, rpb, cen, coef)
+        _bwd_apply_block(dyf, xf, dxf, u, nb, A, R, rpb, cen, coef, stream)

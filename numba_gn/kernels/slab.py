@@ -27,8 +27,8 @@ from numba_gn.kernels._common import (
     param_grads,
     rounded,
     shifted_sums,
-    store,
 )
+from numba_gn.kernels._stream import affine, affine_grad, store_fence
 
 # ----------------------------------------------------------------------------------------------
 # forward helpers
@@ -78,24 +78,19 @@ def _slab_coefs(mu, r, gamma, beta, g, D, coef, xf):
 
 
 @inline
-def _normalize_piece(xf, yf, base, start, length, B, coef, mh):
+def _normalize_piece(xf, yf, base, start, length, B, coef, mh, stream):
     """Normalise elements ``[start, start+length)`` of the segment that begins at ``base``."""
     i = start
     end = start + length
     while i < end:
         d = i // B
         stop = min(end, (d + 1) * B)
-        a = coef[d, 0]
-        b = coef[d, 1]
-        xs = xf[base + i : base + stop]
-        ys = yf[base + i : base + stop]
-        for k in range(stop - i):
-            ys[k] = store((load(xs[k]) - mh) * a + b, ys)
+        affine(yf, xf, base + i, stop - i, mh, coef[d, 0], coef[d, 1], 0, stream)
         i = stop
 
 
 @inline
-def _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd):
+def _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream):
     D = C // G
     L = D * B
     n = s // G
@@ -110,21 +105,23 @@ def _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd
     for a in range(A):
         base = ((n * A + a) * C + g * D) * B
         for start in range(0, L, PIECE):
-            _normalize_piece(xf, yf, base, start, min(PIECE, L - start), B, coef, mh)
+            _normalize_piece(xf, yf, base, start, min(PIECE, L - start), B, coef, mh, stream)
+    store_fence(stream)
 
 
 @kernel(parallel=True)
-def forward_fused_par(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rstd):
+def forward_fused_par(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream):
     """Forward pass, one slab per parallel iteration (statistics then output, slab hot in L2)."""
     for ss in prange(N * G):
-        _forward_one_slab(xf, yf, np.int64(ss), G, A, C, B, gamma, beta, eps, lanes, mean, rstd)
+        s = np.int64(ss)
+        _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream)
 
 
 @kernel
-def forward_fused_ser(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rstd):
+def forward_fused_ser(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream):
     """Serial twin of :func:`forward_fused_par` (small inputs, forked children)."""
     for s in range(N * G):
-        _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd)
+        _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream)
 
 
 # chunked forward: pieces of every slab spread over all threads (few, large slabs)
@@ -143,7 +140,7 @@ def _unit(u, G, A, P):
 
 
 @kernel(parallel=True)
-def forward_chunked_par(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rstd):
+def forward_chunked_par(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream):
     """Forward pass with every slab's pieces spread over all threads (few, large slabs).
 
     Three phases: shifted sums of every piece (parallel), a merge per slab in piece order
@@ -183,9 +180,10 @@ def forward_chunked_par(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rs
         n, g, a, p = _unit(np.int64(uu), G, A, P)
         start = p * PIECE
         base = ((n * A + a) * C + g * D) * B
-        _normalize_piece(
-            xf, yf, base, start, min(PIECE, L - start), B, coef[n * C + g * D :], mhs[n * G + g]
-        )
+        coef_g = coef[n * C + g * D :]
+        mh = mhs[n * G + g]
+        _normalize_piece(xf, yf, base, start, min(PIECE, L - start), B, coef_g, mh, stream)
+        store_fence(stream)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,16 +225,12 @@ def _group_dx_coefs(r, gamma, g, D, M, db, ds, row, coef):
 
 
 @inline
-def _dx_run(dyf, xf, dxf, start, length, c1, c2, c3, mh, ml):
-    dys = dyf[start : start + length]
-    xs = xf[start : start + length]
-    dxs = dxf[start : start + length]
-    for k in range(length):
-        dxs[k] = store(c1 * load(dys[k]) + c2 * ((load(xs[k]) - mh) - ml) + c3, dxs)
+def _dx_run(dyf, xf, dxf, start, length, c1, c2, c3, mh, ml, stream):
+    affine_grad(dxf, dyf, xf, start, length, mh, ml, c1, c2, c3, 0, stream)
 
 
 @inline
-def _backward_one_slab(dyf, xf, dxf, s, G, A, C, B, gamma, mean, rstd, lanes, db, ds):
+def _backward_one_slab(dyf, xf, dxf, s, G, A, C, B, gamma, mean, rstd, lanes, db, ds, stream):
     D = C // G
     n = s // G
     g = s - n * G
@@ -255,28 +249,33 @@ def _backward_one_slab(dyf, xf, dxf, s, G, A, C, B, gamma, mean, rstd, lanes, db
         c = g * D + d
         for a in range(A):
             base = ((n * A + a) * C + c) * B
-            _dx_run(dyf, xf, dxf, base, B, coef[d, 0], coef[d, 1], coef[d, 2], mh, ml)
+            _dx_run(dyf, xf, dxf, base, B, coef[d, 0], coef[d, 1], coef[d, 2], mh, ml, stream)
+    store_fence(stream)
 
 
 @kernel(parallel=True)
-def backward_fused_par(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta):
+def backward_fused_par(
+    dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta, stream
+):
     """Backward pass, one slab per parallel iteration; then dgamma/dbeta serially."""
     db = np.empty(N * C, dtype=np.float64)
     ds = np.empty(N * C, dtype=np.float64)
     for ss in prange(N * G):
         _backward_one_slab(
-            dyf, xf, dxf, np.int64(ss), G, A, C, B, gamma, mean, rstd, lanes, db, ds
+            dyf, xf, dxf, np.int64(ss), G, A, C, B, gamma, mean, rstd, lanes, db, ds, stream
         )
     param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)
 
 
 @kernel
-def backward_fused_ser(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta):
+def backward_fused_ser(
+    dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta, stream
+):
     """Serial twin of :func:`backward_fused_par`."""
     db = np.empty(N * C, dtype=np.float64)
     ds = np.empty(N * C, dtype=np.float64)
     for s in range(N * G):
-        _backward_one_slab(dyf, xf, dxf, s, G, A, C, B, gamma, mean, rstd, lanes, db, ds)
+        _backward_one_slab(dyf, xf, dxf, s, G, A, C, B, gamma, mean, rstd, lanes, db, ds, stream)
     param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)
 
 
@@ -292,7 +291,9 @@ def _run_unit(u, C, A, P):
 
 
 @kernel(parallel=True)
-def backward_chunked_par(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta):
+def backward_chunked_par(
+    dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta, stream
+):
     """Backward pass with the pieces of every channel run spread over all threads.
 
     Phase 1 sums every run piece (parallel); phase 2 merges them per (sample, channel) in piece
@@ -344,4 +345,5 @@ def backward_chunked_par(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, lanes, 
         c3 = rounded(coef[nc, 2], xf)
         start = p * PIECE
         base = ((n * A + a) * C + c) * B
-        _dx_run(dyf, xf, dxf, base + start, min(PIECE, B - start), c1, c2, c3, mh, ml)
+        _dx_run(dyf, xf, dxf, base + start, min(PIECE, B - start), c1, c2, c3, mh, ml, stream)
+        store_fence(stream)
