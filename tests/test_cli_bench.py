@@ -74,8 +74,9 @@ def test_quick_json_has_the_expected_keys(quick):
         err = r["max_abs_error"]
         assert err["numba_gn"] < (0.1 if r["dtype"] == "float16" else 1e-4), r
         assert ("torch" in err) == has_torch
-        if r["pass"] == "forward":
-            assert s["numba_gn_alloc"] > 0
+        assert s["numba_gn_alloc"] > 0
+        if has_torch:
+            assert r["ratios"]["torch_speedup"] == pytest.approx(s["torch"] / s["numba_gn_alloc"])
     assert facts["threads"] == "1" and report["settings"]["threads"] == 1
     assert facts["OMP_WAIT_POLICY"] == "passive"
     assert facts["OMP_WAIT_POLICY set by bench"] == "False"

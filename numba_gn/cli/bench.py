@@ -15,11 +15,13 @@ forward + backward) it measures the median time per call and reports:
   float64 NumPy reference computed from the same rounded input (``y`` for the forward, ``dx``
   for forward + backward).
 
-The numba_gn forward time shown is with a preallocated ``out=`` (like the copy); the ratios to
-the peers use numba_gn's allocating call, since the peers allocate their results too.
+The numba_gn times shown write into preallocated outputs (``out=``, like the copy); the ratios
+to the peers use numba_gn's allocating calls, since the peers allocate their results too.
 
-Phases: numba_gn, the copy and NumPy are timed first, PyTorch second (its OpenMP pool and
-Numba's compete for the same cores when both are active), accuracy last (untimed).
+Phases: numba_gn, the copy and NumPy are timed first; PyTorch is timed in a separate Python
+process, so that its OpenMP pool and Numba's never compete for the cores (an idle pool that
+spins, as with ``OMP_WAIT_POLICY=active``, would take a core from the other); accuracy last
+(untimed).
 """
 
 from __future__ import annotations
@@ -47,10 +49,10 @@ IDEAL_BYTES = {"forward": 2, "forward+backward": 5}
 SCHEMA = 1
 #: What the numbers mean (also stored in the JSON output).
 CONVENTIONS = (
-    "seconds: median per call. numba_gn forward: into a preallocated out= (numba_gn_alloc: "
-    "allocating its result, like the peers). gbps: ideal bytes / seconds, ideal = 2 * nbytes "
+    "seconds: median per call. numba_gn: into preallocated outputs (out=); numba_gn_alloc: "
+    "allocating its results, like the peers. gbps: ideal bytes / seconds, ideal = 2 * nbytes "
     "forward, 5 * nbytes forward+backward (copy: 2 * nbytes). x_copy: numba_gn / copy. "
-    "torch_speedup, numpy_speedup: peer / numba_gn_alloc (forward) or numba_gn (forward+backward). "
+    "torch_speedup, numpy_speedup: peer / numba_gn_alloc. torch is timed in its own process. "
     "max_abs_error: y (forward) or dx (forward+backward) at x = 1e4 + N(0, 1) against float64."
 )
 
@@ -240,7 +242,6 @@ def run(args: argparse.Namespace) -> int:
         numba.set_num_threads(args.threads)
     threads = numba.get_num_threads()
 
-    from numba_gn import _peers
     from numba_gn.cli import info
 
     quick = args.quick
@@ -279,23 +280,14 @@ def run(args: argparse.Namespace) -> int:
                 row.seconds["numba_gn_alloc"] = timer(data.ngn_forward)
                 row.seconds["numpy"] = timer(data.numpy_forward)
             else:
-                row.seconds["numba_gn"] = timer(data.ngn_forward_backward)
+                row.seconds["numba_gn"] = timer(data.ngn_forward_backward_out)
+                row.seconds["numba_gn_alloc"] = timer(data.ngn_forward_backward)
                 row.seconds["numpy"] = timer(data.numpy_forward_backward)
         del data
 
     torch_version = None
-    if use_torch:  # phase 2: PyTorch at the same thread count
-        torch = _peers.import_torch()
-        torch.set_num_threads(threads)
-        torch_version = torch.__version__
-        for case in cases:
-            data = _Data(case)
-            gn = data.torch()
-            for pass_, row in by_case[case].items():
-                progress.step(f"torch {pass_} {case.label}")
-                fn = gn.forward if pass_ == "forward" else gn.forward_backward
-                row.seconds["torch"] = timer(fn)
-            del data, gn
+    if use_torch:  # phase 2: PyTorch at the same thread count, in its own process
+        torch_version = _time_torch_elsewhere(cases, threads, timer, by_case, progress)
     facts["torch"] = torch_version or "not used"
     facts["torch threads"] = str(threads) if torch_version else "-"
 
@@ -336,6 +328,75 @@ def run(args: argparse.Namespace) -> int:
             f.write("\n")
         print(f"\nwrote {args.json}")
     return 0
+
+
+def _time_torch_elsewhere(
+    cases: Iterable[Case],
+    threads: int,
+    timer: _Timer,
+    by_case: dict[Case, dict[str, Row]],
+    progress: Progress,
+) -> str:
+    """Time PyTorch on every case in a fresh interpreter (:func:`torch_worker`); its version.
+
+    The worker reports each step as a JSON line, so the progress bar keeps moving.
+    """
+    cases = list(cases)
+    request = {
+        "threads": threads,
+        "timer": [timer.repeat, timer.min_time, timer.budget],
+        "cases": [[c.label, list(c.shape), c.axis, c.dtype, c.series] for c in cases],
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from numba_gn.cli.bench import torch_worker; torch_worker()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(json.dumps(request))
+    proc.stdin.close()
+    by_label = {c.label: c for c in cases}
+    version = ""
+    for line in proc.stdout:
+        msg = json.loads(line)
+        if "step" in msg:
+            progress.step(msg["step"])
+        elif "version" in msg:
+            version = msg["version"]
+        else:
+            by_case[by_label[msg["label"]]][msg["pass"]].seconds["torch"] = msg["seconds"]
+    if proc.wait() != 0:
+        raise RuntimeError("timing PyTorch in a separate process failed (see its error above)")
+    return version
+
+
+def torch_worker() -> None:
+    """Time PyTorch on the cases read as JSON from stdin; report JSON lines on stdout.
+
+    Runs in its own interpreter (see :func:`_time_torch_elsewhere`) on the same inputs
+    (:class:`_Data`) with the same timer settings as the numba_gn measurements.
+    """
+    request = json.load(sys.stdin)
+    from numba_gn import _peers
+
+    torch = _peers.import_torch()
+    if torch is None:
+        raise SystemExit("numba-gn bench: PyTorch cannot be imported in the timing process")
+    torch.set_num_threads(request["threads"])
+    timer = _Timer(*request["timer"])
+
+    def say(**msg: Any) -> None:
+        print(json.dumps(msg), flush=True)
+
+    say(version=torch.__version__)
+    for label, shape, axis, dtype, series in request["cases"]:
+        gn = _Data(Case(label, tuple(shape), axis, dtype, series)).torch()
+        for pass_ in PASSES:
+            say(step=f"torch {pass_} {label}")
+            fn = gn.forward if pass_ == "forward" else gn.forward_backward
+            say(label=label, seconds=timer(fn), **{"pass": pass_})
+        del gn
 
 
 class _Timer:
@@ -383,6 +444,8 @@ class _Data:
         self.beta = (0.1 * rng.standard_normal(c)).astype(pdt)
         self.out = np.empty_like(self.x)
         self.out.fill(0)  # fault the pages in now, not in the first timed call
+        self.dx_out = np.empty_like(self.x)
+        self.dx_out.fill(0)
         self.copy_out = np.empty_like(self.x)
         self.copy_out.fill(0)
 
@@ -409,6 +472,22 @@ class _Data:
             self.x, GROUPS, self.gamma, self.beta, axis=axis, epsilon=EPSILON, return_stats=True
         )
         return self._gnb(self.dy, self.x, mean, rstd, GROUPS, self.gamma, axis=axis)
+
+    def ngn_forward_backward_out(self) -> Any:
+        axis = self.case.axis
+        _, mean, rstd = self._gn(
+            self.x,
+            GROUPS,
+            self.gamma,
+            self.beta,
+            axis=axis,
+            epsilon=EPSILON,
+            out=self.out,
+            return_stats=True,
+        )
+        return self._gnb(
+            self.dy, self.x, mean, rstd, GROUPS, self.gamma, axis=axis, out=self.dx_out
+        )
 
     def numpy_forward(self) -> Any:
         from numba_gn.numpy_reference import group_norm_numpy
