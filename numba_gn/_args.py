@@ -156,6 +156,8 @@ def _constant(size: int, fill: float) -> np.ndarray:
 
 def check_epsilon(epsilon: object) -> float:
     """``epsilon`` as a float: finite and >= 0."""
+    if type(epsilon) is float and 0.0 <= epsilon < math.inf:  # the common case, quickly
+        return epsilon
     if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real):
         raise TypeError(f"`epsilon` must be a real number, got epsilon={epsilon!r}.")
     eps = float(epsilon)

@@ -189,7 +189,7 @@ def _target(
     if (
         out is not None
         and canon.is_view(out)
-        and all(_same_memory(out, a) or not np.may_share_memory(out, a) for a in inputs)
+        and all(not np.may_share_memory(out, a) or _same_memory(out, a) for a in inputs)
     ):
         return out
     return canon.empty(like.shape, like.dtype)

@@ -44,6 +44,10 @@ def _at(v, i):
     return v[i] if isinstance(v, np.ndarray) else v
 
 
+def _window(v, start, n):
+    return v[start : start + n] if isinstance(v, np.ndarray) else v
+
+
 def affine(y, x, lo, n, m, a, b, clo, stream):
     """``y[lo+j] = (x[lo+j] - m) * a + b`` for ``j < n``, one rounding (fused multiply-add).
 
@@ -148,8 +152,9 @@ def _emit_rows(context, builder, dtype, out_ptr, data_ptrs, operands, n, stream,
         else:
             builder.store(expr(builder, vector_fma, values, coefs), dst, align=size)
 
-    # Head: scalar stores up to the first 32-byte aligned output element (all of them if the
-    # output is not even element-aligned, so vector stores never fault).
+    # Head: when streaming, scalar stores up to the first 32-byte aligned output element (all
+    # of them if the output is not even element-aligned, so vector stores never fault).
+    # Ordinary vector stores need no alignment, so without streaming there is no head.
     address = builder.ptrtoint(out_ptr, i64)
     head = builder.udiv(
         builder.and_(builder.neg(address), ir.Constant(i64, VECTOR_BYTES - 1)),
@@ -158,6 +163,7 @@ def _emit_rows(context, builder, dtype, out_ptr, data_ptrs, operands, n, stream,
     misaligned = builder.icmp_unsigned("!=", builder.urem(address, ir.Constant(i64, size)), zero)
     head = builder.select(misaligned, n, head)
     head = builder.select(builder.icmp_signed("<", n, head), n, head)
+    head = builder.select(stream, head, zero)
     body_end = builder.add(
         head,
         builder.mul(
@@ -278,6 +284,13 @@ def _at_impl(v, i):
     return lambda v, i: v
 
 
+@overload(_window, inline="always")
+def _window_impl(v, start, n):
+    if isinstance(v, types.Array):
+        return lambda v, start, n: v[start : start + n]
+    return lambda v, start, n: v
+
+
 @overload(affine, inline="always")
 def _affine_impl(y, x, lo, n, m, a, b, clo, stream):
     if _is_float_array(x):
@@ -288,9 +301,15 @@ def _affine_impl(y, x, lo, n, m, a, b, clo, stream):
         return ir_loop
 
     def plain_loop(y, x, lo, n, m, a, b, clo, stream):
+        # Slices first: indexing by ``j`` itself lets Numba drop the negative-index checks
+        # that would otherwise stop LLVM from vectorising the loop.
+        ys = y[lo : lo + n]
+        xs = x[lo : lo + n]
+        mw = _window(m, clo, n)
+        aw = _window(a, clo, n)
+        bw = _window(b, clo, n)
         for j in range(n):
-            k = clo + j
-            y[lo + j] = store((load(x[lo + j]) - _at(m, k)) * _at(a, k) + _at(b, k), y)
+            ys[j] = store((load(xs[j]) - _at(mw, j)) * _at(aw, j) + _at(bw, j), ys)
 
     return plain_loop
 
@@ -305,11 +324,18 @@ def _affine_grad_impl(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo, stream):
         return ir_loop
 
     def plain_loop(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo, stream):
+        dxs = dx[lo : lo + n]
+        dys = dy[lo : lo + n]
+        xs = x[lo : lo + n]
+        mhw = _window(mh, clo, n)
+        mlw = _window(ml, clo, n)
+        c1w = _window(c1, clo, n)
+        c2w = _window(c2, clo, n)
+        c3w = _window(c3, clo, n)
         for j in range(n):
-            k = clo + j
-            t = (load(x[lo + j]) - _at(mh, k)) - _at(ml, k)
-            v = _at(c1, k) * load(dy[lo + j]) + (_at(c2, k) * t + _at(c3, k))
-            dx[lo + j] = store(v, dx)
+            t = (load(xs[j]) - _at(mhw, j)) - _at(mlw, j)
+            v = _at(c1w, j) * load(dys[j]) + (_at(c2w, j) * t + _at(c3w, j))
+            dxs[j] = store(v, dxs)
 
     return plain_loop
 
