@@ -47,7 +47,7 @@ def test_affine_every_length_and_offset(dtype, stream, rng):
     m = rng.standard_normal(size).astype(dtype)
     a = rng.standard_normal(size).astype(dtype)
     b = rng.standard_normal(size).astype(dtype)
-    for lo in range(9):  # every position relative to a 32-byte boundary
+    for lo in range(17):  # every float32 position relative to a 64-byte cache line
         for n in range(size - lo):
             y = np.full(size, -7.0, dtype=dtype)
             _affine_rows(y, x, lo, n, m, a, b, stream)

@@ -4,10 +4,10 @@ A normal store first reads the destination's cache line (write-allocate), so wri
 that does not fit in the cache costs a read as well as a write; ``np.copyto`` avoids that read
 with non-temporal stores, which is why a plain Numba output loop is slower than the copy it is
 measured against. LLVM's loop vectoriser refuses non-temporal stores unless it can prove their
-alignment, so these loops are written directly in LLVM IR: a scalar head up to a 32-byte aligned
-output address, 32-byte vectors with ``!nontemporal`` stores, a scalar tail. With
-``stream=False`` the same loop uses ordinary stores (for outputs that should stay in the cache
-for whoever reads them next).
+alignment, so these loops are written directly in LLVM IR: a scalar head up to a cache-line
+aligned output address, 32-byte vectors with ``!nontemporal`` stores over whole lines, a scalar
+tail. With ``stream=False`` the same loop uses ordinary stores (for outputs that should stay in
+the cache for whoever reads them next).
 
 Both loops compute with explicit fused multiply-adds, so every kernel path gives the same bits.
 A kernel that streams calls :func:`store_fence` after its last streaming store of a parallel
@@ -32,6 +32,8 @@ from numba_gn.kernels._common import load, store
 
 #: Vector width of the IR loops in bytes (AVX registers; what ``movntps ymm`` stores at once).
 VECTOR_BYTES = 32
+#: Cache-line size: streaming stores fill whole lines (see :func:`_emit_rows`).
+LINE_BYTES = 64
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 _FLOATS = (types.float32, types.float64)
 
@@ -152,24 +154,27 @@ def _emit_rows(context, builder, dtype, out_ptr, data_ptrs, operands, n, stream,
         else:
             builder.store(expr(builder, vector_fma, values, coefs), dst, align=size)
 
-    # Head: when streaming, scalar stores up to the first 32-byte aligned output element (all
-    # of them if the output is not even element-aligned, so vector stores never fault).
-    # Ordinary vector stores need no alignment, so without streaming there is no head.
+    # Streaming covers whole cache lines only: the head (ordinary scalar stores) runs up to the
+    # first line boundary and the body ends on one. A line written partly with streaming and
+    # partly with ordinary stores (here, or by the call for the neighbouring row) is flushed
+    # half-full and read back, which made misaligned rows twice as slow as ordinary stores.
+    # An output that is not even element-aligned gets no vector stores at all. Without
+    # streaming, vector stores need no alignment: no head, body in whole vectors.
     address = builder.ptrtoint(out_ptr, i64)
     head = builder.udiv(
-        builder.and_(builder.neg(address), ir.Constant(i64, VECTOR_BYTES - 1)),
+        builder.and_(builder.neg(address), ir.Constant(i64, LINE_BYTES - 1)),
         ir.Constant(i64, size),
     )
     misaligned = builder.icmp_unsigned("!=", builder.urem(address, ir.Constant(i64, size)), zero)
     head = builder.select(misaligned, n, head)
     head = builder.select(builder.icmp_signed("<", n, head), n, head)
     head = builder.select(stream, head, zero)
-    body_end = builder.add(
-        head,
-        builder.mul(
-            builder.sdiv(builder.sub(n, head), ir.Constant(i64, width)), ir.Constant(i64, width)
-        ),
-    )
+    rest = builder.sub(n, head)
+    per_line = ir.Constant(i64, LINE_BYTES // size)
+    per_vector = ir.Constant(i64, width)
+    lines = builder.mul(builder.sdiv(rest, per_line), per_line)
+    vectors = builder.mul(builder.sdiv(rest, per_vector), per_vector)
+    body_end = builder.add(head, builder.select(stream, lines, vectors))
     with cgutils.for_range_slice(builder, zero, head, one, inc=True) as (j, _):
         scalar_step(j)
     with builder.if_else(stream) as (streaming, ordinary):
