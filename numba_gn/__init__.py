@@ -9,7 +9,7 @@ Layers of the package, each built on the one before it:
 * :mod:`numba_gn.layers` — :class:`GroupNormalization` (Keras 3 interface) and friends.
 """
 
-from numba_gn import autograd, layers, params
+from numba_gn import autograd, buffers, layers, params
 from numba_gn._warmup import warmup
 from numba_gn.autograd import Function, GradientTape, Tensor, gradcheck
 from numba_gn.functional import group_norm, group_norm_backward
@@ -27,6 +27,7 @@ __all__ = [
     "Variable",
     "__version__",
     "autograd",
+    "buffers",
     "constraints",
     "gradcheck",
     "group_norm",

@@ -13,7 +13,7 @@ import math
 import numba
 import numpy as np
 
-from numba_gn import _threading
+from numba_gn import _threading, buffers
 from numba_gn.kernels import LANES, rows, slab
 
 #: Groups whose contiguous run ``D*B`` is shorter than this use the row kernels when a sample
@@ -53,7 +53,9 @@ class Canonical:
         """``a`` in canonical order as a flat C-contiguous array (a copy only if needed)."""
         t = a.transpose(self.perm)
         if not t.flags.c_contiguous:
-            t = np.ascontiguousarray(t)
+            copy = buffers.empty(t.shape, t.dtype)
+            np.copyto(copy, t)
+            t = copy
         return t.reshape(-1)
 
     def is_view(self, a: np.ndarray) -> bool:
@@ -61,11 +63,14 @@ class Canonical:
         return a.transpose(self.perm).flags.c_contiguous
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """A new array of logical ``shape`` whose memory is in canonical order."""
+        """A new array of logical ``shape`` whose memory is in canonical order.
+
+        Large arrays come from :mod:`numba_gn.buffers` (no page faults when a call repeats).
+        """
         if self.inverse is None:
-            return np.empty(shape, dtype=dtype)
+            return buffers.empty(shape, dtype)
         ordered = tuple(shape[p] for p in self.perm)
-        return np.empty(ordered, dtype=dtype).transpose(self.inverse)
+        return buffers.empty(ordered, dtype).transpose(self.inverse)
 
 
 def _memory_order(x: np.ndarray, axes: tuple[int, ...]) -> tuple[int, ...]:
