@@ -22,6 +22,10 @@ ROW_MAX_RUN = 64
 #: The fused slab kernels (one slab per thread, slab hot in L2) need this many slabs per thread
 #: to balance; with fewer slabs the chunked kernels spread pieces of slabs over all threads.
 FUSED_MIN_SLABS_PER_THREAD = 4
+#: With this many samples per thread the row kernels give each thread whole samples (no barrier
+#: between a sample's passes, and threads drift out of step, mixing reads and writes); with
+#: fewer they spread every sample's blocks over all threads, a wave of samples at a time.
+ROW_SAMPLES_MIN_PER_THREAD = 4
 #: Bytes of input the row kernels process between their statistics and output passes.
 WAVE_BYTES = 8 << 20
 #: Outputs at least this large are written with streaming (non-temporal) stores: they would not
@@ -130,9 +134,12 @@ def forward(
         if not parallel:
             rows.forward_ser(*args, mean, rstd, stream)
             return mean, rstd
-        wave = _wave_samples(A * C * B * xc.itemsize)
         with _threading.parallel_launch():
-            rows.forward_par(*args, mean, rstd, wave, stream)
+            if N >= ROW_SAMPLES_MIN_PER_THREAD * numba.get_num_threads():
+                rows.forward_samples_par(*args, mean, rstd, stream)
+            else:
+                wave = _wave_samples(A * C * B * xc.itemsize)
+                rows.forward_par(*args, mean, rstd, wave, stream)
         return mean, rstd
     if not parallel:
         slab.forward_fused_ser(*args, lanes, mean, rstd, stream)
@@ -168,9 +175,12 @@ def backward(
         if not parallel:
             rows.backward_ser(*args, dgamma, dbeta, stream)
             return dgamma, dbeta
-        wave = _wave_samples(2 * A * C * B * xc.itemsize)
         with _threading.parallel_launch():
-            rows.backward_par(*args, dgamma, dbeta, wave, stream)
+            if N >= ROW_SAMPLES_MIN_PER_THREAD * numba.get_num_threads():
+                rows.backward_samples_par(*args, dgamma, dbeta, stream)
+            else:
+                wave = _wave_samples(2 * A * C * B * xc.itemsize)
+                rows.backward_par(*args, dgamma, dbeta, wave, stream)
         return dgamma, dbeta
     if not parallel:
         slab.backward_fused_ser(*args, lanes, dgamma, dbeta, stream)

@@ -16,7 +16,8 @@ HUGE = 1 << 62
 
 # name -> (shape, axis, groups); all big enough for the parallel kernels by default.
 CASES = {
-    "rows-nhwc": ((4, 32, 32, 64), -1, 32),
+    "rows-nhwc": ((4, 32, 32, 64), -1, 32),  # few samples: blocks of each sample in parallel
+    "rows-many-samples": ((16, 8, 8, 64), -1, 32),  # whole samples in parallel by default
     "slab-nchw": ((4, 64, 32, 32), 1, 32),
     "slab-few-slabs": ((1, 8, 64, 128), 1, 2),  # 2 slabs of 2 pieces: chunked by default
     "slab-middle": ((4, 32, 64, 16), 2, 16),  # runs of 64: slab family with A = 32
@@ -64,9 +65,11 @@ def _mode(mode: str, monkeypatch):
         elif mode == "chunked":
             mp.setattr(_threading, "PARALLEL_MIN_ELEMENTS", 1)
             mp.setattr(_engine, "FUSED_MIN_SLABS_PER_THREAD", HUGE)
+            mp.setattr(_engine, "ROW_SAMPLES_MIN_PER_THREAD", HUGE)
         elif mode == "fused":
             mp.setattr(_threading, "PARALLEL_MIN_ELEMENTS", 1)
             mp.setattr(_engine, "FUSED_MIN_SLABS_PER_THREAD", 0)
+            mp.setattr(_engine, "ROW_SAMPLES_MIN_PER_THREAD", 0)
         elif mode == "one-thread":
             numba.set_num_threads(1)
         elif mode == "streaming":
@@ -123,6 +126,11 @@ def test_all_paths_bitwise_identical(case, dtype, rng, monkeypatch, kernel_calls
         if mode == "fused" and any(c.startswith("slab.") for c in kernel_calls):
             assert "slab.forward_fused_par" in kernel_calls, kernel_calls
             assert "slab.backward_fused_par" in kernel_calls, kernel_calls
+        if mode == "chunked" and any(c.startswith("rows.") for c in kernel_calls):
+            assert {"rows.forward_par", "rows.backward_par"} <= set(kernel_calls), kernel_calls
+        if mode == "fused" and any(c.startswith("rows.") for c in kernel_calls):
+            want = {"rows.forward_samples_par", "rows.backward_samples_par"}
+            assert want <= set(kernel_calls), kernel_calls
         for key, want in expected.items():
             assert got[key].dtype == want.dtype, (mode, key)
             np.testing.assert_array_equal(got[key], want, err_msg=f"{mode}: {key}")
@@ -140,6 +148,7 @@ def test_cases_cover_both_families_and_both_slab_strategies(monkeypatch, kernel_
         _everything(x, dy, groups, gamma, beta, axis)
         seen.update(kernel_calls)
     assert {"rows.forward_par", "rows.backward_par"} <= seen
+    assert {"rows.forward_samples_par", "rows.backward_samples_par"} <= seen
     assert {"slab.forward_fused_par", "slab.backward_fused_par"} <= seen
     assert {"slab.forward_chunked_par", "slab.backward_chunked_par"} <= seen
 

@@ -7,6 +7,11 @@ float64 and merged in block order, then columns are combined into groups with th
 formula in float64. The output uses per-column coefficient vectors, so the last pass is a pure
 vector FMA over the row whatever the group size.
 
+Two parallel strategies compute the same bits: with many samples each thread takes whole
+samples (``*_samples_par``: one launch, no barrier between a sample's passes); with few, every
+sample's blocks are spread over all threads, a wave of samples at a time (``forward_par``,
+``backward_par``).
+
 A block never holds more than :data:`MAX_BLOCK_ROWS` rows (float32 accumulation error stays at
 ~1e-7) and its size depends on the shape only, so results do not depend on the thread count.
 """
@@ -316,3 +321,42 @@ def backward_ser(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta, 
     param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)
     for u in range(N * nb):
         _bwd_apply_block(dyf, xf, dxf, u, nb, A, R, rpb, cen, coef, stream)
+
+
+@kernel(parallel=True)
+def forward_samples_par(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, stream):
+    """Forward pass, one whole sample per parallel iteration (many samples: no barriers)."""
+    R = C * B
+    rpb = block_rows(A, R)
+    nb = (A + rpb - 1) // rpb
+    part = np.empty((N * nb, 2, R), dtype=np.float64)
+    coef = compute_empty(xf, (N, 3, R))
+    for nn in prange(N):
+        n = np.int64(nn)
+        for u in range(n * nb, (n + 1) * nb):
+            _block_sums(xf, u, nb, A, R, rpb, part)
+        _merge_sample(xf, n, nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coef)
+        for u in range(n * nb, (n + 1) * nb):
+            _apply_block(xf, yf, u, nb, A, R, rpb, coef, stream)
+
+
+@kernel(parallel=True)
+def backward_samples_par(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta, stream):
+    """Backward pass, one whole sample per parallel iteration; then dgamma/dbeta."""
+    R = C * B
+    rpb = block_rows(A, R)
+    nb = (A + rpb - 1) // rpb
+    cen = compute_empty(xf, (N, 2, R))
+    part = np.empty((N * nb, 2, R), dtype=np.float64)
+    coef = compute_empty(xf, (N, 3, R))
+    db = np.empty(N * C, dtype=np.float64)
+    ds = np.empty(N * C, dtype=np.float64)
+    for nn in prange(N):
+        n = np.int64(nn)
+        _centres(xf, mean, n, G, C, B, cen[n])
+        for u in range(n * nb, (n + 1) * nb):
+            _bwd_block_sums(dyf, xf, u, nb, A, R, rpb, cen, part)
+        _bwd_merge_sample(n, nb, G, A, C, B, gamma, rstd, part, db, ds, coef)
+        for u in range(n * nb, (n + 1) * nb):
+            _bwd_apply_block(dyf, xf, dxf, u, nb, A, R, rpb, cen, coef, stream)
+    param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)
