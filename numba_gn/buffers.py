@@ -1,18 +1,19 @@
 """Reuse of large result buffers, so that a repeated call does not pay for fresh memory.
 
-An array of 32 MiB or more is above the largest threshold at which glibc's ``malloc`` keeps freed
-memory for reuse: every such array is a fresh ``mmap``, and the kernel zero-fills each of its
-pages on first touch. On the 2-core test machine that costs 1.3 to 2.3 ms per 32 MiB, as much as
-a whole group-norm forward pass, in every training step. Smaller arrays are already recycled by
-``malloc`` and are not affected.
+Fresh memory is expensive: the operating system zero-fills every page of it on first touch,
+which costs 1.3 to 2.3 ms per 32 MiB on the 2-core test machine, as much as a whole group-norm
+forward pass. glibc's ``malloc`` gives large blocks back to the system when they are freed: every
+block of 32 MiB or more (it is its own ``mmap``), and smaller ones whenever the free space at
+the top of the heap passes the trim threshold, as happens when a forward and a backward pass
+free their 8 MiB results together (0.8 ms into preallocated outputs, 2.5 ms allocating).
 
-So the results numba_gn allocates (``y``, ``dx`` and contiguous copies of inputs) at or above
-:data:`MIN_BYTES` come from a small cache of buffers. A buffer is handed out again only once no
-array uses it any more: each array's memory is owned by a ``bytearray`` that every view of the
-array references (NumPy collapses ``.base`` chains to the first non-array owner), so CPython's
-reference count of the ``bytearray`` says exactly whether any array, view or ``memoryview``
-still uses it. Idle buffers are kept up to :func:`limit` bytes in total; :func:`release` drops
-them, and ``set_limit(0)`` turns the cache off.
+So the results numba_gn allocates (``y``, ``dx`` and contiguous copies of inputs) of
+:data:`MIN_BYTES` or more come from a small cache of buffers. A buffer is handed out again only
+once no array uses it any more: each array's memory is owned by a ``bytearray`` that every view
+of the array references (directly or through the array it was made from), so CPython's reference
+count of the ``bytearray`` says exactly whether any array, view or ``memoryview`` still uses it.
+Idle buffers are kept up to :func:`limit` bytes in total; :func:`release` drops them, and
+``set_limit(0)`` turns the cache off.
 
 Observable differences from ``np.empty``: such an array's ``.base`` is not None, and up to
 :func:`limit` bytes stay allocated after the arrays are gone.
@@ -29,8 +30,8 @@ import numpy as np
 
 __all__ = ["IDLE_SECONDS", "MIN_BYTES", "empty", "limit", "release", "set_limit", "stats"]
 
-#: Arrays smaller than this are plain ``np.empty`` (``malloc`` recycles them already).
-MIN_BYTES = 32 << 20
+#: Arrays smaller than this are plain ``np.empty`` (cheap next to the work on them).
+MIN_BYTES = 4 << 20
 #: Idle buffers unused for this many seconds are dropped at the next call.
 IDLE_SECONDS = 60.0
 
