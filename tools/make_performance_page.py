@@ -258,8 +258,15 @@ def render(
         f" gamma/beta; times are medians of up to {settings['repeat']} samples. Effective GB/s"
         " counts the ideal traffic: `2 × x.nbytes` for the forward (read `x`, write `y`),"
         " `5 × x.nbytes` for forward + backward (the backward also reads `dy` and `x` and writes"
-        " `dx`). numba_gn's forward is timed writing into a preallocated `out=`, like the copy;"
-        " the ratios to PyTorch and NumPy use its allocating call, since they allocate too.",
+        " `dx`). numba_gn is timed writing into preallocated outputs (`out=`), like the copy;"
+        " the ratios to PyTorch and NumPy use its allocating calls, since they allocate too."
+        " PyTorch is timed in a separate process, so that its OpenMP threads and Numba's never"
+        " compete for the cores.",
+        "",
+        "`np.copyto` is the floor of a forward pass only up to the quality of the copy itself:"
+        " glibc's `memcpy` is not the fastest copy on every machine, and numba_gn's output loops"
+        " write large outputs with streaming stores that skip reading the destination first, so a"
+        " forward pass whose statistics come from the cache can come in under 1× copy.",
         "",
         "## Targets",
         "",
@@ -272,11 +279,19 @@ def render(
     for desc, target, check in STARTUP_TARGETS:
         value, ok = check(startup)
         lines.append(f"| {desc} | {target} | {value or '—'} | {_mark(ok)} |")
+    if "warm_import_s" in startup:
+        lines += [
+            "",
+            f"Of the warm first call, `import numba_gn` takes {startup['warm_import_s']:.2f} s."
+            " Most of the rest is Numba's one-time set-up of its typing and lowering registries at"
+            " the first call of any compiled function (it imports `scipy.linalg`, among others),"
+            " not the loading of numba_gn's kernels.",
+        ]
     lines += [
         "",
         "## All cases",
         "",
-        "Time per call of numba_gn (forward: into a preallocated `out=`), effective throughput,"
+        "Time per call of numba_gn (into preallocated outputs), effective throughput,"
         " and the ratios: `× copy` is numba_gn's time over `np.copyto`'s; *vs PyTorch* and"
         " *vs NumPy* are their time over numba_gn's (above 1×: numba_gn is faster).",
         "",
