@@ -106,7 +106,9 @@ class _Operand:
             self.scalar = value
 
     def scalar_at(self, builder, j):
-        return builder.load(builder.gep(self.pointer, [j])) if self.pointer else self.scalar
+        if self.pointer is None:
+            return self.scalar
+        return builder.load(builder.gep(self.pointer, [j]))
 
     def vector_at(self, builder, j, vty, splat, size):
         if self.pointer is None:
