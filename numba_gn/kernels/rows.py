@@ -123,12 +123,15 @@ def _merge_sample(xf, n, nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coe
         rstd[n * G + g] = r
         mh = rounded(mu, xf)
         ml = mu - np.float64(mh)
-        for j in range(lo, lo + L):
-            c = j // B
+        # Channel by channel, not ``c = j // B`` per column: an integer division per column
+        # cost more than the rest of the merge.
+        for c in range(g * D, (g + 1) * D):
             a = r * gamma[c]
-            coef[n, 0, j] = mh
-            coef[n, 1, j] = a
-            coef[n, 2, j] = beta[c] - ml * a
+            b = beta[c] - ml * a
+            for j in range(c * B, (c + 1) * B):
+                coef[n, 0, j] = mh
+                coef[n, 1, j] = a
+                coef[n, 2, j] = b
 
 
 @inline
@@ -188,12 +191,14 @@ def forward_ser(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, stream):
 @inline
 def _centres(xf, mean, n, G, C, B, cen):
     """Per-column ``(m_hi, m_lo)`` of sample ``n`` in x's dtype, into ``cen`` of shape (2, R)."""
-    D = C // G
-    for j in range(C * B):
-        mu = mean[n * G + (j // B) // D]
+    L = (C // G) * B
+    for g in range(G):
+        mu = mean[n * G + g]
         mh = rounded(mu, xf)
-        cen[0, j] = mh
-        cen[1, j] = mu - np.float64(mh)
+        lo = mu - np.float64(mh)
+        for j in range(g * L, (g + 1) * L):
+            cen[0, j] = mh
+            cen[1, j] = lo
 
 
 @inline
@@ -256,10 +261,12 @@ def _bwd_merge_sample(n, nb, G, A, C, B, gamma, rstd, part, db, ds, coef):
             sum_gds += gamma[c] * ds[n * C + c]
         c2 = -r * r * r * sum_gds / M
         c3 = -r * sum_gdb / M
-        for j in range(g * D * B, (g + 1) * D * B):
-            coef[n, 0, j] = r * gamma[j // B]
-            coef[n, 1, j] = c2
-            coef[n, 2, j] = c3
+        for c in range(g * D, (g + 1) * D):
+            c1 = r * gamma[c]
+            for j in range(c * B, (c + 1) * B):
+                coef[n, 0, j] = c1
+                coef[n, 1, j] = c2
+                coef[n, 2, j] = c3
 
 
 @inline
