@@ -5,11 +5,11 @@ of the axes before the channel axis, ``B`` the product of those after it. Channe
 (``A == 1``) gives one contiguous slab per (n, g); data with a channel axis in the middle gives
 ``A`` segments per slab.
 
-Work is cut into *pieces* of at most :data:`PIECE` elements. A slab's statistics are always the
-sequential float64 sum of its pieces' sums in (segment, piece) order, whether the pieces were
-summed by one thread (the fused kernels, one slab per ``prange`` iteration, while the slab is hot
-in L2) or spread over all threads (the chunked kernels, for few large slabs). So every path and
-every thread count gives the same bits.
+Work is cut into *units* of about :data:`PIECE` elements: pieces of at most ``PIECE`` of a long
+segment, or several whole short segments. A slab's statistics are always the sequential float64
+sum of its units' sums in order, whether the units were summed by one thread (the fused kernels,
+one slab per ``prange`` iteration, while the slab is hot in L2) or spread over all threads (the
+chunked kernels, for few large slabs). So every path and every thread count gives the same bits.
 """
 
 from __future__ import annotations
@@ -27,8 +27,13 @@ from numba_gn.kernels._common import (
     param_grads,
     rounded,
     shifted_sums,
+    store,
 )
 from numba_gn.kernels._stream import affine, affine_grad, store_fence
+
+#: Channel runs (``B`` contiguous elements of one channel) shorter than this are not written one
+#: output call per run: the per-element work would be smaller than the cost of the call.
+SHORT_RUN = 64
 
 # ----------------------------------------------------------------------------------------------
 # forward helpers
@@ -48,19 +53,95 @@ def _slab_shift(xf, n, g, A, C, B, D, lanes):
     return rounded(t / m, xf)
 
 
+# Units: how the ``A`` segments of ``L`` elements of a slab (or of a channel's runs) are cut into
+# the pieces whose sums are merged in float64. Long segments are cut into pieces of at most PIECE
+# elements; short ones are grouped, ``PIECE // L`` whole segments to a unit, so that the fixed
+# cost of a unit (clearing and reducing the lane accumulators) is paid once per ~PIECE elements
+# rather than once per segment (a channel axis in the middle has segments of a few dozen).
+
+
+@inline
+def _unit_layout(L, A):
+    """``(segments per unit, pieces per segment, units)`` for ``A`` segments of ``L``."""
+    if L >= PIECE:
+        P = (L + PIECE - 1) // PIECE
+        return 1, P, A * P
+    per = PIECE // max(L, 1)
+    return per, 1, (A + per - 1) // per
+
+
+@inline
+def _unit_span(u, L, A, per, P):
+    """Unit ``u``: segments ``[a0, a1)`` and elements ``[start, stop)`` of each of them."""
+    if L >= PIECE:
+        a = u // P
+        start = (u - a * P) * PIECE
+        return a, a + 1, start, min(L, start + PIECE)
+    a0 = u * per
+    return a0, min(A, a0 + per), 0, L
+
+
+@inline
+def _segments_sums(xf, first, stride, a0, a1, L, K, acc):
+    """Shifted sums of whole segments ``a0..a1-1`` in one set of lane accumulators."""
+    lanes = acc.shape[1]
+    nrows = L // lanes
+    S = 0.0
+    Q = 0.0
+    if nrows == 0:  # short segments: float64 directly, without touching the lanes
+        for a in range(a0, a1):
+            for i in range(first + a * stride, first + a * stride + L):
+                v = np.float64(load(xf[i]) - K)
+                S += v
+                Q += v * v
+        return S, Q
+    s = acc[0]
+    q = acc[1]
+    s[:] = 0
+    q[:] = 0
+    for a in range(a0, a1):
+        base = first + a * stride
+        body = xf[base : base + nrows * lanes].reshape((nrows, lanes))
+        for r in range(nrows):
+            for k in range(lanes):
+                v = load(body[r, k]) - K
+                s[k] += v
+                q[k] += v * v
+        for i in range(base + nrows * lanes, base + L):
+            v = np.float64(load(xf[i]) - K)
+            S += v
+            Q += v * v
+    for k in range(lanes):
+        S += s[k]
+        Q += q[k]
+    return S, Q
+
+
+@inline
+def _unit_sums(xf, first, stride, u, L, A, per, P, K, acc):
+    """Shifted sums of unit ``u`` of the segments that start at ``first + a*stride``."""
+    a0, a1, start, stop = _unit_span(u, L, A, per, P)
+    if L >= PIECE or (a1 - a0 == 1 and L >= acc.shape[1]):
+        base = first + a0 * stride
+        return shifted_sums(xf[base + start : base + stop], K, acc)
+    # Several segments, or one shorter than the lanes (indexed in place: slicing a few
+    # elements costs more than summing them).
+    return _segments_sums(xf, first, stride, a0, a1, L, K, acc)
+
+
 @inline
 def _slab_sums(xf, n, g, A, C, B, D, K, lanes):
-    """Shifted sums of a whole slab, pieces merged in (segment, piece) order."""
+    """Shifted sums of a whole slab, units merged in order."""
     L = D * B
+    per, P, U = _unit_layout(L, A)
+    first = (n * A * C + g * D) * B
     S = 0.0
     Q = 0.0
     acc = compute_empty(xf, (2, lanes))
-    for a in range(A):
-        base = ((n * A + a) * C + g * D) * B
-        for start in range(0, L, PIECE):
-            s, q = shifted_sums(xf[base + start : base + min(L, start + PIECE)], K, acc)
-            S += s
-            Q += q
+    for u in range(U):
+        s, q = _unit_sums(xf, first, C * B, u, L, A, per, P, K, acc)
+        S += s
+        Q += q
     return S, Q
 
 
@@ -78,8 +159,36 @@ def _slab_coefs(mu, r, gamma, beta, g, D, coef, xf):
 
 
 @inline
-def _normalize_piece(xf, yf, base, start, length, B, coef, mh, stream):
-    """Normalise elements ``[start, start+length)`` of the segment that begins at ``base``."""
+def _spread(coef, k, B, start, length, out):
+    """``out[j] = coef[(start + j) // B, k]``: per-channel coefficients laid out per element."""
+    if B == 1:  # channels-last: a plain (strided) copy
+        for j in range(length):
+            out[j] = coef[start + j, k]
+        return
+    d = start // B  # one division, then whole channel runs
+    j = 0
+    while j < length:
+        stop = min(length, (d + 1) * B - start)
+        v = coef[d, k]
+        for t in range(j, stop):
+            out[t] = v
+        j = stop
+        d += 1
+
+
+@inline
+def _normalize_piece(xf, yf, base, start, length, B, coef, mh, stream, scratch):
+    """Normalise elements ``[start, start+length)`` of the segment that begins at ``base``.
+
+    Long channel runs take one output call each; short ones (``B < SHORT_RUN``, down to one
+    element per channel in channels-last data) are first spread per element into ``scratch``
+    (2 x ``PIECE`` values), so the whole piece is one call with the same arithmetic.
+    """
+    if B < SHORT_RUN:
+        _spread(coef, 0, B, start, length, scratch[0])
+        _spread(coef, 1, B, start, length, scratch[1])
+        affine(yf, xf, base + start, length, mh, scratch[0], scratch[1], 0, stream)
+        return
     i = start
     end = start + length
     while i < end:
@@ -102,10 +211,19 @@ def _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd
     rstd[s] = r
     coef = compute_empty(xf, (D, 2))
     mh = _slab_coefs(mu, r, gamma, beta, g, D, coef, xf)
-    for a in range(A):
-        base = ((n * A + a) * C + g * D) * B
-        for start in range(0, L, PIECE):
-            _normalize_piece(xf, yf, base, start, min(PIECE, L - start), B, coef, mh, stream)
+    scratch = compute_empty(xf, (2, min(L, PIECE)))
+    if B < SHORT_RUN and L <= PIECE:  # spread the coefficients once for every segment
+        _spread(coef, 0, B, 0, L, scratch[0])
+        _spread(coef, 1, B, 0, L, scratch[1])
+        for a in range(A):
+            base = ((n * A + a) * C + g * D) * B
+            affine(yf, xf, base, L, mh, scratch[0], scratch[1], 0, stream)
+    else:
+        for a in range(A):
+            base = ((n * A + a) * C + g * D) * B
+            for start in range(0, L, PIECE):
+                length = min(PIECE, L - start)
+                _normalize_piece(xf, yf, base, start, length, B, coef, mh, stream, scratch)
     store_fence(stream)
 
 
@@ -127,40 +245,29 @@ def forward_fused_ser(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rstd
 # chunked forward: pieces of every slab spread over all threads (few, large slabs)
 
 
-@inline
-def _unit(u, G, A, P):
-    """Decode piece index ``u`` into (n, g, a, piece)."""
-    per_slab = A * P
-    s = u // per_slab
-    rem = u - s * per_slab
-    a = rem // P
-    p = rem - a * P
-    n = s // G
-    return n, s - n * G, a, p
-
-
 @kernel(parallel=True)
 def forward_chunked_par(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream):
     """Forward pass with every slab's pieces spread over all threads (few, large slabs).
 
-    Three phases: shifted sums of every piece (parallel), a merge per slab in piece order
-    (serial, tiny), the output of every piece (parallel, same pieces so the same cores).
+    Three phases: shifted sums of every unit (parallel), a merge per slab in unit order
+    (serial, tiny), the output of every unit (parallel, same units so the same cores).
     """
     D = C // G
     L = D * B
-    P = (L + PIECE - 1) // PIECE
-    units = N * G * A * P
+    per, P, U = _unit_layout(L, A)
+    units = N * G * U
     part = np.empty((units, 2), dtype=np.float64)
     for uu in prange(units):
         u = np.int64(uu)
-        n, g, a, p = _unit(u, G, A, P)
+        s = u // U
+        n = s // G
+        g = s - n * G
         K = _slab_shift(xf, n, g, A, C, B, D, lanes)
-        start = p * PIECE
-        base = ((n * A + a) * C + g * D) * B
         acc = compute_empty(xf, (2, lanes))
-        s, q = shifted_sums(xf[base + start : base + min(L, start + PIECE)], K, acc)
-        part[u, 0] = s
-        part[u, 1] = q
+        first = (n * A * C + g * D) * B
+        sums = _unit_sums(xf, first, C * B, u - s * U, L, A, per, P, K, acc)
+        part[u, 0] = sums[0]
+        part[u, 1] = sums[1]
     coef = compute_empty(xf, (N * C, 2))
     mhs = compute_empty(xf, N * G)
     for s in range(N * G):
@@ -169,7 +276,7 @@ def forward_chunked_par(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rs
         K = _slab_shift(xf, n, g, A, C, B, D, lanes)
         S = 0.0
         Q = 0.0
-        for u in range(s * A * P, (s + 1) * A * P):
+        for u in range(s * U, (s + 1) * U):
             S += part[u, 0]
             Q += part[u, 1]
         mu, r = finish_stats(K, S, Q, A * L, eps)
@@ -177,12 +284,17 @@ def forward_chunked_par(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rs
         rstd[s] = r
         mhs[s] = _slab_coefs(mu, r, gamma, beta, g, D, coef[n * C + g * D :], xf)
     for uu in prange(units):
-        n, g, a, p = _unit(np.int64(uu), G, A, P)
-        start = p * PIECE
-        base = ((n * A + a) * C + g * D) * B
+        u = np.int64(uu)
+        s = u // U
+        n = s // G
+        g = s - n * G
+        a0, a1, start, stop = _unit_span(u - s * U, L, A, per, P)
         coef_g = coef[n * C + g * D :]
-        mh = mhs[n * G + g]
-        _normalize_piece(xf, yf, base, start, min(PIECE, L - start), B, coef_g, mh, stream)
+        first = (n * A * C + g * D) * B
+        scratch = compute_empty(xf, (2, stop - start))
+        for a in range(a0, a1):
+            base = first + a * C * B
+            _normalize_piece(xf, yf, base, start, stop - start, B, coef_g, mhs[s], stream, scratch)
         store_fence(stream)
 
 
@@ -191,20 +303,93 @@ def forward_chunked_par(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rs
 
 
 @inline
-def _channel_sums(dyf, xf, n, c, A, C, B, mh, ml, lanes):
-    """``(sum(dy), sum(dy*(x-mean)))`` over one (sample, channel), pieces merged in order."""
+def _segments_dy_sums(dyf, xf, first, stride, a0, a1, L, mh, ml, acc):
+    """:func:`dy_sums` of whole runs ``a0..a1-1`` in one set of lane accumulators."""
+    lanes = acc.shape[1]
+    nrows = L // lanes
     Sd = 0.0
     Sx = 0.0
-    acc = compute_empty(xf, (2, lanes))
-    for a in range(A):
-        base = ((n * A + a) * C + c) * B
-        for start in range(0, B, PIECE):
-            lo = base + start
-            hi = base + min(B, start + PIECE)
-            d, x = dy_sums(dyf[lo:hi], xf[lo:hi], mh, ml, acc)
-            Sd += d
-            Sx += x
+    if nrows == 0:  # short runs: float64 directly, without touching the lanes
+        for a in range(a0, a1):
+            for i in range(first + a * stride, first + a * stride + L):
+                g = np.float64(load(dyf[i]))
+                Sd += g
+                Sx += g * np.float64((load(xf[i]) - mh) - ml)
+        return Sd, Sx
+    sd = acc[0]
+    sx = acc[1]
+    sd[:] = 0
+    sx[:] = 0
+    for a in range(a0, a1):
+        base = first + a * stride
+        dbody = dyf[base : base + nrows * lanes].reshape((nrows, lanes))
+        xbody = xf[base : base + nrows * lanes].reshape((nrows, lanes))
+        for r in range(nrows):
+            for k in range(lanes):
+                g = load(dbody[r, k])
+                sd[k] += g
+                sx[k] += g * ((load(xbody[r, k]) - mh) - ml)
+        for i in range(base + nrows * lanes, base + L):
+            g = np.float64(load(dyf[i]))
+            Sd += g
+            Sx += g * np.float64((load(xf[i]) - mh) - ml)
+    for k in range(lanes):
+        Sd += sd[k]
+        Sx += sx[k]
     return Sd, Sx
+
+
+@inline
+def _unit_dy_sums(dyf, xf, first, stride, u, L, A, per, P, mh, ml, acc):
+    """``(sum(dy), sum(dy*(x-mean)))`` of unit ``u`` of the runs at ``first + a*stride``."""
+    a0, a1, start, stop = _unit_span(u, L, A, per, P)
+    if L >= PIECE or (a1 - a0 == 1 and L >= acc.shape[1]):
+        lo = first + a0 * stride
+        return dy_sums(dyf[lo + start : lo + stop], xf[lo + start : lo + stop], mh, ml, acc)
+    return _segments_dy_sums(dyf, xf, first, stride, a0, a1, L, mh, ml, acc)
+
+
+@inline
+def _channel_sums(dyf, xf, n, c, A, C, B, mh, ml, acc, per, P, U):
+    """``(sum(dy), sum(dy*(x-mean)))`` over one (sample, channel), units merged in order.
+
+    ``(per, P, U)`` is :func:`_unit_layout` of the runs, computed once by the caller: integer
+    divisions per channel cost more than the sums of a short channel.
+    """
+    first = (n * A * C + c) * B
+    Sd = 0.0
+    Sx = 0.0
+    for u in range(U):
+        d, x = _unit_dy_sums(dyf, xf, first, C * B, u, B, A, per, P, mh, ml, acc)
+        Sd += d
+        Sx += x
+    return Sd, Sx
+
+
+@inline
+def _short_channel_sums(dyf, xf, n, g, A, C, B, D, mh, ml, per, U, db, ds):
+    """:func:`_channel_sums` of a group's channels whose runs are shorter than the lanes.
+
+    The same float64 sums in the same unit order (what :func:`_segments_dy_sums` does with no
+    full row), written as one flat loop: through the nested helpers each channel cost about
+    60 ns of array reference counting, more than the sums of a one-element run.
+    """
+    for c in range(g * D, (g + 1) * D):
+        Sd = 0.0
+        Sx = 0.0
+        for u in range(U):
+            ud = 0.0
+            ux = 0.0
+            for a in range(u * per, min(A, (u + 1) * per)):
+                lo = ((n * A + a) * C + c) * B
+                for i in range(lo, lo + B):
+                    gv = np.float64(load(dyf[i]))
+                    ud += gv
+                    ux += gv * np.float64((load(xf[i]) - mh) - ml)
+            Sd += ud
+            Sx += ux
+        db[n * C + c] = Sd
+        ds[n * C + c] = Sx
 
 
 @inline
@@ -226,7 +411,14 @@ def _group_dx_coefs(r, gamma, g, D, M, db, ds, row, coef):
 
 @inline
 def _dx_run(dyf, xf, dxf, start, length, c1, c2, c3, mh, ml, stream):
-    affine_grad(dxf, dyf, xf, start, length, mh, ml, c1, c2, c3, 0, stream)
+    """The gradient over ``[start, start+length)`` with one channel's coefficients."""
+    if length >= SHORT_RUN:
+        affine_grad(dxf, dyf, xf, start, length, mh, ml, c1, c2, c3, 0, stream)
+        return
+    # A call per short run would cost more than the run; the same fused multiply-adds inline.
+    for i in range(start, start + length):
+        t = (load(xf[i]) - mh) - ml
+        dxf[i] = store(c1 * load(dyf[i]) + (c2 * t + c3), dxf)
 
 
 @inline
@@ -238,18 +430,32 @@ def _backward_one_slab(dyf, xf, dxf, s, G, A, C, B, gamma, mean, rstd, lanes, db
     r = rstd[s]
     mh = rounded(mu, xf)
     ml = rounded(mu - np.float64(mh), xf)
-    for d in range(D):
-        c = g * D + d
-        sd, sx = _channel_sums(dyf, xf, n, c, A, C, B, mh, ml, lanes)
-        db[n * C + c] = sd
-        ds[n * C + c] = sx
+    acc = compute_empty(xf, (2, lanes))
+    per, P, U = _unit_layout(B, A)
+    if B < lanes:
+        _short_channel_sums(dyf, xf, n, g, A, C, B, D, mh, ml, per, U, db, ds)
+    else:
+        for d in range(D):
+            c = g * D + d
+            sd, sx = _channel_sums(dyf, xf, n, c, A, C, B, mh, ml, acc, per, P, U)
+            db[n * C + c] = sd
+            ds[n * C + c] = sx
     coef = compute_empty(xf, (D, 3))
     _group_dx_coefs(r, gamma, g, D, A * D * B, db, ds, n * C, coef)
-    for d in range(D):
-        c = g * D + d
+    if B < SHORT_RUN:  # c2 and c3 are the group's; only c1 differs per channel: spread it
+        L = D * B
+        c1 = compute_empty(xf, L)
+        _spread(coef, 0, B, 0, L, c1)
         for a in range(A):
-            base = ((n * A + a) * C + c) * B
-            _dx_run(dyf, xf, dxf, base, B, coef[d, 0], coef[d, 1], coef[d, 2], mh, ml, stream)
+            base = ((n * A + a) * C + g * D) * B
+            affine_grad(dxf, dyf, xf, base, L, mh, ml, c1, coef[0, 1], coef[0, 2], 0, stream)
+    else:
+        for d in range(D):
+            c = g * D + d
+            for a in range(A):
+                base = ((n * A + a) * C + c) * B
+                c1, c2, c3 = coef[d, 0], coef[d, 1], coef[d, 2]
+                _dx_run(dyf, xf, dxf, base, B, c1, c2, c3, mh, ml, stream)
     store_fence(stream)
 
 
@@ -279,51 +485,39 @@ def backward_fused_ser(
     param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)
 
 
-@inline
-def _run_unit(u, C, A, P):
-    """Decode run-piece index ``u`` into (n, c, a, piece); runs ordered (n, c, a, piece)."""
-    per_channel = A * P
-    nc = u // per_channel
-    rem = u - nc * per_channel
-    a = rem // P
-    n = nc // C
-    return n, nc - n * C, a, rem - a * P
-
-
 @kernel(parallel=True)
 def backward_chunked_par(
     dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta, stream
 ):
     """Backward pass with the pieces of every channel run spread over all threads.
 
-    Phase 1 sums every run piece (parallel); phase 2 merges them per (sample, channel) in piece
-    order and computes the dx coefficients, dgamma and dbeta (serial, tiny); phase 3 writes dx
-    for every piece (parallel).
+    Phase 1 sums every unit of every channel's runs (parallel); phase 2 merges them per
+    (sample, channel) in unit order and computes the dx coefficients, dgamma and dbeta (serial,
+    tiny); phase 3 writes dx for every unit (parallel).
     """
     D = C // G
-    P = (B + PIECE - 1) // PIECE
-    per_channel = A * P
-    units = N * C * per_channel
+    per, P, U = _unit_layout(B, A)
+    units = N * C * U
     part = np.empty((units, 2), dtype=np.float64)
     for uu in prange(units):
         u = np.int64(uu)
-        n, c, a, p = _run_unit(u, C, A, P)
+        nc = u // U
+        n = nc // C
+        c = nc - n * C
         mu = mean[n * G + c // D]
         mh = rounded(mu, xf)
         ml = rounded(mu - np.float64(mh), xf)
-        start = p * PIECE
-        lo = ((n * A + a) * C + c) * B + start
-        hi = lo - start + min(B, start + PIECE)
         acc = compute_empty(xf, (2, lanes))
-        d, x = dy_sums(dyf[lo:hi], xf[lo:hi], mh, ml, acc)
-        part[u, 0] = d
-        part[u, 1] = x
+        first = (n * A * C + c) * B
+        sums = _unit_dy_sums(dyf, xf, first, C * B, u - nc * U, B, A, per, P, mh, ml, acc)
+        part[u, 0] = sums[0]
+        part[u, 1] = sums[1]
     db = np.empty(N * C, dtype=np.float64)
     ds = np.empty(N * C, dtype=np.float64)
     for nc in range(N * C):
         Sd = 0.0
         Sx = 0.0
-        for u in range(nc * per_channel, (nc + 1) * per_channel):
+        for u in range(nc * U, (nc + 1) * U):
             Sd += part[u, 0]
             Sx += part[u, 1]
         db[nc] = Sd
@@ -335,15 +529,19 @@ def backward_chunked_par(
         _group_dx_coefs(rstd[s], gamma, g, D, A * D * B, db, ds, n * C, coef[n * C + g * D :])
     param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)
     for uu in prange(units):
-        n, c, a, p = _run_unit(np.int64(uu), C, A, P)
+        u = np.int64(uu)
+        nc = u // U
+        n = nc // C
+        c = nc - n * C
         mu = mean[n * G + c // D]
         mh = rounded(mu, xf)
         ml = rounded(mu - np.float64(mh), xf)
-        nc = n * C + c
         c1 = rounded(coef[nc, 0], xf)
         c2 = rounded(coef[nc, 1], xf)
         c3 = rounded(coef[nc, 2], xf)
-        start = p * PIECE
-        base = ((n * A + a) * C + c) * B
-        _dx_run(dyf, xf, dxf, base + start, min(PIECE, B - start), c1, c2, c3, mh, ml, stream)
+        a0, a1, start, stop = _unit_span(u - nc * U, B, A, per, P)
+        first = (n * A * C + c) * B
+        for a in range(a0, a1):
+            lo = first + a * C * B + start
+            _dx_run(dyf, xf, dxf, lo, stop - start, c1, c2, c3, mh, ml, stream)
         store_fence(stream)
