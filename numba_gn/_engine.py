@@ -19,6 +19,13 @@ from numba_gn.kernels import LANES, rows, slab
 #: Groups whose contiguous run ``D*B`` is shorter than this use the row kernels when a sample
 #: has several rows; longer runs vectorise on their own (slab kernels).
 ROW_MAX_RUN = 64
+#: The slab kernels write their output one channel run of ``B`` elements at a time; with runs
+#: shorter than this (channels-last data with few groups: ``B == 1``) the loop overhead per run
+#: dominates, and rows of at most :data:`ROW_MAX_ELEMENTS` go to the row kernels instead.
+SLAB_MIN_CHANNEL_RUN = slab.SHORT_RUN
+#: Longest row (``C*B`` elements) the row kernels take for that reason: longer rows leave them
+#: too few rows per block, and their per-block float64 partial sums cost more than they save.
+ROW_MAX_ELEMENTS = 2048
 #: The fused slab kernels (one slab per thread, slab hot in L2) need this many slabs per thread
 #: to balance; with fewer slabs the chunked kernels spread pieces of slabs over all threads.
 FUSED_MIN_SLABS_PER_THREAD = 4
@@ -107,6 +114,27 @@ def _wave_samples(sample_bytes: int) -> int:
     return max(1, WAVE_BYTES // max(sample_bytes, 1))
 
 
+def _row_family(A: int, C: int, B: int, G: int) -> bool:
+    """Whether the row kernels (rather than the slab kernels) handle this canonical shape."""
+    if A <= 1:  # one row per sample: the per-block partial sums would outweigh the data
+        return False
+    if (C // G) * B < ROW_MAX_RUN:
+        return True
+    return B < SLAB_MIN_CHANNEL_RUN and C * B <= ROW_MAX_ELEMENTS
+
+
+def _lanes(dtype: np.dtype, run: int) -> int:
+    """Independent accumulators of the slab kernels' sums: :data:`LANES`, fewer for short runs.
+
+    Each piece's lanes are cleared and reduced in float64 once; with runs of a few dozen
+    elements, 64 lanes cost more than the sums. A quarter of the run (a power of two, at least
+    8) keeps four rows per lane update. Depends on the shape only, so every path and thread
+    count still gives the same bits.
+    """
+    quarter = max(run // 4, 8)
+    return min(LANES[dtype], 1 << (quarter.bit_length() - 1))
+
+
 def _streams(out: np.ndarray) -> bool:
     """Whether the kernels write ``out`` with streaming stores (see :data:`STREAM_MIN_BYTES`)."""
     return out.nbytes >= STREAM_MIN_BYTES
@@ -126,11 +154,11 @@ def forward(
     G = groups
     mean = np.empty(N * G, dtype=np.float64)
     rstd = np.empty(N * G, dtype=np.float64)
-    lanes = LANES[xc.dtype]
+    lanes = _lanes(xc.dtype, (C // G) * B)
     stream = _streams(yc)
     args = (xc, yc, N, G, A, C, B, gamma, beta, epsilon)
     parallel = _threading.use_parallel(xc.size)
-    if (C // G) * B < ROW_MAX_RUN and A > 1:
+    if _row_family(A, C, B, G):
         if not parallel:
             rows.forward_ser(*args, mean, rstd, stream)
             return mean, rstd
@@ -167,11 +195,11 @@ def backward(
     G = groups
     dgamma = np.empty(C, dtype=np.float64)
     dbeta = np.empty(C, dtype=np.float64)
-    lanes = LANES[xc.dtype]
+    lanes = _lanes(xc.dtype, (C // G) * B)
     stream = _streams(dxc)
     args = (dyc, xc, dxc, N, G, A, C, B, gamma, mean, rstd)
     parallel = _threading.use_parallel(xc.size)
-    if (C // G) * B < ROW_MAX_RUN and A > 1:
+    if _row_family(A, C, B, G):
         if not parallel:
             rows.backward_ser(*args, dgamma, dbeta, stream)
             return dgamma, dbeta

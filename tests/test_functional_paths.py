@@ -25,6 +25,10 @@ CASES = {
     "2d-long-runs": ((64, 1024), -1, 32),
     "2d-short-runs": ((512, 64), -1, 32),
     "tuple-axes": ((4, 16, 32, 32), (1, 2), 16),
+    "slab-short-runs": ((2, 4, 4, 4096), -1, 8),  # channels-last rows too long for row kernels
+    "2d-one-element-runs": ((32, 2048), -1, 2),  # A = 1, B = 1: per-element coefficients
+    "slab-grouped-segments": ((2, 80, 64, 64), 2, 32),  # units of 32 segments, last partial
+    "rows-few-groups": ((4, 16, 16, 256), -1, 2),  # runs of 128 but one-element channel runs
 }
 
 
