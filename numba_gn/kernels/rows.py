@@ -212,19 +212,29 @@ def _bwd_block_sums(dyf, xf, u, nb, A, R, rpb, cen, part):
     sd = compute_zeros(xf, R)
     sx = compute_zeros(xf, R)
     r = r0
-    while r + 2 <= r1:  # two rows per sweep over the accumulators
+    # Four rows per sweep over the accumulators and centres: their loads and stores, not the
+    # data, bounded this loop with two.
+    while r + 4 <= r1:
         g0 = _row(dyf, n * A + r, R)
         g1 = _row(dyf, n * A + r + 1, R)
+        g2 = _row(dyf, n * A + r + 2, R)
+        g3 = _row(dyf, n * A + r + 3, R)
         x0 = _row(xf, n * A + r, R)
         x1 = _row(xf, n * A + r + 1, R)
+        x2 = _row(xf, n * A + r + 2, R)
+        x3 = _row(xf, n * A + r + 3, R)
         for j in range(R):
             m = mh[j]
             lo = ml[j]
             a0 = load(g0[j])
             a1 = load(g1[j])
-            sd[j] += a0 + a1
-            sx[j] += a0 * ((load(x0[j]) - m) - lo) + a1 * ((load(x1[j]) - m) - lo)
-        r += 2
+            a2 = load(g2[j])
+            a3 = load(g3[j])
+            sd[j] += (a0 + a1) + (a2 + a3)
+            sx[j] += (a0 * ((load(x0[j]) - m) - lo) + a1 * ((load(x1[j]) - m) - lo)) + (
+                a2 * ((load(x2[j]) - m) - lo) + a3 * ((load(x3[j]) - m) - lo)
+            )
+        r += 4
     for rr in range(r, r1):
         dys = _row(dyf, n * A + rr, R)
         xs = _row(xf, n * A + rr, R)
