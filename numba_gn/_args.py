@@ -133,6 +133,17 @@ def _asarray(x: object, name: str) -> np.ndarray:
         raise TypeError(f"`{name}` could not be converted to an array: {exc}") from None
 
 
+def frozen(a: np.ndarray) -> np.ndarray:
+    """``a``, a view or array this package just made, flagged read-only (and returned).
+
+    Numba compiles a kernel separately for read-only and for writeable arrays, so every input
+    handed to the kernels is read-only: one specialisation per dtype, whatever the caller's
+    flags (a user's read-only gamma would otherwise compile every kernel again).
+    """
+    a.flags.writeable = False
+    return a
+
+
 def param_array(p: object, name: str, shape: tuple[int, ...], fill: float) -> np.ndarray:
     """gamma/beta as a flat float64 array of ``prod(shape)`` values (``fill`` when None)."""
     if p is None:
@@ -145,13 +156,13 @@ def param_array(p: object, name: str, shape: tuple[int, ...], fill: float) -> np
             f"`{name}` must have shape {shape} (the shape of the channel axes), "
             f"got shape {arr.shape}."
         )
-    return np.ascontiguousarray(arr, dtype=np.float64).reshape(-1)
+    return frozen(np.ascontiguousarray(arr, dtype=np.float64).reshape(-1))
 
 
 @functools.lru_cache(maxsize=64)
 def _constant(size: int, fill: float) -> np.ndarray:
-    """A shared read-only-by-convention array of ``fill`` (kernels never write to gamma/beta)."""
-    return np.full(size, fill, dtype=np.float64)
+    """A shared read-only array of ``size`` copies of ``fill``."""
+    return frozen(np.full(size, fill, dtype=np.float64))
 
 
 def check_epsilon(epsilon: object) -> float:

@@ -19,10 +19,16 @@ __all__ = ["group_norm", "group_norm_backward"]
 _F16 = np.dtype(np.float16)
 
 
-def _flat(a: np.ndarray, canon: _engine.Canonical) -> np.ndarray:
-    """The kernels' flat view of ``a``; float16 travels as its uint16 bits (see kernels._half)."""
-    v = canon.view(a)
-    return v.view(np.uint16) if v.dtype == _F16 else v
+def _flat(a: np.ndarray, canon: _engine.Canonical, *, read_only: bool = True) -> np.ndarray:
+    """The kernels' flat view of ``a``; float16 travels as its uint16 bits (see kernels._half).
+
+    Inputs are viewed read-only (see :func:`numba_gn._args.frozen`); outputs pass
+    ``read_only=False``.
+    """
+    v = canon.view(a)  # always a new view object (or a copy), never ``a`` itself
+    if v.dtype == _F16:
+        v = v.view(np.uint16)
+    return _args.frozen(v) if read_only else v
 
 
 class _Plan:
@@ -170,7 +176,8 @@ def group_norm(
         return (y, mean, rstd) if return_stats else y
 
     target = _target(out, canon, xs, (xs,))
-    mean, rstd = _engine.forward(_flat(xs, canon), _flat(target, canon), canon, G, g, b, eps)
+    yc = _flat(target, canon, read_only=False)
+    mean, rstd = _engine.forward(_flat(xs, canon), yc, canon, G, g, b, eps)
     y = _deliver(out, target)
     if return_stats:
         return y, mean.reshape(N, G), rstd.reshape(N, G)
@@ -282,9 +289,8 @@ def group_norm_backward(
         zeros = np.zeros(plan.channel_shape, dtype=pdtype)
         return dx, zeros, zeros.copy()
     target = _target(out, canon, xs, (xs, dys))
-    dgamma, dbeta = _engine.backward(
-        _flat(dys, canon), _flat(xs, canon), _flat(target, canon), canon, G, g, m, r
-    )
+    dxc = _flat(target, canon, read_only=False)
+    dgamma, dbeta = _engine.backward(_flat(dys, canon), _flat(xs, canon), dxc, canon, G, g, m, r)
     dx = _deliver(out, target)
     shape = plan.channel_shape
     return dx, dgamma.reshape(shape).astype(pdtype), dbeta.reshape(shape).astype(pdtype)
@@ -298,4 +304,4 @@ def _stats_array(a: object, name: str, shape: tuple[int, int]) -> np.ndarray:
         raise ValueError(
             f"`{name}` must have shape {shape} (batch, groups), got shape {arr.shape}."
         )
-    return np.ascontiguousarray(arr, dtype=np.float64).reshape(-1)
+    return _args.frozen(np.ascontiguousarray(arr, dtype=np.float64).reshape(-1))
