@@ -9,6 +9,7 @@ import numba
 import numpy as np
 import pytest
 
+import numba_gn
 from numba_gn import _engine, _threading, group_norm, group_norm_backward
 from numba_gn.kernels import rows, slab
 
@@ -188,3 +189,41 @@ def test_num_threads_is_restored_after_forced_modes(monkeypatch):
     with _mode("one-thread", monkeypatch):
         assert numba.get_num_threads() == 1
     assert numba.get_num_threads() == threads
+
+
+def _kernels():
+    """Every compiled (not inlined) kernel of the row and slab families, by name."""
+    for module in (rows, slab):
+        for name, obj in vars(module).items():
+            if (
+                isinstance(obj, numba.core.registry.CPUDispatcher)
+                and obj.py_func.__module__ == module.__name__
+                and obj.targetoptions.get("inline") != "always"
+            ):
+                yield f"{module.__name__}.{name}", obj
+
+
+def test_warmup_compiles_every_kernel():
+    """After warmup() no user call compiles: every kernel has a float32 specialisation."""
+    numba_gn.warmup(("float32",))
+    names = []
+    for name, kernel in _kernels():
+        names.append(name)
+        assert any(sig[0].dtype == numba.float32 for sig in kernel.signatures), name
+    assert len(names) >= 12  # 3 per family (rows, slab) and pass (forward, backward)
+
+
+def test_read_only_inputs_share_one_specialisation(rng):
+    """Writeable and read-only inputs/parameters reach the kernels with the same types."""
+    x = rng.standard_normal((2, 6, 8)).astype(np.float32)
+    gamma, beta = np.ones(8), np.zeros(8)
+    for frozen in (False, True):
+        for a in (x, gamma, beta):
+            a.flags.writeable = not frozen
+        y, mean, rstd = group_norm(x, 4, gamma, beta, return_stats=True)
+        for a in (y, mean, rstd):
+            a.flags.writeable = not frozen
+        group_norm_backward(y, x, mean, rstd, 4, gamma)
+    for name, kernel in _kernels():
+        dtypes = [sig[0].dtype for sig in kernel.signatures]
+        assert len(dtypes) == len(set(dtypes)), f"{name}: {kernel.signatures}"
