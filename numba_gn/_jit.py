@@ -61,3 +61,14 @@ def kernel(fn: Callable | None = None, *, parallel: bool = False) -> Any:
 def inline(fn: Callable) -> Any:
     """Compile a small helper that is always inlined into its caller (no call overhead)."""
     return _njit(fn, **JIT_OPTIONS, inline="always")
+
+
+def subroutine(fn: Callable) -> Any:
+    """Compile a helper with a loop of its own once per signature, and call it.
+
+    Numba's ``inline="always"`` re-types and re-lowers a helper's whole body at every call site,
+    and nested helpers multiply that: the slab kernels took three times as long to compile with
+    every helper inlined. A helper whose loop runs over a whole piece or channel costs nothing
+    to call, and LLVM may still inline it.
+    """
+    return _njit(fn, **JIT_OPTIONS)

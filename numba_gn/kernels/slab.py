@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from numba_gn._jit import inline, kernel
+from numba_gn._jit import inline, kernel, subroutine
 from numba_gn.kernels._common import (
     PIECE,
     compute_empty,
@@ -81,7 +81,7 @@ def _unit_span(u, L, A, per, P):
     return a0, min(A, a0 + per), 0, L
 
 
-@inline
+@subroutine
 def _segments_sums(xf, first, stride, a0, a1, L, K, acc):
     """Shifted sums of whole segments ``a0..a1-1`` in one set of lane accumulators."""
     lanes = acc.shape[1]
@@ -158,7 +158,7 @@ def _slab_coefs(mu, r, gamma, beta, g, D, coef, xf):
     return mh
 
 
-@inline
+@subroutine
 def _spread(coef, k, B, start, length, out):
     """``out[j] = coef[(start + j) // B, k]``: per-channel coefficients laid out per element."""
     if B == 1:  # channels-last: a plain (strided) copy
@@ -302,7 +302,7 @@ def forward_chunked_par(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rs
 # backward: units are pieces of channel runs (n, a, c) of B contiguous elements
 
 
-@inline
+@subroutine
 def _segments_dy_sums(dyf, xf, first, stride, a0, a1, L, mh, ml, acc):
     """:func:`dy_sums` of whole runs ``a0..a1-1`` in one set of lane accumulators."""
     lanes = acc.shape[1]
@@ -366,7 +366,7 @@ def _channel_sums(dyf, xf, n, c, A, C, B, mh, ml, acc, per, P, U):
     return Sd, Sx
 
 
-@inline
+@subroutine
 def _short_channel_sums(dyf, xf, n, g, A, C, B, D, mh, ml, per, U, db, ds):
     """:func:`_channel_sums` of a group's channels whose runs are shorter than the lanes.
 
