@@ -192,13 +192,14 @@ def test_num_threads_is_restored_after_forced_modes(monkeypatch):
 
 
 def _kernels():
-    """Every compiled (not inlined) kernel of the row and slab families, by name."""
+    """The entry points of the row and slab families (public, not inlined), by name."""
     for module in (rows, slab):
         for name, obj in vars(module).items():
             if (
                 isinstance(obj, numba.core.registry.CPUDispatcher)
                 and obj.py_func.__module__ == module.__name__
                 and obj.targetoptions.get("inline") != "always"
+                and not name.startswith("_")  # helpers called from kernels (subroutines)
             ):
                 yield f"{module.__name__}.{name}", obj
 
