@@ -141,3 +141,11 @@ def test_performance_page_renders_from_the_json(quick, tmp_path):
     for heading in ("# Performance", "## Measured on", "## Targets", "## All cases", "## Accuracy"):
         assert heading in page
     assert "tiny channels-last" in page
+
+
+def test_startup_is_measured_next_to_the_numba_floor():
+    """Fresh interpreters: import, import + first call, and a trivial cached Numba function."""
+    startup = bench.measure_startup(runs=1)
+    assert set(startup) == {"warm_import_s", "warm_first_call_s", "numba_floor_s"}
+    assert 0 < startup["warm_import_s"] < startup["warm_first_call_s"] < 60
+    assert 0 < startup["numba_floor_s"] < 60

@@ -287,6 +287,12 @@ def render(
             " the first call of any compiled function (it imports `scipy.linalg`, among others),"
             " not the loading of numba_gn's kernels.",
         ]
+    if "numba_floor_s" in startup:
+        lines[-1] += (
+            " For scale, in the same run: importing Numba and making the first call of one"
+            " trivial cached parallel `@njit` function on the same array takes"
+            f" {startup['numba_floor_s']:.2f} s, the floor of any Numba library."
+        )
     lines += [
         "",
         "## All cases",

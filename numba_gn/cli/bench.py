@@ -558,18 +558,47 @@ print(t1 - t0, t2 - t0)
 """
 
 
+# The floor any Numba library starts from: import Numba and make the first call of one trivial
+# cached parallel function on the same array (Numba sets up its typing registries and threads).
+_FLOOR_MODULE = """
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, parallel=True)
+def double(x):
+    y = np.empty_like(x)
+    for i in numba.prange(x.size):
+        y[i] = 2 * x[i]
+    return y
+"""
+
+_FLOOR_CODE = """
+import time
+t0 = time.perf_counter()
+import numpy as np
+import numba_floor
+t1 = time.perf_counter()
+x = np.linspace(-1.0, 1.0, 8 * 32 * 32 * 64, dtype=np.float32)
+numba_floor.double(x)
+t2 = time.perf_counter()
+print(t1 - t0, t2 - t0)
+"""
+
+
 def measure_startup(cold: bool = False, runs: int = 3) -> dict[str, float]:
     """Seconds for ``import numba_gn`` and import + first call, in fresh interpreters.
 
-    Warm: the on-disk kernel cache is populated (one unmeasured run first), median of ``runs``.
-    Cold (``cold=True``): one run with ``NUMBA_CACHE_DIR`` at an empty temporary folder, so the
-    kernels the call needs are compiled.
+    Warm: the on-disk kernel cache is populated (one unmeasured run first), median of ``runs``;
+    ``numba_floor_s`` is the same for a trivial cached Numba function (what any Numba library
+    costs at start-up). Cold (``cold=True``): one run with ``NUMBA_CACHE_DIR`` at an empty
+    temporary folder, so the kernels the call needs are compiled.
     """
     import tempfile
 
-    def once(env: dict[str, str] | None = None) -> tuple[float, float]:
+    def once(code: str, env: dict[str, str] | None = None) -> tuple[float, float]:
         out = subprocess.run(
-            [sys.executable, "-c", _STARTUP_CODE],
+            [sys.executable, "-c", code],
             capture_output=True,
             text=True,
             check=True,
@@ -577,15 +606,23 @@ def measure_startup(cold: bool = False, runs: int = 3) -> dict[str, float]:
         ).stdout.split()
         return float(out[0]), float(out[1])
 
-    once()
-    warm = [once() for _ in range(runs)]
+    once(_STARTUP_CODE)
+    warm = [once(_STARTUP_CODE) for _ in range(runs)]
     result = {
         "warm_import_s": statistics.median(t[0] for t in warm),
         "warm_first_call_s": statistics.median(t[1] for t in warm),
     }
+    with tempfile.TemporaryDirectory(prefix="numba_gn_floor_") as d:
+        with open(os.path.join(d, "numba_floor.py"), "w") as f:
+            f.write(_FLOOR_MODULE)
+        env = {"PYTHONPATH": d, "NUMBA_CACHE_DIR": os.path.join(d, "cache")}
+        once(_FLOOR_CODE, env)  # compiles into the cache
+        result["numba_floor_s"] = statistics.median(
+            once(_FLOOR_CODE, env)[1] for _ in range(runs)
+        )
     if cold:
         with tempfile.TemporaryDirectory(prefix="numba_gn_cold_") as d:
-            imp, first = once({"NUMBA_CACHE_DIR": d})
+            imp, first = once(_STARTUP_CODE, {"NUMBA_CACHE_DIR": d})
         result.update(cold_import_s=imp, cold_first_call_s=first)
     return result
 
@@ -652,7 +689,8 @@ def _print_tables(rows: list[Row], facts: dict[str, str], startup: dict | None) 
     if startup:
         line = (
             f"\nfresh interpreter, warm kernel cache: import {startup['warm_import_s']:.2f} s, "
-            f"import + first call {startup['warm_first_call_s']:.2f} s"
+            f"import + first call {startup['warm_first_call_s']:.2f} s "
+            f"(a trivial cached Numba function: {startup['numba_floor_s']:.2f} s)"
         )
         if "cold_first_call_s" in startup:
             line += f"; empty cache (compiling): {startup['cold_first_call_s']:.2f} s"
