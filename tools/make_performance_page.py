@@ -279,6 +279,14 @@ def render(
     for desc, target, check in STARTUP_TARGETS:
         value, ok = check(startup)
         lines.append(f"| {desc} | {target} | {value or '—'} | {_mark(ok)} |")
+    lines += [
+        "",
+        "These are the medians of one run. On a shared virtual machine the same commit measures"
+        " differently from one run to the next (the channels-last ratios, which depend on how"
+        " much of the last-level cache the machine leaves us, moved by ±15% over a day of"
+        " runs), so a target within that of its limit is met in some runs and missed in others;"
+        " compare commits within one run (`asv continuous`), not across pages.",
+    ]
     if "warm_import_s" in startup:
         lines += [
             "",
