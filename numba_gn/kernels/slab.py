@@ -211,7 +211,8 @@ def _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd
     rstd[s] = r
     coef = compute_empty(xf, (D, 2))
     mh = _slab_coefs(mu, r, gamma, beta, g, D, coef, xf)
-    scratch = compute_empty(xf, (2, min(L, PIECE)))
+    # Only short channel runs use the spread coefficients; long ones need no scratch.
+    scratch = compute_empty(xf, (2, min(L, PIECE) if B < SHORT_RUN else 0))
     if B < SHORT_RUN and L <= PIECE:  # spread the coefficients once for every segment
         _spread(coef, 0, B, 0, L, scratch[0])
         _spread(coef, 1, B, 0, L, scratch[1])
@@ -291,7 +292,7 @@ def forward_chunked_par(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rs
         a0, a1, start, stop = _unit_span(u - s * U, L, A, per, P)
         coef_g = coef[n * C + g * D :]
         first = (n * A * C + g * D) * B
-        scratch = compute_empty(xf, (2, stop - start))
+        scratch = compute_empty(xf, (2, stop - start if B < SHORT_RUN else 0))
         for a in range(a0, a1):
             base = first + a * C * B
             _normalize_piece(xf, yf, base, start, stop - start, B, coef_g, mhs[s], stream, scratch)
