@@ -3,11 +3,10 @@
 Every kernel in :mod:`numba_gn.kernels` is decorated with :func:`kernel`, so the options below
 hold everywhere:
 
-* ``cache=True``: compiled machine code is kept on disk, so a new process loads instead of
-  compiling (see ``docs/threads.md`` for the cache folder and ``NUMBA_CACHE_DIR``). When Numba
-  finds no writable cache folder at all (read-only install, no writable home, no
-  ``NUMBA_CACHE_DIR``) it refuses ``cache=True`` with a RuntimeError at decoration time; the
-  kernels are then compiled without a disk cache instead (:data:`cache_disabled` says why).
+* a disk cache (:mod:`numba_gn._cache`): compiled machine code is kept on disk, so a new process
+  loads instead of compiling. It lives in ``NUMBA_CACHE_DIR`` when set, otherwise in the user's
+  cache directory, and is still read when its folder is read-only; without any usable folder
+  the kernels are compiled in memory (:data:`cache_disabled` says why).
 * ``error_model="numpy"``: division by zero gives inf/NaN instead of a Python exception; this is
   also what lets LLVM vectorise divisions.
 * ``fastmath={"contract"}`` only: fused multiply-add is allowed, but nothing that assumes the
@@ -23,8 +22,9 @@ from typing import Any
 
 import numba
 
+from numba_gn import _cache
+
 JIT_OPTIONS: dict[str, Any] = {
-    "cache": True,
     "nogil": True,
     "error_model": "numpy",
     "fastmath": {"contract"},
@@ -32,21 +32,16 @@ JIT_OPTIONS: dict[str, Any] = {
 }
 
 
-#: None while kernels are cached on disk; otherwise Numba's reason for refusing every cache folder.
+#: None while kernels are cached on disk; otherwise why they are compiled in memory only.
 cache_disabled: str | None = None
 
 
 def _njit(f: Callable, **options: Any) -> Any:
-    """``numba.njit(**options)(f)``, compiled in memory only if no cache folder is writable."""
+    """``numba.njit(**options)(f)`` with numba_gn's disk cache (see :mod:`numba_gn._cache`)."""
     global cache_disabled
-    if options.get("cache") and cache_disabled is None:
-        try:
-            return numba.njit(**options)(f)
-        except RuntimeError as exc:  # "cannot cache function ...: no locator available ..."
-            if "no locator available" not in str(exc):
-                raise
-            cache_disabled = str(exc)
-    return numba.njit(**{**options, "cache": False})(f)
+    if _cache.cache_root() is None:
+        cache_disabled = _cache.status()["reason"]
+    return _cache.install(numba.njit(**options)(f))
 
 
 def kernel(fn: Callable | None = None, *, parallel: bool = False) -> Any:

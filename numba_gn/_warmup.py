@@ -1,41 +1,196 @@
-"""Compile (or load from the disk cache) every kernel ahead of time."""
+"""Compile (or load from the disk cache) kernels ahead of time, and say which it was.
+
+A *task* is one dtype and one case: a small input whose forward and backward calls take one
+kernel path. Between them the cases reach every kernel: the row kernels (serial, waves of
+samples spread over all threads, whole samples per thread), the slab kernels (serial, fused,
+chunked) for channels-first data and for channels-last data with wide rows, and the
+convolution layers' ``col2im``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numba
 import numpy as np
 
-from numba_gn import _engine, _threading
+from numba_gn import _cache, _engine, _threading
 from numba_gn.functional import group_norm, group_norm_backward
 
-# (shape, axis, groups) that between them take every kernel path: rows, fused slab, chunked
-# slab, each once serial (small) and once parallel (>= PARALLEL_MIN_ELEMENTS elements); the
-# rows' whole-samples-per-thread path gets :func:`_samples_case`.
-_SERIAL_CASES = (((2, 4, 8), -1, 4), ((2, 8, 4), 1, 4))
-_PARALLEL_CASES = (((2, 64, 256), -1, 32), ((8, 64, 64), 1, 32), ((1, 8, 4096), 1, 1))
+#: The layouts a warm-up can be limited to (``conv``: the convolution layers' kernels).
+LAYOUTS = ("channels-last", "channels-first", "conv")
+DTYPES = ("float32", "float64", "float16")
 
 
-def _samples_case() -> tuple[tuple[int, ...], int, int]:
-    """A row-family case with enough samples for whole samples per thread (depends on threads)."""
-    n = _engine.ROW_SAMPLES_MIN_PER_THREAD * numba.get_num_threads()
+@dataclass(frozen=True)
+class Case:
+    """One kernel path: ``group_norm(x, groups, axis=axis)`` on an input of ``shape``."""
+
+    name: str
+    layout: str
+    shape: tuple[int, ...]
+    axis: int
+    groups: int
+    parallel: bool
+
+
+def _samples_shape() -> tuple[int, ...]:
+    """A row-family shape with enough samples for whole samples per thread (depends on threads)."""
+    n = _engine.ROW_SAMPLES_MIN_PER_THREAD * max(numba.get_num_threads(), 1)
     c = 2 * max(1, -(-_threading.PARALLEL_MIN_ELEMENTS // (4 * n)))  # two rows of c per sample
-    return (n, 2, c), -1, c // 2
+    return (n, 2, c)
+
+
+def cases() -> tuple[Case, ...]:
+    """Every case, serial ones first (the parallel ones need >= PARALLEL_MIN_ELEMENTS)."""
+    samples = _samples_shape()
+    return (
+        Case("rows, serial", "channels-last", (2, 4, 8), -1, 4, False),
+        Case("wide rows, serial", "channels-last", (1, 2, 4096), -1, 2, False),
+        Case("slab, serial", "channels-first", (2, 8, 4), 1, 4, False),
+        Case("rows, waves", "channels-last", (2, 64, 256), -1, 32, True),
+        Case("rows, whole samples", "channels-last", samples, -1, samples[-1] // 2, True),
+        Case("wide rows, fused", "channels-last", (4, 2, 4096), -1, 2, True),
+        Case("wide rows, chunked", "channels-last", (2, 4, 4096), -1, 2, True),
+        Case("slab, fused", "channels-first", (8, 64, 64), 1, 32, True),
+        Case("slab, chunked", "channels-first", (1, 8, 4096), 1, 1, True),
+        Case("col2im, serial", "conv", (1, 4, 4, 2), -1, 1, False),
+        Case("col2im, parallel", "conv", (8, 34, 34, 8), -1, 1, True),
+    )
+
+
+@dataclass
+class Report:
+    """What a warm-up did: kernels compiled and loaded (by name), seconds, the cache folder."""
+
+    compiled: list[str] = field(default_factory=list)
+    loaded: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    cache: str | None = None
+
+    def merge(self, other: Report) -> None:
+        """Add another report's kernels and time (a task run in another process)."""
+        self.compiled += other.compiled
+        self.loaded += other.loaded
+        self.seconds += other.seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return {
+            "compiled": self.compiled,
+            "loaded": self.loaded,
+            "seconds": self.seconds,
+            "cache": self.cache,
+        }
+
+
+def _dispatchers() -> list[Any]:
+    """Every Numba dispatcher of the kernels (entry points and the helpers they call)."""
+    from numba.core.registry import CPUDispatcher
+
+    from numba_gn.kernels import rows, slab
+    from numba_gn.layers import conv_kernels
+
+    found = []
+    for module in (slab, rows, conv_kernels):
+        for value in vars(module).values():
+            if isinstance(value, CPUDispatcher) and value.py_func.__module__ == module.__name__:
+                found.append(value)
+    return found
+
+
+def _counts(dispatchers: Sequence[Any]) -> dict[str, tuple[int, int]]:
+    out = {}
+    for d in dispatchers:
+        stats = d.stats
+        key = f"{d.py_func.__module__.rsplit('.', 1)[-1]}.{d.py_func.__name__}"
+        out[key] = (sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
+    return out
+
+
+def _run_case(case: Case, dtype: str) -> None:
+    size = int(np.prod(case.shape))
+    x = np.linspace(-1.0, 1.0, size).reshape(case.shape).astype(dtype)
+    if case.layout == "conv":
+        from numba_gn.layers.conv_kernels import col2im
+
+        n, h, w, c = case.shape
+        cols = np.ones((n * (h - 2) * (w - 2), 9 * c), dtype=dtype)
+        col2im(cols, case.shape, (3, 3), (1, 1), (1, 1), (h - 2, w - 2))
+        return
+    y, mean, rstd = group_norm(x, case.groups, axis=case.axis, return_stats=True)
+    group_norm_backward(y, x, mean, rstd, case.groups, axis=case.axis)
+
+
+def tasks(
+    dtypes: Iterable[str | np.dtype] = ("float32", "float64"),
+    layouts: Iterable[str] = LAYOUTS,
+    parallel: bool = True,
+) -> list[tuple[str, Case]]:
+    """The (dtype, case) pairs a warm-up runs, checked."""
+    dts = [np.dtype(d).name for d in dtypes]
+    for d in dts:
+        if d not in DTYPES:
+            raise ValueError(f"`dtypes` may hold {', '.join(DTYPES)}; got {d!r}.")
+    lays = list(layouts)
+    for lay in lays:
+        if lay not in LAYOUTS:
+            raise ValueError(f"`layouts` may hold {', '.join(LAYOUTS)}; got {lay!r}.")
+    chosen = [c for c in cases() if c.layout in lays and (parallel or not c.parallel)]
+    # col2im is a float32/float64 kernel (the layers compute float16 in float32).
+    return [(d, c) for d in dts for c in chosen if not (c.layout == "conv" and d == "float16")]
+
+
+def run_tasks(
+    todo: Sequence[tuple[str, Case]],
+    progress: Callable[[int, int, str, Report], None] | None = None,
+) -> Report:
+    """Run ``todo`` in this process; ``progress(done, total, label, step_report)`` after each."""
+    dispatchers = _dispatchers()
+    report = Report(cache=_cache.cache_root())
+    for i, (dtype, case) in enumerate(todo):
+        before = _counts(dispatchers)
+        start = time.perf_counter()
+        _run_case(case, dtype)
+        step = Report(seconds=time.perf_counter() - start, cache=report.cache)
+        for name, (hits, misses) in _counts(dispatchers).items():
+            h0, m0 = before[name]
+            step.loaded += [name] * (hits - h0)
+            step.compiled += [name] * (misses - m0)
+        report.merge(step)
+        if progress is not None:
+            progress(i + 1, len(todo), f"{dtype} {case.name}", step)
+    return report
 
 
 def warmup(
-    dtypes: Iterable[str | np.dtype] = ("float32", "float64"), parallel: bool = True
-) -> None:
-    """Run forward and backward once on each kernel path for each dtype.
+    dtypes: Iterable[str | np.dtype] = ("float32", "float64"),
+    parallel: bool = True,
+    layouts: Iterable[str] = LAYOUTS,
+) -> Report:
+    """Compile or load every kernel the given dtypes and layouts can use, now.
 
-    First-call latency then moves here (e.g. at application start-up or in a benchmark's setup).
-    With a warm on-disk cache this takes well under a second.
+    First-call latency then moves here (application start-up, a worker's set-up, a container
+    image's build step). With a warm disk cache this takes well under a second; with an empty
+    one, seconds per kernel (``numba-gn warmup --jobs N`` spreads that over processes).
+
+    Parameters
+    ----------
+    dtypes : iterable of str or dtype, default ("float32", "float64")
+        Any of float32, float64, float16.
+    parallel : bool, default True
+        Also the parallel kernels (used for inputs of 32768 elements and more).
+    layouts : iterable of str, default every layout
+        Any of "channels-last", "channels-first" and "conv" (the convolution layers'
+        kernels).
+
+    Returns
+    -------
+    Report
+        The kernels compiled and those loaded from the disk cache (a name per specialisation),
+        the seconds taken and the cache folder.
     """
-    assert _threading.PARALLEL_MIN_ELEMENTS <= min(np.prod(s) for s, _, _ in _PARALLEL_CASES)
-    cases = _SERIAL_CASES + ((*_PARALLEL_CASES, _samples_case()) if parallel else ())
-    for dtype in dtypes:
-        for shape, axis, groups in cases:
-            x = np.linspace(-1.0, 1.0, int(np.prod(shape))).reshape(shape).astype(dtype)
-            y, mean, rstd = group_norm(x, groups, axis=axis, return_stats=True)
-            group_norm_backward(y, x, mean, rstd, groups, axis=axis)
+    return run_tasks(tasks(dtypes, layouts, parallel))

@@ -1,63 +1,60 @@
-"""Issue 6, point 4: the on-disk kernel cache never breaks the library.
+"""The on-disk kernel cache never breaks the library, and a read-only one is still used.
 
-* A read-only install (the package's ``__pycache__`` not writable) falls back to Numba's
-  user-wide cache folder, and when that is not writable either, to compiling in memory
-  (``numba_gn._jit`` catches Numba's "no locator available" refusal).
+* Kernels are cached in ``NUMBA_CACHE_DIR`` or the user's cache directory, never in the
+  package's own folder (so a read-only install works and ``pip uninstall`` leaves nothing).
+* A cache filled beforehand is loaded when its folder is read-only (a container image, a shared
+  install); a kernel missing from it is compiled in memory with one warning.
+* With no usable folder at all, kernels are compiled in memory, with one warning.
 * ``NUMBA_CACHE_DIR`` is honoured: cache files appear there and a new process loads them.
 * Several processes compiling into the same empty cache at once do not crash.
 
-"Read-only" is made real with ``chmod``; the test machine may run as root, for whom ``chmod``
-changes nothing, so the child also makes Numba's writability probe
-(``_CacheLocator.ensure_cache_path``) fail for the read-only folders, which is exactly what
-Numba sees on a read-only file system. Every child runs with ``PYTHONDONTWRITEBYTECODE=1`` so
-the copied package stays untouched, and every child compiles only a couple of serial kernels
-to keep the runtime down.
+"Read-only" is made real: a read-only bind mount in a private mount namespace when the tests
+run as root (for whom file modes change nothing), ``chmod`` otherwise, exactly what a non-root
+user sees. Every child runs with ``PYTHONDONTWRITEBYTECODE=1`` and compiles only a couple of
+serial kernels to keep the runtime down; loads are asserted from Numba's own cache statistics.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from _subprocess import check_python, last_json_line, run_python
+from _subprocess import check_python, child_env, last_json_line, run_python
 
 import numba_gn
 from numba_gn import group_norm, group_norm_backward
 
-# Prepended to the child programs that simulate read-only folders (RO_ROOTS, os.pathsep-joined).
-_READ_ONLY_PRELUDE = r"""
-import os
-import numba.core.caching as _caching
-
-_RO = [os.path.realpath(p) for p in os.environ.get("RO_ROOTS", "").split(os.pathsep) if p]
-_probe = _caching._CacheLocator.ensure_cache_path
-
-def _ensure_cache_path(self):
-    path = os.path.realpath(self.get_cache_path())
-    if any(path == r or path.startswith(r + os.sep) for r in _RO):
-        raise PermissionError(13, "Permission denied (read-only folder)", path)
-    return _probe(self)
-
-_caching._CacheLocator.ensure_cache_path = _ensure_cache_path
-"""
-
-# One small channels-first float64 call: two serial slab kernels to compile.
+# One small channels-first float64 call: two serial slab kernels to compile. Reports the result's
+# digest and, from Numba's dispatcher statistics, how many kernels were loaded and compiled.
 _WORK = r"""
-import hashlib, json, sys
+import hashlib, json, sys, warnings
+warnings.simplefilter("always")
 import numpy as np
 import numba_gn
-from numba_gn import _jit, group_norm, group_norm_backward
+from numba_gn import _cache, _jit, group_norm, group_norm_backward
+from numba_gn.kernels import slab
 
 x = np.random.default_rng(7).standard_normal((2, 8, 6, 5))
 y, m, r = group_norm(x, 4, axis=1, return_stats=True)
 dx, dg, db = group_norm_backward(np.cos(x), x, m, r, 4, axis=1)
 h = hashlib.blake2b(b"".join(a.tobytes() for a in (y, m, r, dx, dg, db))).hexdigest()
-print(json.dumps({"file": numba_gn.__file__, "digest": h, "cache_disabled": _jit.cache_disabled}))
+kernels = (slab.forward_fused_ser, slab.backward_fused_ser)
+print(json.dumps({
+    "file": numba_gn.__file__,
+    "digest": h,
+    "cache_disabled": _jit.cache_disabled,
+    "cache": _cache.status(),
+    "hits": sum(sum(k.stats.cache_hits.values()) for k in kernels),
+    "misses": sum(sum(k.stats.cache_misses.values()) for k in kernels),
+}))
 """
 
 
@@ -78,104 +75,152 @@ def _snapshot(root: Path) -> dict[str, float]:
     return {str(p): p.stat().st_mtime for p in root.rglob("*")}
 
 
-def _make_read_only(root: Path) -> None:
+def _set_writable(root: Path, writable: bool) -> None:
     for p in [root, *root.rglob("*")]:
         mode = p.stat().st_mode
-        p.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+        bits = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+        p.chmod(mode | stat.S_IWUSR if writable else mode & ~bits)
 
 
-def _make_writable(root: Path) -> None:
-    for p in [root, *root.rglob("*")]:
-        p.chmod(p.stat().st_mode | stat.S_IWUSR)
+def _can_mount_read_only() -> bool:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", "mount --bind /tmp /tmp && mount -o remount,ro,bind /tmp"],
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+_RO_MOUNT = _can_mount_read_only()
+
+
+def run_read_only(code: str, read_only: list[Path], env: dict, **kw):
+    """Run ``code`` in a child that sees every folder of ``read_only`` as read-only."""
+    if os.geteuid() != 0:
+        for p in read_only:
+            _set_writable(p, False)
+        try:
+            return run_python(code, env=env, **kw)
+        finally:
+            for p in read_only:
+                _set_writable(p, True)
+    if not _RO_MOUNT:
+        pytest.skip("running as root without mount namespaces: no way to make a folder read-only")
+    mounts = " && ".join(
+        f"mount --bind {shlex.quote(str(p))} {shlex.quote(str(p))} && "
+        f"mount -o remount,ro,bind {shlex.quote(str(p))}"
+        for p in read_only
+    )
+    script = f"{mounts} && exec {shlex.quote(sys.executable)} -c {shlex.quote(code)}"
+    timeout = kw.pop("timeout", 180)
+    proc = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script],
+        env=child_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )
+    from _subprocess import Result
+
+    return Result(proc.returncode, proc.stdout, proc.stderr, False)
 
 
 @pytest.fixture
 def read_only_install(tmp_path):
-    """A copy of the package, without any cache files, in a read-only folder."""
+    """A copy of the package, without any cache files (it is made read-only by the child)."""
     site = tmp_path / "site"
     src = Path(numba_gn.__file__).parent
     shutil.copytree(src, site / "numba_gn", ignore=shutil.ignore_patterns("__pycache__"))
-    _make_read_only(site)
-    yield site
-    _make_writable(site)
+    return site
 
 
-def _read_only_env(site: Path, home: Path, ro_roots: list[Path]) -> dict[str, str | None]:
+def _env(site: Path, home: Path, cache_dir: Path | None = None) -> dict[str, str | None]:
     return {
         "PYTHONPATH": str(site),
         "PYTHONDONTWRITEBYTECODE": "1",
         "HOME": str(home),
         "XDG_CACHE_HOME": None,
-        "NUMBA_CACHE_DIR": None,
-        "NUMBA_CACHE_LOCATOR_CLASSES": None,
-        "RO_ROOTS": os.pathsep.join(str(p) for p in ro_roots),
+        "NUMBA_CACHE_DIR": str(cache_dir) if cache_dir else None,
     }
 
 
-def test_read_only_install_uses_the_user_cache(read_only_install, tmp_path):
+def test_read_only_install_caches_in_the_user_cache(read_only_install, tmp_path):
     site = read_only_install
     home = tmp_path / "home"
     home.mkdir()
     before = _snapshot(site)
-    res = check_python(
-        _READ_ONLY_PRELUDE + _WORK,
-        env=_read_only_env(site, home, [site]),
-        timeout=180,
-        cwd=tmp_path,
-    )
+    res = run_read_only(_WORK, [site], _env(site, home), cwd=tmp_path)
+    assert res.rc == 0, res.describe()
     report = last_json_line(res.stdout)
     assert report["file"].startswith(str(site))  # the copy ran, not the checkout
     assert report["digest"] == _expected_digest()
     assert report["cache_disabled"] is None
-    assert _cache_files(home / ".cache" / "numba"), "no cache files in the user cache folder"
+    assert _cache_files(home / ".cache" / "numba_gn"), "no cache files in the user cache folder"
     assert _snapshot(site) == before  # nothing written into the install
+    assert "KernelCacheWarning" not in res.stderr
 
 
-def test_read_only_install_and_home_compile_without_cache(read_only_install, tmp_path):
+@pytest.mark.parametrize("where", ["NUMBA_CACHE_DIR", "user cache"])
+def test_prefilled_read_only_cache_is_loaded(read_only_install, tmp_path, where):
+    """Filled while writable (an image build), then read-only: loaded, nothing compiled."""
     site = read_only_install
     home = tmp_path / "home"
     home.mkdir()
-    _make_read_only(home)
-    before = _snapshot(site)
-    try:
-        res = check_python(
-            _READ_ONLY_PRELUDE + _WORK,
-            env=_read_only_env(site, home, [site, home]),
-            timeout=180,
-            cwd=tmp_path,
-        )
-    finally:
-        _make_writable(home)
+    cache = tmp_path / "cache" if where == "NUMBA_CACHE_DIR" else home / ".cache" / "numba_gn"
+    env = _env(site, home, cache if where == "NUMBA_CACHE_DIR" else None)
+    fill = check_python(_WORK, env=env, timeout=180, cwd=tmp_path)
+    assert last_json_line(fill.stdout)["misses"] == 2
+    before = _snapshot(cache)
+    res = run_read_only(_WORK, [site, cache], env, cwd=tmp_path)
+    assert res.rc == 0, res.describe()
     report = last_json_line(res.stdout)
-    assert report["file"].startswith(str(site))
     assert report["digest"] == _expected_digest()
-    assert "no locator available" in report["cache_disabled"]
+    assert report["cache"]["writable"] is False
+    assert (report["hits"], report["misses"]) == (2, 0)
+    assert "KernelCacheWarning" not in res.stderr
+    assert _snapshot(cache) == before
+
+
+def test_read_only_empty_cache_compiles_in_memory_with_one_warning(read_only_install, tmp_path):
+    site = read_only_install
+    home = tmp_path / "home"
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    home.mkdir()
+    res = run_read_only(_WORK, [site, cache], _env(site, home, cache), cwd=tmp_path)
+    assert res.rc == 0, res.describe()
+    report = last_json_line(res.stdout)
+    assert report["digest"] == _expected_digest()
+    assert (report["hits"], report["misses"]) == (0, 2)
+    assert res.stderr.count("KernelCacheWarning") == 1, res.stderr
+    assert "is read-only" in res.stderr and "numba-gn warmup" in res.stderr
+    assert not list(cache.rglob("*"))
+
+
+def test_no_cache_folder_compiles_in_memory_with_one_warning(read_only_install, tmp_path):
+    site = read_only_install
+    home = tmp_path / "home"
+    home.mkdir()
+    res = run_read_only(_WORK, [site, home], _env(site, home), cwd=tmp_path)
+    assert res.rc == 0, res.describe()
+    report = last_json_line(res.stdout)
+    assert report["digest"] == _expected_digest()
+    assert "cannot be created" in report["cache_disabled"]
+    assert res.stderr.count("KernelCacheWarning") == 1, res.stderr
     assert not list(home.rglob("*"))
-    assert _snapshot(site) == before
 
 
 def test_info_cache_folder_without_any_cache_folder(read_only_install, tmp_path):
-    """``numba-gn info`` reports the cache folder; with none usable it must say so, not raise.
-
-    (Only ``cache_folder()`` is called: the whole of ``info`` first warms up every kernel, which
-    without a disk cache takes ~40 s.)
-    """
+    """``numba-gn info`` reports the cache folder; with none usable it must say so, not raise."""
     site = read_only_install
     home = tmp_path / "home"
     home.mkdir()
-    _make_read_only(home)
-    try:
-        res = run_python(
-            _READ_ONLY_PRELUDE
-            + "from numba_gn.cli.info import cache_folder\nprint(cache_folder())",
-            env=_read_only_env(site, home, [site, home]),
-            timeout=180,
-            cwd=tmp_path,
-        )
-    finally:
-        _make_writable(home)
+    code = "from numba_gn.cli.info import cache_folder\nprint(cache_folder())"
+    res = run_read_only(code, [site, home], _env(site, home), cwd=tmp_path)
     assert res.rc == 0 and "Traceback" not in res.stderr, res.describe()
-    assert res.stdout.strip()
+    assert res.stdout.strip().startswith("none: kernels are compiled in memory")
 
 
 # ----------------------------------------------------------------------------------------------

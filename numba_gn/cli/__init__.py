@@ -1,4 +1,4 @@
-"""The ``numba-gn`` command: ``info``, ``check``, ``demo`` and ``bench``.
+"""The ``numba-gn`` command: ``info``, ``warmup``, ``check``, ``demo`` and ``bench``.
 
 Each subcommand lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``;
 heavy imports happen inside ``run`` so ``numba-gn --help`` stays instant.
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 #: subcommand name -> (module, one-line help)
 COMMANDS = {
     "info": ("numba_gn.cli.info", "versions, threading layer, thread count, cache folder"),
+    "warmup": ("numba_gn.cli.warmup", "compile or load every kernel now, with progress"),
     "check": ("numba_gn.cli.check", "check accuracy and speed on every layout"),
     "bench": ("numba_gn.cli.bench", "time and accuracy next to np.copyto, NumPy and PyTorch"),
     "demo": ("numba_gn.cli.demo", "train a small CNN with GroupNormalization on digits"),

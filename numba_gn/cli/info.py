@@ -12,16 +12,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def collect() -> dict[str, str]:
-    """The facts ``info`` prints, as strings (also used by ``bench`` to label results)."""
+    """The facts ``info`` prints, as strings (also used by ``bench`` to label results).
+
+    Nothing is compiled: the threading layer is started (Numba does that on the first call of
+    any parallel kernel, in milliseconds) but no kernel runs.
+    """
     import llvmlite
     import numba
     import numpy as np
     import scipy
 
     import numba_gn
-    from numba_gn import _threading, warmup
+    from numba_gn import _threading
 
-    warmup(parallel=True)  # the threading layer is only known after a parallel launch
+    threads = numba.get_num_threads()  # starts the threading layer; compiles nothing
+    try:
+        layer = numba.threading_layer()
+    except ValueError:
+        layer = "none (serial only)"
     return {
         "numba_gn": numba_gn.__version__,
         "python": platform.python_version(),
@@ -31,12 +39,51 @@ def collect() -> dict[str, str]:
         "llvmlite": llvmlite.__version__,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "cpu": numba.config.CPU_NAME or _host_cpu(),
-        "cpus": str(os.cpu_count()),
-        "threads": str(numba.get_num_threads()),
-        "threading layer": _threading.threading_layer() or "none (serial only)",
+        "cpus": _cpus(),
+        "threads": str(threads),
+        "threading layer": f"{layer} (requested: {numba.config.THREADING_LAYER})",
+        "layers available": ", ".join(_available_layers()) or "none",
         "forked child": str(_threading.in_forked_child()),
         "cache folder": cache_folder(),
+        "cached kernels": _cached_kernel_count(),
     }
+
+
+def _cpus() -> str:
+    """Logical CPUs, and those this process may run on when the affinity mask says fewer."""
+    total = os.cpu_count()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return str(total)
+    return str(total) if usable == total else f"{total} ({usable} in this process's affinity)"
+
+
+def _available_layers() -> list[str]:
+    """Numba threading layers whose libraries load here (importing the pool module loads them)."""
+    import importlib
+
+    found = []
+    for name, module in (("tbb", "tbbpool"), ("omp", "omppool"), ("workqueue", "workqueue")):
+        try:
+            importlib.import_module(f"numba.np.ufunc.{module}")
+        except ImportError:
+            continue
+        found.append(name)
+    return found
+
+
+def _cached_kernel_count() -> str:
+    """How many compiled kernels the cache folder holds for this install."""
+    from numba_gn import _cache
+
+    root = _cache.cache_root()
+    if root is None or not os.path.isdir(root):
+        return "0"
+    count = 0
+    for _dirpath, _dirs, files in os.walk(root):
+        count += sum(f.endswith(".nbc") for f in files)
+    return str(count)
 
 
 def _host_cpu() -> str:
@@ -46,17 +93,16 @@ def _host_cpu() -> str:
 
 
 def cache_folder() -> str:
-    """Where Numba keeps numba_gn's compiled kernels (or why there is no disk cache)."""
-    from numba.core.caching import FunctionCache
+    """Where numba_gn keeps its compiled kernels (or why there is no disk cache)."""
+    from numba_gn import _cache
 
-    from numba_gn import _jit
-    from numba_gn.kernels import slab
-
-    if _jit.cache_disabled is not None:
-        return f"none: kernels are compiled in memory ({_jit.cache_disabled})"
-
-    impl = FunctionCache(slab.forward_fused_ser.py_func)._impl
-    return impl.locator.get_cache_path()
+    status = _cache.status()
+    if status["path"] is None:
+        return f"none: kernels are compiled in memory ({status['reason']})"
+    where = f"{status['path']} ({status['origin']})"
+    if not status["writable"]:
+        where += "; read-only: cached kernels load, new ones are not saved"
+    return where
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +111,4 @@ def run(args: argparse.Namespace) -> int:
     width = max(map(len, facts))
     for key, value in facts.items():
         print(f"{key:<{width}}  {value}")
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        print(f"{'':<{width}}  (set by NUMBA_CACHE_DIR)")
     return 0

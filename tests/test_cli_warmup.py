@@ -1,0 +1,100 @@
+"""``numba-gn warmup`` fills an empty cache that later processes load from, and ``numba-gn info``
+compiles nothing.
+
+Loads and compiles are counted from Numba's own cache statistics (``dispatcher.stats``), not from
+times. Only the serial float64 kernels are warmed here, to keep the compile time down.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _subprocess import child_env
+
+from numba_gn import _warmup
+from numba_gn.cli import build_parser
+
+
+def _numba_gn(args: list[str], cache: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "numba_gn", *args],
+        env=child_env({"NUMBA_CACHE_DIR": str(cache), "PYTHONDONTWRITEBYTECODE": "1"}),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+_WARM = ["warmup", "--dtype", "float64", "--serial-only", "--json"]
+
+
+@pytest.fixture(scope="module")
+def warmed(tmp_path_factory):
+    """An empty cache warmed by two processes, then warmed again by one."""
+    cache = tmp_path_factory.mktemp("warm") / "cache"
+    first = _numba_gn([*_WARM, "--jobs", "2"], cache)
+    second = _numba_gn(_WARM, cache)
+    return cache, first, second
+
+
+def test_warmup_fills_an_empty_cache(warmed):
+    cache, first, _ = warmed
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout.strip().splitlines()[-1])
+    tasks = _warmup.tasks(["float64"], _warmup.LAYOUTS, parallel=False)
+    assert summary["tasks"] == len(tasks) == 4
+    assert summary["jobs"] == 2 and summary["failed"] is False
+    # forward and backward of the serial row and slab kernels, col2im, and their helpers
+    assert summary["compiled"] >= 5
+    assert summary["cache"] == str(cache) and summary["cache_writable"] is True
+    assert any(cache.rglob("*.nbc"))
+    assert first.stderr.count("float64") == len(tasks)  # one progress line per task
+
+
+def test_second_process_loads_without_compiling(warmed):
+    _, _, second = warmed
+    assert second.returncode == 0, second.stderr
+    summary = json.loads(second.stdout.strip().splitlines()[-1])
+    assert summary["compiled"] == 0
+    # forward and backward of the serial row and slab kernels, and col2im: the helpers they
+    # call are part of their cached machine code and are not loaded separately
+    assert summary["loaded"] == 5
+
+
+def test_info_compiles_nothing(tmp_path):
+    cache = tmp_path / "cache"
+    res = _numba_gn(["info"], cache, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "threading layer" in res.stdout and str(cache) in res.stdout
+    assert not list(cache.rglob("*.nbc"))
+
+
+def test_warmup_arguments_are_checked():
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["warmup", "--dtype", "int8"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["warmup", "--layout", "sideways"])
+    with pytest.raises(ValueError, match="`dtypes`"):
+        _warmup.tasks(["int8"])
+    with pytest.raises(ValueError, match="`layouts`"):
+        _warmup.tasks(["float32"], ["sideways"])
+
+
+def test_warmup_cases_reach_every_kernel_path():
+    """Each family/strategy the engine can choose has a case (the parallel ones are big enough)."""
+    from numba_gn import _threading
+
+    names = {c.name for c in _warmup.cases()}
+    assert {"rows, serial", "slab, serial", "rows, waves", "rows, whole samples"} <= names
+    assert {"slab, fused", "slab, chunked", "col2im, serial", "col2im, parallel"} <= names
+    for case in _warmup.cases():
+        if case.parallel and case.layout != "conv":
+            n = 1
+            for s in case.shape:
+                n *= s
+            assert n >= _threading.PARALLEL_MIN_ELEMENTS, case
