@@ -10,6 +10,7 @@ Layers of the package, each built on the one before it:
 """
 
 from numba_gn import autograd, buffers, layers, params
+from numba_gn._cache import KernelCacheWarning
 from numba_gn._warmup import warmup
 from numba_gn.autograd import Function, GradientTape, Tensor, gradcheck
 from numba_gn.functional import group_norm, group_norm_backward
@@ -23,6 +24,7 @@ __all__ = [
     "Function",
     "GradientTape",
     "GroupNormalization",
+    "KernelCacheWarning",
     "Tensor",
     "Variable",
     "__version__",
