@@ -112,6 +112,11 @@ def serialize(activation: Activation) -> str:
 def deserialize(config: str | dict[str, Any]) -> Activation:
     """An activation from its name or a Keras ``{"class_name": "function", "config": name}``."""
     if isinstance(config, dict):
+        from numba_gn.params._registry import check_config_envelope
+
+        # The name is looked up among the built-ins whatever the dict says, so a dict that
+        # claims another module is refused rather than quietly reinterpreted.
+        check_config_envelope(config, "activation")
         config = config.get("config", config.get("class_name"))
     if not isinstance(config, str):
         raise ValueError(f"Could not deserialize activation {config!r}.")

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from numba_gn.params._registry import check_config_envelope
+
 __all__ = ["DTypePolicy", "get"]
 
 # name -> (variable dtype, compute dtype)
@@ -23,7 +25,6 @@ _POLICIES = {
     "float64": ("float64", "float64"),
     "mixed_float16": ("float32", "float16"),
 }
-_OUTER_KEYS = frozenset({"module", "class_name", "config", "registered_name"})
 # Keras 3.0-3.5 wrote "FloatDTypePolicy"; later versions write "DTypePolicy".
 _CLASS_NAMES = frozenset({"DTypePolicy", "FloatDTypePolicy"})
 
@@ -111,25 +112,12 @@ def get(identifier: Any) -> DTypePolicy:
 
 def _name_from_config(config: Mapping[str, Any]) -> str:
     """The policy name inside a Keras ``{"class_name": "DTypePolicy", "config": {...}}`` dict."""
-    unknown = sorted(str(k) for k in config if k not in _OUTER_KEYS)
-    if unknown:
-        raise ValueError(
-            f"Unknown key(s) {unknown} in a dtype policy config; expected some of "
-            f"{sorted(_OUTER_KEYS)}. Received: {dict(config)!r}"
-        )
+    check_config_envelope(config, "dtype policy")
     class_name = config.get("class_name")
     if class_name not in _CLASS_NAMES:
         raise ValueError(
             f"Unsupported dtype policy class {class_name!r}; only {sorted(_CLASS_NAMES)} "
             "(a plain float policy) can be read."
-        )
-    module = config.get("module")
-    if module is not None and not (
-        isinstance(module, str) and module.split(".")[0] in ("keras", "numba_gn")
-    ):
-        raise ValueError(
-            f"Refusing a dtype policy from module {module!r}: only Keras's own policies are "
-            "read (nothing is imported)."
         )
     inner = config.get("config")
     if not isinstance(inner, Mapping) or set(inner) != {"name"}:

@@ -4,6 +4,9 @@ Initializers, regularizers and constraints each build a :class:`Registry` from a
 their own classes. Names are resolved only through that table (or through ``custom_objects``
 given by the caller): nothing taken from a config is ever imported or evaluated, and the
 ``"module"`` key of a Keras config is checked, never imported.
+
+:func:`check_config_envelope` applies the same checks (outer keys, trusted module) for every
+other config reader: layer entries, dtype policies, optimizers, losses, activations.
 """
 
 from __future__ import annotations
@@ -71,11 +74,73 @@ def build_from_config(cls: type, config: Mapping[str, Any]) -> Any:
 
 
 def _is_trusted_module(module: object) -> bool:
+    """Whether a config's ``"module"`` names Keras or numba_gn (or is absent)."""
     if module is None:
         return True
     if not isinstance(module, str):
         return False
     return any(module == root or module.startswith(root + ".") for root in _TRUSTED_MODULE_ROOTS)
+
+
+def check_config_keys(
+    config: Mapping[Any, Any], what: str, extra_keys: Iterable[str] = ()
+) -> None:
+    """Refuse a Keras ``{"module", "class_name", "config", ...}`` dict with an unknown key.
+
+    Parameters
+    ----------
+    config
+        The outer dict of a serialized object.
+    what
+        What it describes, for messages (``"layer"``, ``"optimizer"``).
+    extra_keys
+        Keys accepted besides ``module``, ``class_name``, ``config`` and ``registered_name``
+        (a layer entry of a Sequential config also carries ``build_config``).
+
+    Raises
+    ------
+    ValueError
+        Naming the unknown keys and the class.
+    """
+    accepted = _OUTER_KEYS.union(extra_keys)
+    unknown = sorted(str(k) for k in config if k not in accepted)
+    if unknown:
+        raise ValueError(
+            f"Unknown key(s) {unknown} in the {what} config of {config.get('class_name')!r}; "
+            f"expected some of {sorted(accepted)}."
+        )
+
+
+def check_config_module(config: Mapping[Any, Any], what: str, hint: str = "") -> None:
+    """Refuse a Keras config dict whose ``"module"`` is neither Keras nor numba_gn.
+
+    Only the built-in classes of those two packages are ever looked up, by name; a config
+    naming any other module describes something this package cannot rebuild without importing
+    it, which it never does.
+
+    Raises
+    ------
+    ValueError
+        Naming the module and the class.
+    """
+    module = config.get("module")
+    if not _is_trusted_module(module):
+        raise ValueError(
+            f"Refusing to deserialize the {what} {config.get('class_name')!r} from module "
+            f"{module!r}: only Keras's and numba_gn's own {what} classes are known (nothing named "
+            f"in a config is ever imported).{hint}"
+        )
+
+
+def check_config_envelope(
+    config: Mapping[Any, Any], what: str, extra_keys: Iterable[str] = ()
+) -> None:
+    """Refuse unknown outer keys, then an untrusted module.
+
+    For readers that take no ``custom_objects``, where a foreign module can never be honoured.
+    """
+    check_config_keys(config, what, extra_keys)
+    check_config_module(config, what)
 
 
 class Registry:
@@ -213,12 +278,7 @@ class Registry:
                 "expected a name or a config dict"
             )
 
-        unknown = sorted(str(k) for k in config if k not in _OUTER_KEYS)
-        if unknown:
-            raise ValueError(
-                f"Unknown key(s) {unknown} in {self.family} config; "
-                f"expected some of {sorted(_OUTER_KEYS)}"
-            )
+        check_config_keys(config, self.family)
         if "class_name" not in config:
             raise ValueError(f"A {self.family} config needs a 'class_name' key: {config!r}")
         class_name = config["class_name"]
@@ -241,13 +301,10 @@ class Registry:
             if isinstance(key, str) and key in custom:
                 return self._instantiate(custom[key], inner)
 
-        module = config.get("module")
-        if not _is_trusted_module(module):
-            raise ValueError(
-                f"Refusing to deserialize {class_name!r} from module {module!r}: only built-in "
-                f"Keras/numba_gn {self.family}s are known (nothing is ever imported). "
-                "Pass custom_objects to use your own class."
-            )
+        # Custom objects were honoured above whatever their module; built-ins must be ours.
+        check_config_module(
+            config, self.family, " Pass custom_objects to use your own class."
+        )
         return self._instantiate(self.lookup(class_name), inner)
 
     def _instantiate(self, target: Any, inner: Any) -> Any:
