@@ -8,23 +8,31 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import sys
 from collections.abc import Sequence
 
 import numpy as np
+
+from numba_gn._checks import show as _show
 
 _FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
 def check_groups_value(groups: object) -> None:
-    """Keras's construction-time rule: a positive int, or -1 for one group per channel."""
+    """Keras's construction-time rule: a positive int, or -1 for one group per channel.
+
+    Stricter than Keras: bools and ints beyond ``sys.maxsize`` (no axis can be that long) are
+    rejected too, all with Keras's ``ValueError``.
+    """
     if (
-        isinstance(groups, bool)
+        isinstance(groups, (bool, np.bool_))
         or not isinstance(groups, numbers.Integral)
         or (groups <= 0 and groups != -1)
+        or groups > sys.maxsize
     ):
         raise ValueError(
             "Received an invalid value for argument `groups`, expected a positive integer "
-            f"(or `-1` for instance normalization). Received: groups={groups!r}"
+            f"(or `-1` for instance normalization). Received: groups={_show(groups)}"
         )
 
 
@@ -33,13 +41,14 @@ def check_group_size_value(group_size: object) -> None:
     if group_size is None:
         return
     if (
-        isinstance(group_size, bool)
+        isinstance(group_size, (bool, np.bool_))
         or not isinstance(group_size, numbers.Integral)
         or group_size <= 0
+        or group_size > sys.maxsize
     ):
         raise ValueError(
             "Received an invalid value for argument `group_size`, expected a positive integer "
-            f"or None. Received: group_size={group_size!r}"
+            f"or None. Received: group_size={_show(group_size)}"
         )
 
 
@@ -48,6 +57,10 @@ def resolve_groups(groups: object, group_size: object, channels: int, *, default
 
     ``group_size`` wins when set; ``groups`` must then be left at its default (or None), or
     agree with it.
+
+    Zero channels give zero groups for ``groups=-1`` (one group per channel) and for any
+    ``group_size``: the normalisation of an empty channel axis is empty, not an error. A
+    positive ``groups`` still cannot exceed the (zero) channels.
     """
     check_group_size_value(group_size)
     if group_size is not None:
@@ -68,6 +81,8 @@ def resolve_groups(groups: object, group_size: object, channels: int, *, default
         return derived
     check_groups_value(groups)
     g = channels if groups == -1 else int(groups)  # type: ignore[arg-type]
+    if g == 0:  # groups=-1 on zero channels: nothing to split (and nothing to divide by)
+        return 0
     if g > channels:
         raise ValueError(
             f"Number of groups ({g}) cannot be more than the number of channels ({channels})."
@@ -82,7 +97,7 @@ def resolve_groups(groups: object, group_size: object, channels: int, *, default
 
 def normalize_axes(axis: object, ndim: int) -> tuple[int, ...]:
     """Channel axes as non-negative ints: each in range, not the batch axis 0, no repeats."""
-    if isinstance(axis, bool):
+    if isinstance(axis, (bool, np.bool_)):
         raise TypeError(f"`axis` must be an int or a tuple/list of ints, got axis={axis!r}.")
     if isinstance(axis, numbers.Integral):
         items: Sequence[object] = (axis,)
@@ -90,15 +105,15 @@ def normalize_axes(axis: object, ndim: int) -> tuple[int, ...]:
         items = axis
     else:
         raise TypeError(
-            f"`axis` must be an int or a non-empty tuple/list of ints, got axis={axis!r}."
+            f"`axis` must be an int or a non-empty tuple/list of ints, got axis={_show(axis)}."
         )
     out = []
     for a in items:
-        if isinstance(a, bool) or not isinstance(a, numbers.Integral):
-            raise TypeError(f"`axis` entries must be ints, got axis={axis!r}.")
+        if isinstance(a, (bool, np.bool_)) or not isinstance(a, numbers.Integral):
+            raise TypeError(f"`axis` entries must be ints, got axis={_show(axis)}.")
         if not -ndim <= a < ndim:
             raise ValueError(
-                f"`axis`={axis!r} is out of range for an input with {ndim} dimensions "
+                f"`axis`={_show(axis)} is out of range for an input with {ndim} dimensions "
                 f"(valid: 1..{ndim - 1} or -{ndim - 1}..-1)."
             )
         p = int(a) % ndim
@@ -113,9 +128,13 @@ def normalize_axes(axis: object, ndim: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def as_float_array(x: object, name: str) -> np.ndarray:
-    """``x`` as a native-byte-order float16/32/64 ndarray (lists and scalars converted)."""
-    arr = x if isinstance(x, np.ndarray) else _asarray(x, name)
+def as_float_array(x: object, name: str, *, masked_hint: str = "") -> np.ndarray:
+    """``x`` as a native-byte-order float16/32/64 base-class ndarray (lists, scalars converted).
+
+    ndarray subclasses are viewed as plain ndarrays (see :func:`_asarray`); ``masked_hint`` is
+    appended to the error refusing a masked array.
+    """
+    arr = x if type(x) is np.ndarray else _asarray(x, name, masked_hint=masked_hint)
     if arr.dtype not in _FLOAT_DTYPES:
         if arr.dtype.kind == "f" and arr.dtype.itemsize in (2, 4, 8):
             arr = arr.astype(arr.dtype.newbyteorder("="))  # big-endian floats: convert
@@ -126,11 +145,34 @@ def as_float_array(x: object, name: str) -> np.ndarray:
     return arr
 
 
-def _asarray(x: object, name: str) -> np.ndarray:
+def _asarray(x: object, name: str, *, masked_hint: str = "") -> np.ndarray:
+    """``x`` as a base-class ndarray, sharing memory with ``x`` when it is already an array.
+
+    The kernels are compiled for plain ndarrays only, and subclasses change what ``reshape``
+    and friends return (``np.matrix`` stays 2-D), so a subclass (``np.memmap``, ``np.matrix``,
+    a user's) is seen through a plain ndarray view of its memory. A masked array is refused:
+    viewing it would silently drop its mask.
+    """
+    if isinstance(x, np.ndarray):
+        if type(x) is not np.ndarray:
+            check_not_masked(x, name, masked_hint)
+            return x.view(np.ndarray)
+        return x
     try:
         return np.asarray(x)
     except Exception as exc:  # ragged lists and the like
         raise TypeError(f"`{name}` could not be converted to an array: {exc}") from None
+
+
+def check_not_masked(x: object, name: str, hint: str = "") -> None:
+    """Refuse a ``numpy.ma.MaskedArray`` for argument ``name``: its mask would be ignored."""
+    # numpy.ma is imported lazily by NumPy; if nobody imported it, no masked array exists.
+    ma = sys.modules.get("numpy.ma")
+    if ma is not None and isinstance(x, ma.MaskedArray):
+        raise TypeError(
+            f"`{name}` is a masked array (numpy.ma.MaskedArray), which is not supported: its "
+            f"mask would be silently ignored. {hint or 'Pass a plain ndarray (e.g. `.filled()`).'}"
+        )
 
 
 def frozen(a: np.ndarray) -> np.ndarray:
@@ -148,7 +190,7 @@ def param_array(p: object, name: str, shape: tuple[int, ...], fill: float) -> np
     """gamma/beta as a flat float64 array of ``prod(shape)`` values (``fill`` when None)."""
     if p is None:
         return _constant(math.prod(shape), fill)
-    arr = _asarray(p, name) if not isinstance(p, np.ndarray) else p
+    arr = p if type(p) is np.ndarray else _asarray(p, name)
     if arr.dtype.kind not in "fiu" or arr.dtype.kind == "b":
         raise TypeError(f"`{name}` must be a real float array, got dtype {arr.dtype}.")
     if arr.shape != shape:
@@ -169,9 +211,12 @@ def check_epsilon(epsilon: object) -> float:
     """``epsilon`` as a float: finite and >= 0."""
     if type(epsilon) is float and 0.0 <= epsilon < math.inf:  # the common case, quickly
         return epsilon
-    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real):
-        raise TypeError(f"`epsilon` must be a real number, got epsilon={epsilon!r}.")
-    eps = float(epsilon)
+    if isinstance(epsilon, (bool, np.bool_)) or not isinstance(epsilon, numbers.Real):
+        raise TypeError(f"`epsilon` must be a real number, got epsilon={_show(epsilon)}.")
+    try:
+        eps = float(epsilon)
+    except OverflowError:  # an int beyond the float range, e.g. 10**400
+        eps = math.inf
     if not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"`epsilon` must be finite and >= 0, got epsilon={epsilon!r}.")
+        raise ValueError(f"`epsilon` must be finite and >= 0, got epsilon={_show(epsilon)}.")
     return eps

@@ -12,7 +12,7 @@ from typing import Literal, overload
 
 import numpy as np
 
-from numba_gn import _args, _engine
+from numba_gn import _args, _checks, _engine
 
 __all__ = ["group_norm", "group_norm_backward"]
 
@@ -77,13 +77,20 @@ def _plan(x: np.ndarray, groups: object, group_size: object, axis: object) -> _P
     return plan
 
 
+#: Appended to the error refusing a masked ``x`` or ``dy``.
+_MASKED_HINT = (
+    "Use numba_gn.group_norm_masked (and group_norm_masked_backward) for statistics over the "
+    "unmasked positions, or pass the data itself (`.data` or `.filled(...)`)."
+)
+
+
 class _Problem:
     """A validated call: the input as a float array and its plan."""
 
     __slots__ = ("x", "plan")
 
     def __init__(self, x: object, groups: object, group_size: object, axis: object):
-        self.x = _args.as_float_array(x, "x")
+        self.x = _args.as_float_array(x, "x", masked_hint=_MASKED_HINT)
         self.plan = _plan(self.x, groups, group_size, axis)
 
 
@@ -134,7 +141,8 @@ def group_norm(
     groups : int, default 32
         Number of groups the channels are split into (contiguously: channel ``c`` is in group
         ``c // (C/groups)``); ``-1`` means one group per channel (instance norm), ``1`` is layer
-        norm over all non-batch axes.
+        norm over all non-batch axes. With zero channels, ``-1`` (or a ``group_size``) means
+        zero groups: an empty ``y`` and stats of shape (N, 0).
     gamma, beta : array of the channel shape, optional
         Scale and offset per channel; None means 1 and 0.
     axis : int or tuple of ints, default -1
@@ -145,13 +153,23 @@ def group_norm(
     group_size : int, optional
         Channels per group, instead of ``groups`` (it wins when set).
     out : array, optional
-        Preallocated output of the shape and dtype of ``x`` (may be ``x`` itself).
+        Preallocated output of the shape and dtype of ``x``. It may share memory with any
+        input (``x`` itself for in-place, or ``gamma``/``beta`` views of it): the result is
+        always the one computed from copies of the inputs, as with NumPy ufuncs.
     return_stats : bool, default False
         Also return ``mean`` and ``rstd = 1/sqrt(var + epsilon)``, float64 of shape (N, G).
 
     Returns
     -------
     y, or (y, mean, rstd) when ``return_stats`` is true.
+        ``y`` is ``out`` itself when given, else a new plain ndarray.
+
+    Notes
+    -----
+    ndarray subclasses are accepted as inputs and computed on as plain ndarrays (``np.memmap``,
+    ``np.matrix``, user subclasses); as ``out`` they are written into and returned as they are.
+    Masked arrays (``numpy.ma``) are refused with a TypeError, for every argument: this function
+    would ignore their mask; :func:`numba_gn.group_norm_masked` takes a mask.
 
     Raises
     ------
@@ -163,9 +181,13 @@ def group_norm(
     g = _args.param_array(gamma, "gamma", plan.channel_shape, 1.0)
     b = _args.param_array(beta, "beta", plan.channel_shape, 0.0)
     eps = _args.check_epsilon(epsilon)
-    if out is not None:
-        _check_out(out, prob)
+    if return_stats is not False and return_stats is not True:  # identity tests: cheap
+        return_stats = _checks.boolean(return_stats, "return_stats")  # NumPy bools pass
     xs = prob.x
+    outb = None
+    if out is not None:
+        outb = _check_out(out, prob)
+        g, b = _apart(g, outb), _apart(b, outb)
     canon = plan.canon
     N, G = xs.shape[0], plan.groups
 
@@ -175,10 +197,10 @@ def group_norm(
         rstd = np.full((N, G), np.nan)
         return (y, mean, rstd) if return_stats else y
 
-    target = _target(out, canon, xs, (xs,))
+    target = _target(outb, canon, xs, (xs,))
     yc = _flat(target, canon, read_only=False)
     mean, rstd = _engine.forward(_flat(xs, canon), yc, canon, G, g, b, eps)
-    y = _deliver(out, target)
+    y = _deliver(out, outb, target)
     if return_stats:
         return y, mean.reshape(N, G), rstd.reshape(N, G)
     return y
@@ -191,7 +213,8 @@ def _target(
 
     ``out`` is used directly when its memory is in canonical order and it is each input itself
     or disjoint from it (kernels read an element before writing the same element, but a partial
-    overlap would let outputs overwrite inputs not yet read).
+    overlap would let outputs overwrite inputs not yet read). ``inputs`` are the arrays of
+    ``out``'s shape; the small parameter arrays are separated from ``out`` by :func:`_apart`.
     """
     if (
         out is not None
@@ -202,13 +225,30 @@ def _target(
     return canon.empty(like.shape, like.dtype)
 
 
-def _deliver(out: np.ndarray | None, target: np.ndarray) -> np.ndarray:
-    """The result: ``target``, copied into ``out`` first if the kernels could not write there."""
-    if out is None:
+def _deliver(out: object, outb: np.ndarray | None, target: np.ndarray) -> np.ndarray:
+    """The result: ``target``, or the caller's ``out`` with ``target`` copied in if needed.
+
+    ``outb`` is ``out``'s plain-ndarray view; the kernels wrote there directly when ``target``
+    is ``outb``.
+    """
+    if outb is None:
         return target
-    if target is not out:
-        np.copyto(out, target)
-    return out
+    if target is not outb:
+        np.copyto(outb, target)
+    return out  # type: ignore[return-value]
+
+
+def _apart(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``a`` (an input the kernels read), copied if it may share memory with ``out``.
+
+    The kernels read gamma, beta and the statistics while they write ``out``: an input that is
+    a view of ``out`` would be read after being overwritten. A copy makes the call behave as
+    if every input had been copied first (NumPy's rule for ufuncs). Only inputs that can alias
+    pay for the check, and only the rare aliasing ones for the copy (channel- or (N, G)-sized).
+    """
+    if np.may_share_memory(a, out):
+        return _args.frozen(a.copy())
+    return a
 
 
 def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
@@ -219,15 +259,24 @@ def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
     )
 
 
-def _check_out(out: object, prob: _Problem) -> None:
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"`out` must be a NumPy array, got {type(out).__name__}.")
+def _check_out(out: object, prob: _Problem) -> np.ndarray:
+    """``out`` validated, as a plain-ndarray view of its memory (what the kernels can take).
+
+    A subclass (``np.memmap``, ``np.matrix``, a user's) is written through that view, so the
+    caller's object receives the result; a masked array is refused (its mask would go stale).
+    """
+    if type(out) is not np.ndarray:
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"`out` must be a NumPy array, got {type(out).__name__}.")
+        _args.check_not_masked(out, "out", "Pass a plain ndarray (e.g. its `.data`).")
+        out = out.view(np.ndarray)
     if out.shape != prob.x.shape:
         raise ValueError(f"`out` must have shape {prob.x.shape}, got {out.shape}.")
     if out.dtype != prob.x.dtype:
         raise TypeError(f"`out` must have dtype {prob.x.dtype}, got {out.dtype}.")
     if not out.flags.writeable:
         raise ValueError("`out` is read-only.")
+    return out
 
 
 def group_norm_backward(
@@ -255,20 +304,27 @@ def group_norm_backward(
     groups, gamma, axis, group_size
         As in the forward call (``gamma`` None means ones).
     out : array, optional
-        Preallocated ``dx`` of the shape and dtype of ``x`` (may be ``dy`` or ``x`` itself):
-        saves the page faults of a fresh large array on every call.
+        Preallocated ``dx`` of the shape and dtype of ``x``: saves the page faults of a fresh
+        large array on every call. It may share memory with any input (``dy`` or ``x`` itself,
+        or ``gamma``/``mean``/``rstd`` views of it): the result is always the one computed
+        from copies of the inputs.
 
     Returns
     -------
     (dx, dgamma, dbeta)
-        ``dx`` with the shape and dtype of ``x``; ``dgamma`` and ``dbeta`` with the channel
-        shape, in gamma's float dtype (or x's compute dtype when gamma is None). Both are always
-        computed; callers ignore what they do not need.
+        ``dx`` with the shape and dtype of ``x`` (``out`` itself when given); ``dgamma`` and
+        ``dbeta`` with the channel shape, in gamma's float dtype (or x's compute dtype when
+        gamma is None). Both are always computed; callers ignore what they do not need.
+
+    Notes
+    -----
+    ndarray subclasses are handled as in :func:`group_norm`; masked arrays are refused with a
+    TypeError (:func:`numba_gn.group_norm_masked_backward` takes a mask).
     """
     prob = _Problem(x, groups, group_size, axis)
     plan = prob.plan
     g = _args.param_array(gamma, "gamma", plan.channel_shape, 1.0)
-    dys = _args.as_float_array(dy, "dy")
+    dys = _args.as_float_array(dy, "dy", masked_hint=_MASKED_HINT)
     if dys.shape != prob.x.shape:
         raise ValueError(f"`dy` must have the shape of `x` {prob.x.shape}, got {dys.shape}.")
     if dys.dtype != prob.x.dtype:
@@ -280,18 +336,20 @@ def group_norm_backward(
         pdtype = gamma.dtype.newbyteorder("=")  # native order, like every other output
     else:  # float16 gradients would lose most digits of these sums
         pdtype = np.dtype(np.float32) if prob.x.dtype == _F16 else prob.x.dtype
+    outb = None
     if out is not None:
-        _check_out(out, prob)
+        outb = _check_out(out, prob)
+        g, m, r = _apart(g, outb), _apart(m, outb), _apart(r, outb)
     canon = plan.canon
     xs = prob.x
     if xs.size == 0:
         dx = out if out is not None else np.zeros(xs.shape, dtype=xs.dtype)
         zeros = np.zeros(plan.channel_shape, dtype=pdtype)
         return dx, zeros, zeros.copy()
-    target = _target(out, canon, xs, (xs, dys))
+    target = _target(outb, canon, xs, (xs, dys))
     dxc = _flat(target, canon, read_only=False)
     dgamma, dbeta = _engine.backward(_flat(dys, canon), _flat(xs, canon), dxc, canon, G, g, m, r)
-    dx = _deliver(out, target)
+    dx = _deliver(out, outb, target)
     shape = plan.channel_shape
     return dx, dgamma.reshape(shape).astype(pdtype), dbeta.reshape(shape).astype(pdtype)
 

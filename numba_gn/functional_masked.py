@@ -28,6 +28,10 @@ __all__ = ["group_norm_masked", "group_norm_masked_backward"]
 
 _F16 = np.dtype(np.float16)
 
+#: Appended to the errors refusing masked arrays (their masks are not interpreted here).
+_MASKED_X_HINT = "Pass the data (`.data` or `.filled(...)`) and the positions to keep as `mask`."
+_MASKED_MASK_HINT = "Pass a plain boolean ndarray (True = keep)."
+
 
 class _Layout:
     """How ``x`` maps onto the grouped view ``(N, S, G, C/G)`` used by both passes."""
@@ -54,7 +58,8 @@ class _Layout:
         moved = np.moveaxis(a, self.axes, range(a.ndim - k, a.ndim))
         G = self.groups
         C = math.prod(self.channel_shape)
-        return np.asarray(moved, dtype=np.float64).reshape(self.n, self.s, G, C // G)
+        per_group = C // G if G else 0  # zero channels make zero groups (an empty result)
+        return np.asarray(moved, dtype=np.float64).reshape(self.n, self.s, G, per_group)
 
     def ungrouped(self, g: np.ndarray, dtype: np.dtype) -> np.ndarray:
         """Inverse of :meth:`grouped`, cast to ``dtype``; C-contiguous in x's axis order."""
@@ -65,10 +70,13 @@ class _Layout:
 
     def mask(self, mask: object) -> np.ndarray:
         """``mask`` validated and flattened to a bool ``(N, S, 1, 1)`` array."""
-        try:
-            m = np.asarray(mask)
-        except ValueError as exc:  # ragged nested lists
-            raise ValueError(f"`mask` could not be converted to an array: {exc}") from None
+        if isinstance(mask, np.ndarray):
+            m = _args._asarray(mask, "mask", masked_hint=_MASKED_MASK_HINT)
+        else:
+            try:
+                m = np.asarray(mask)
+            except ValueError as exc:  # ragged nested lists
+                raise ValueError(f"`mask` could not be converted to an array: {exc}") from None
         if m.dtype != np.bool_:
             if m.dtype.kind in "iu" and np.isin(m, (0, 1)).all():
                 m = m.astype(bool)  # 0/1 integer masks are common (e.g. attention masks)
@@ -87,7 +95,7 @@ class _Layout:
 def _param(p: object, name: str, layout: _Layout, fill: float) -> np.ndarray:
     """gamma/beta as float64 ``(G, C/G)``."""
     flat = _args.param_array(p, name, layout.channel_shape, fill)
-    return flat.reshape(layout.groups, -1)
+    return flat.reshape(layout.groups, -1 if layout.groups else 0)  # -1 is ambiguous for 0
 
 
 def _normalised(xg: np.ndarray, mean: np.ndarray, rstd: np.ndarray) -> np.ndarray:
@@ -124,9 +132,17 @@ def group_norm_masked(
     -------
     (y, mean, rstd)
         ``y`` in ``x``'s dtype and layout; ``mean`` and ``rstd = 1/sqrt(var + epsilon)`` as
-        float64 ``(N, G)``, both 0 for a (sample, group) whose positions are all masked.
+        float64 ``(N, G)``, both 0 for a (sample, group) whose positions are all masked. All
+        are new plain ndarrays (nothing is written into an input).
+
+    Notes
+    -----
+    ndarray subclasses (``np.memmap``, ``np.matrix``, user subclasses) are computed on as plain
+    ndarrays. Masked arrays (``numpy.ma``) are refused with a TypeError for every argument,
+    ``x`` included: the positions to keep are given by ``mask`` alone, whose shape differs from
+    a masked ``x``'s per-element mask.
     """
-    xs = _args.as_float_array(x, "x")
+    xs = _args.as_float_array(x, "x", masked_hint=_MASKED_X_HINT)
     layout = _Layout(xs.shape, axis, groups)
     eps = _args.check_epsilon(epsilon)
     w = layout.mask(mask)
@@ -177,11 +193,16 @@ def group_norm_masked_backward(
     (dx, dgamma, dbeta)
         ``dx`` in ``x``'s dtype and shape; ``dgamma``/``dbeta`` with the channel shape, in
         gamma's float dtype (x's compute dtype when gamma is None: float32 for float16 x).
+
+    Notes
+    -----
+    Array arguments are treated as in :func:`group_norm_masked` (subclasses viewed as plain
+    ndarrays, masked arrays refused).
     """
-    xs = _args.as_float_array(x, "x")
+    xs = _args.as_float_array(x, "x", masked_hint=_MASKED_X_HINT)
     layout = _Layout(xs.shape, axis, groups)
     w = layout.mask(mask)
-    dys = _args.as_float_array(dy, "dy")
+    dys = _args.as_float_array(dy, "dy", masked_hint=_MASKED_X_HINT)
     if dys.shape != xs.shape:
         raise ValueError(f"`dy` must have the shape of `x` {xs.shape}, got {dys.shape}.")
     stats_shape = (layout.n, layout.groups)
@@ -218,7 +239,7 @@ def group_norm_masked_backward(
 
 
 def _stats(a: object, name: str, shape: tuple[int, int]) -> np.ndarray:
-    arr = np.asarray(a)
+    arr = _args._asarray(a, name)
     if arr.dtype.kind != "f":
         raise TypeError(f"`{name}` must be a float array, got dtype {arr.dtype}.")
     if arr.shape != shape:

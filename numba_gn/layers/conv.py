@@ -6,11 +6,13 @@ that module for the measured choice and Keras's "same" padding arithmetic).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from numba_gn import _checks
 from numba_gn.autograd import Tensor
 from numba_gn.layers import activations
 from numba_gn.layers.base import Layer, Shape
@@ -21,21 +23,33 @@ from numba_gn.params import constraints, initializers, regularizers
 __all__ = ["Conv1D", "Conv2D"]
 
 
+def _positive_int(value: object) -> bool:
+    """A positive int (not a bool) no larger than any array dimension can be."""
+    return (
+        isinstance(value, (int, np.integer))
+        and not isinstance(value, (bool, np.bool_))
+        and 0 < value <= sys.maxsize
+    )
+
+
 def _tuple(value: int | Sequence[int], rank: int, name: str) -> tuple[int, ...]:
-    """Keras's ``standardize_tuple``: an int is repeated, a sequence must have ``rank`` ints."""
+    """Keras's ``standardize_tuple``: an int is repeated, a sequence must have ``rank`` ints.
+
+    Every entry must be a positive int (Keras's ``ValueError`` for anything else).
+    """
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         t: tuple[Any, ...] = (int(value),) * rank
+    elif isinstance(value, (str, bytes)):  # tuple("3") would be ("3",): not a sequence of ints
+        t = ()
     else:
         try:
             t = tuple(value)  # type: ignore[arg-type]
         except TypeError:
             t = ()
-    if len(t) != rank or not all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in t
-    ):
+    if len(t) != rank or not all(_positive_int(v) for v in t):
         raise ValueError(
             f"The `{name}` argument must be a tuple of {rank} positive integers. "
-            f"Received {name}={value!r}"
+            f"Received {name}={_checks.show(value)}"
         )
     return tuple(int(v) for v in t)
 
@@ -68,29 +82,44 @@ class _Conv(Layer):
     ) -> None:
         super().__init__(**kwargs)
         cls = type(self).__name__
-        if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters <= 0:
+        if not _positive_int(filters):
             raise ValueError(
                 f"Invalid value for argument `filters`. Expected a strictly positive value. "
-                f"Received filters={filters!r}."
+                f"Received filters={_checks.show(filters)}."
             )
         rank = self.rank
         self.filters = int(filters)
         self.kernel_size = _tuple(kernel_size, rank, "kernel_size")
         self.strides = _tuple(strides, rank, "strides")
         self.dilation_rate = _tuple(dilation_rate, rank, "dilation_rate")
-        padding = str(padding).lower()
+        if not isinstance(padding, str):
+            raise TypeError(
+                f"{cls}: `padding` must be a string, one of {list(self._paddings)}. Received: "
+                f"padding={_checks.show(padding)}"
+            )
+        padding = padding.lower()
         if padding not in self._paddings:
             raise ValueError(
                 f"{cls}: `padding` must be one of {list(self._paddings)}. Received: "
                 f"padding={padding!r}"
             )
         self.padding = padding
-        if data_format not in (None, "channels_last"):
+        if data_format not in (None, "channels_last", "channels_first"):
+            raise ValueError(
+                "The `data_format` argument must be one of {'channels_first', 'channels_last'}. "
+                f"Received: data_format={_checks.show(data_format)}"
+            )
+        if data_format == "channels_first":
             raise NotImplementedError(
                 f"{cls}: only data_format='channels_last' is supported (got {data_format!r}); "
                 "transpose channels-first inputs first."
             )
         self.data_format = "channels_last"
+        if not _positive_int(groups):  # Keras's check, before ours that only 1 is supported
+            raise ValueError(
+                "The number of groups must be a positive integer. "
+                f"Received: groups={_checks.show(groups)}."
+            )
         if groups != 1:
             raise NotImplementedError(f"{cls}: grouped convolution (groups={groups}) is not "
                                       "supported; use groups=1.")
@@ -103,7 +132,7 @@ class _Conv(Layer):
         if activity_regularizer is not None:
             raise NotImplementedError(f"{cls}: `activity_regularizer` is not supported.")
         self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
+        self.use_bias = _checks.boolean(use_bias, "use_bias")
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)

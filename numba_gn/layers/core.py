@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from numba_gn import _checks
 from numba_gn.autograd import Tensor, ops
 from numba_gn.layers import activations
 from numba_gn.layers.base import Layer, Shape
@@ -78,6 +80,32 @@ class Activation(Layer):
         return {**super().get_config(), "activation": activations.serialize(self.activation)}
 
 
+_MAX_DIM = np.iinfo(np.intp).max  # no array dimension can be larger
+
+
+def _check_noise_shape(noise_shape: object) -> tuple[int | None, ...] | None:
+    """``noise_shape`` as a tuple of positive ints and Nones (or None)."""
+    if noise_shape is None:
+        return None
+    if isinstance(noise_shape, Sequence) and not isinstance(noise_shape, (str, bytes)):
+        dims = tuple(noise_shape)
+        if all(
+            d is None
+            or (isinstance(d, numbers.Integral) and not isinstance(d, (bool, np.bool_)))
+            for d in dims
+        ):
+            if any(d is not None and not 0 < d <= _MAX_DIM for d in dims):
+                raise ValueError(
+                    "`noise_shape` entries must be positive ints or None, got "
+                    f"noise_shape={_checks.show(noise_shape)}."
+                )
+            return tuple(None if d is None else int(d) for d in dims)
+    raise TypeError(
+        "`noise_shape` must be None or a tuple of positive ints and Nones, got "
+        f"noise_shape={_checks.show(noise_shape)}."
+    )
+
+
 class Dropout(Layer):
     """Inverted dropout, active only when called with ``training=True``.
 
@@ -87,12 +115,14 @@ class Dropout(Layer):
     Parameters
     ----------
     rate : float in [0, 1]
-        Fraction of the inputs to drop.
+        Fraction of the inputs to drop (1 drops everything; nan and inf are rejected).
     noise_shape : tuple, optional
         Shape of the keep mask, broadcast over the input (``None`` entries take the input's
-        size): ``(None, 1, C)`` drops whole channels of a ``(N, T, C)`` input.
+        size): ``(None, 1, C)`` drops whole channels of a ``(N, T, C)`` input. Entries are
+        None or positive ints.
     seed : int, optional
-        Seeds the layer's generator: the same seed gives the same sequence of masks.
+        Seeds the layer's generator: the same seed gives the same sequence of masks. Any int
+        is accepted (reduced modulo 2**64, as the initializers do).
     """
 
     supports_masking = True
@@ -104,24 +134,40 @@ class Dropout(Layer):
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+        # Checked before the base class, so a bad value fails first (as Keras orders it).
+        # ValueError for every bad rate, wrong types included, as Keras raises.
+        if (
+            isinstance(rate, (bool, np.bool_))
+            or not isinstance(rate, numbers.Real)
+            or not 0 <= rate <= 1  # also false for nan; ints beyond floats compare exactly
+        ):
             raise ValueError(
                 "Invalid value received for argument `rate`. Expected a float value between "
-                f"0 and 1. Received: rate={rate!r}"
+                f"0 and 1. Received: rate={_checks.show(rate)}"
             )
+        seed = _checks.seed(seed)
+        noise_shape = _check_noise_shape(noise_shape)
+        super().__init__(**kwargs)
         self.rate = float(rate)
-        self.noise_shape = None if noise_shape is None else tuple(noise_shape)
+        self.noise_shape = noise_shape
         self.seed = seed
-        self._rng = np.random.default_rng(seed)
+        self._rng = np.random.default_rng(None if seed is None else seed % 2**64)
 
     def call(self, inputs: Tensor, training: bool = False) -> Tensor:
-        """``inputs`` unchanged unless ``training``; then the masked, rescaled inputs."""
+        """``inputs`` unchanged unless ``training``; then the masked, rescaled inputs.
+
+        A ``noise_shape`` must have the input's rank (``ValueError`` otherwise).
+        """
         if not training or self.rate == 0:
             return inputs
         x = inputs
         shape = x.shape
         if self.noise_shape is not None:
+            if len(self.noise_shape) != len(shape):
+                raise ValueError(
+                    f"`noise_shape`={self.noise_shape} must have the rank of the input, "
+                    f"got an input of shape {shape}."
+                )
             shape = tuple(
                 s if n is None else n for s, n in zip(shape, self.noise_shape, strict=True)
             )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
 
+from numba_gn import _checks
 from numba_gn.autograd import Context, Function, Tensor
 from numba_gn.layers import activations
 from numba_gn.layers.base import Layer, Shape
@@ -64,6 +66,7 @@ class Dense(Layer):
     activation : str or callable, optional
         None means linear. See :mod:`numba_gn.layers.activations`.
     use_bias : bool, default True
+        A bool (a truthy string is a ``TypeError``).
     kernel_initializer, bias_initializer : default "glorot_uniform" and "zeros"
     kernel_regularizer, bias_regularizer, kernel_constraint, bias_constraint : optional
     **kwargs
@@ -94,10 +97,15 @@ class Dense(Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units <= 0:
+        # Keras's ValueError, wrong types included; stricter: bools and sizes no array can have.
+        if (
+            isinstance(units, (bool, np.bool_))
+            or not isinstance(units, (int, np.integer))
+            or not 0 < units <= sys.maxsize
+        ):
             raise ValueError(
                 f"Received an invalid value for `units`, expected a positive integer. "
-                f"Received: units={units!r}"
+                f"Received: units={_checks.show(units)}"
             )
         for name, value in (
             ("activity_regularizer", activity_regularizer),
@@ -108,7 +116,7 @@ class Dense(Layer):
             _unsupported(name, value)
         self.units = int(units)
         self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
+        self.use_bias = _checks.boolean(use_bias, "use_bias")
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)

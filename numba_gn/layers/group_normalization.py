@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import numpy as np
 
-from numba_gn import _args
+from numba_gn import _args, _checks
 from numba_gn.autograd import Tensor
 from numba_gn.autograd import cast as _cast
 from numba_gn.autograd import group_norm as _group_norm
@@ -21,16 +20,11 @@ __all__ = ["GroupNormalization"]
 
 
 def _check_axis_type(axis: object) -> int | tuple[int, ...]:
-    """``axis`` as an int or a tuple of ints; ranges are checked at build (they need the rank)."""
-    if isinstance(axis, numbers.Integral) and not isinstance(axis, bool):
-        return int(axis)
-    if (
-        isinstance(axis, (tuple, list))
-        and len(axis) > 0
-        and all(isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in axis)
-    ):
-        return tuple(int(a) for a in axis)
-    raise TypeError(f"`axis` must be an int or a non-empty tuple/list of ints, got axis={axis!r}.")
+    """``axis`` as an int or a tuple of ints, each a possible axis of some array.
+
+    The exact range (and "not the batch axis") is checked at build, when the rank is known.
+    """
+    return _checks.int_sequence(axis, "axis")
 
 
 class GroupNormalization(Layer):
@@ -46,13 +40,18 @@ class GroupNormalization(Layer):
     groups : int, default 32
         Number of groups; ``-1`` gives one group per channel (instance normalization), ``1``
         normalises over all non-batch axes (layer normalization). Must divide the channels.
+        On an input with zero channels, ``groups=-1`` (or any ``group_size``) means zero
+        groups: gamma and beta have zero entries and the output is empty, as
+        :func:`numba_gn.group_norm` gives; a positive ``groups`` is more than the channels
+        and fails at build.
     axis : int or tuple of ints, default -1
         The channel axis. A tuple forms one channel space from several axes (flattened in the
         given order); gamma and beta then have the shape of those axes.
     epsilon : float, default 1e-3
         Added to the variance inside the square root.
     center, scale : bool, default True
-        Whether to create and use ``beta`` / ``gamma``.
+        Whether to create and use ``beta`` / ``gamma`` (bools only: a truthy string is a
+        ``TypeError``).
     beta_initializer, gamma_initializer : default "zeros" / "ones"
     beta_regularizer, gamma_regularizer : default None
     beta_constraint, gamma_constraint : default None
@@ -88,7 +87,9 @@ class GroupNormalization(Layer):
     ``groups=-1`` is resolved at build without rewriting the attribute, so ``get_config()``
     keeps ``-1``; ``groups=True`` is rejected; ``axis=0`` (the batch axis) is rejected at
     build; a tuple ``axis`` works; the divisibility error says that the channels must be a
-    multiple of the groups (Keras's message has it backwards).
+    multiple of the groups (Keras's message has it backwards); ``groups=-1`` on zero channels
+    gives an empty result (Keras divides by zero); ``center``/``scale`` must be bools, and
+    ``epsilon`` a finite number >= 0.
     """
 
     supports_masking = True
@@ -119,8 +120,8 @@ class GroupNormalization(Layer):
         self.group_size = None if group_size is None else int(group_size)
         self.axis = _check_axis_type(axis)
         self.epsilon = _args.check_epsilon(epsilon)
-        self.center = bool(center)
-        self.scale = bool(scale)
+        self.center = _checks.boolean(center, "center")
+        self.scale = _checks.boolean(scale, "scale")
         self.beta_initializer = initializers.get(beta_initializer)
         self.gamma_initializer = initializers.get(gamma_initializer)
         self.beta_regularizer = regularizers.get(beta_regularizer)
@@ -171,11 +172,14 @@ class GroupNormalization(Layer):
         if x.dtype.kind != "f":
             x = _cast(x, np.promote_types(self.compute_dtype, np.float32))
         axis = self._axes[0] if len(self._axes) == 1 else self._axes
+        # Zero channels resolve to zero groups, which is no valid `groups` argument; -1 (one
+        # group per channel) names the same empty grouping.
+        groups = self._groups or -1
         if mask is None:
-            y = _group_norm(x, self._groups, self.gamma, self.beta, axis=axis, epsilon=self.epsilon)
+            y = _group_norm(x, groups, self.gamma, self.beta, axis=axis, epsilon=self.epsilon)
         else:
             y = masked_group_norm(
-                x, mask, self.gamma, self.beta, self._groups, axis=axis, epsilon=self.epsilon
+                x, mask, self.gamma, self.beta, groups, axis=axis, epsilon=self.epsilon
             )
         if self.dtype_policy.is_mixed and y.dtype != self.compute_dtype:
             y = _cast(y, self.compute_dtype)

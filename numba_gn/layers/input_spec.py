@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import numbers
+import sys
 from collections.abc import Mapping, Sequence
+
+from numba_gn._checks import show
 
 __all__ = ["InputSpec"]
 
@@ -18,7 +22,10 @@ class InputSpec:
         Minimum rank required.
     axes : mapping of int to int, optional
         ``{axis: size}`` for dimensions that must have a given size; negative axes count from
-        the end (``{-1: 8}``: eight channels last).
+        the end (``{-1: 8}``: eight channels last). A size of None leaves the axis free.
+
+    Ranks and sizes are non-negative ints (bools rejected); anything else raises a
+    ``TypeError``/``ValueError`` naming the argument.
     """
 
     __slots__ = ("ndim", "min_ndim", "axes")
@@ -29,9 +36,18 @@ class InputSpec:
         min_ndim: int | None = None,
         axes: Mapping[int, int] | None = None,
     ) -> None:
-        self.ndim = ndim
-        self.min_ndim = min_ndim
-        self.axes = dict(axes or {})
+        self.ndim = _count(ndim, "ndim")
+        self.min_ndim = _count(min_ndim, "min_ndim")
+        if axes is not None and not isinstance(axes, Mapping):
+            raise TypeError(f"`axes` must be a mapping {{axis: size}}, got axes={show(axes)}.")
+        checked = {}
+        for a, d in (axes or {}).items():
+            if not _is_int(a):
+                raise TypeError(f"`axes` keys must be ints (axes), got axes={show(axes)}.")
+            if abs(a) > sys.maxsize:  # type: ignore[arg-type]
+                raise ValueError(f"`axes` keys must be axes of an array, got axes={show(axes)}.")
+            checked[int(a)] = _count(d, "axes")  # type: ignore[arg-type]
+        self.axes = checked
 
     def expected_shape(self) -> str:
         """A readable expected shape, ``None`` for free dimensions: ``(None, None, 8)``."""
@@ -70,3 +86,18 @@ class InputSpec:
 
     def __repr__(self) -> str:
         return f"InputSpec(ndim={self.ndim}, min_ndim={self.min_ndim}, axes={self.axes})"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _count(value: object, name: str) -> int | None:
+    """None or a non-negative int (a rank or a dimension size)."""
+    if value is None:
+        return None
+    if not _is_int(value):
+        raise TypeError(f"`{name}` must be a non-negative int or None, got {name}={show(value)}.")
+    if not 0 <= value <= sys.maxsize:  # type: ignore[operator]
+        raise ValueError(f"`{name}` must be a non-negative int or None, got {name}={show(value)}.")
+    return int(value)  # type: ignore[arg-type]

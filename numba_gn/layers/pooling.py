@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from numba_gn import _checks
 from numba_gn.autograd import Context, Function, Tensor, ops
 from numba_gn.layers.base import Layer, Shape
 from numba_gn.layers.input_spec import InputSpec
@@ -53,7 +54,7 @@ class _GlobalAveragePooling(Layer):
                 f"Received: data_format={data_format!r}"
             )
         self.data_format = data_format or "channels_last"
-        self.keepdims = bool(keepdims)
+        self.keepdims = _checks.boolean(keepdims, "keepdims")
         self.input_spec = InputSpec(ndim=self.rank + 2)
         first = 1 if self.data_format == "channels_last" else 2
         self._axes = tuple(range(first, first + self.rank))

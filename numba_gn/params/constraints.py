@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from numba_gn import _checks
 from numba_gn.params._registry import Registry, build_from_config
 
 __all__ = [
@@ -25,6 +26,13 @@ __all__ = [
 ]
 
 Axis = int | Sequence[int]
+
+
+def _check_axis(axis: Any) -> Axis:
+    """``axis``: an int or a non-empty list/tuple of ints (ranges need the weight's rank)."""
+    checked = _checks.int_sequence(axis, "axis")
+    # Plain Python ints, a list for several axes: the config stays JSON, as Keras writes it.
+    return list(checked) if isinstance(checked, tuple) else checked
 
 # Keras's backend.epsilon(), added to the norms before dividing.
 _EPSILON = 1e-7
@@ -68,11 +76,13 @@ class MaxNorm(Constraint):
 
     ``w * clip(norm, 0, max_value) / (1e-7 + norm)``, as Keras computes it. For a Dense kernel
     ``(in, out)`` the default ``axis=0`` constrains each output unit's incoming weights.
+    ``max_value`` must be finite and >= 0; ``axis`` an int or a non-empty list of ints.
     """
 
     def __init__(self, max_value: float = 2, axis: Axis = 0) -> None:
+        _checks.real(max_value, "max_value", low=0.0)
         self.max_value = max_value
-        self.axis = axis
+        self.axis = _check_axis(axis)
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
         """Return ``w`` with the norms along ``axis`` clipped to ``max_value``."""
@@ -91,16 +101,27 @@ class MinMaxNorm(Constraint):
 
     The new norm is ``rate * clip(norm, min_value, max_value) + (1 - rate) * norm``; the weights
     are scaled by ``new_norm / (1e-7 + norm)``, as in Keras. ``rate=1`` enforces the bounds
-    strictly.
+    strictly, ``rate=0`` leaves the weights unchanged.
+
+    The bounds must be finite with ``0 <= min_value <= max_value``, ``rate`` in ``[0, 1]``,
+    ``axis`` an int or a non-empty list of ints.
     """
 
     def __init__(
         self, min_value: float = 0.0, max_value: float = 1.0, rate: float = 1.0, axis: Axis = 0
     ) -> None:
+        lo = _checks.real(min_value, "min_value", low=0.0)
+        hi = _checks.real(max_value, "max_value", low=0.0)
+        if lo > hi:
+            raise ValueError(
+                "`min_value` must be <= `max_value`, got "
+                f"min_value={min_value!r} and max_value={max_value!r}."
+            )
+        _checks.real(rate, "rate", low=0.0, high=1.0)
         self.min_value = min_value
         self.max_value = max_value
         self.rate = rate
-        self.axis = axis
+        self.axis = _check_axis(axis)
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
         """Return ``w`` with the norms along ``axis`` moved towards the bounds."""
@@ -131,10 +152,13 @@ class NonNeg(Constraint):
 
 
 class UnitNorm(Constraint):
-    """Scale each slice along ``axis`` to unit L2 norm: ``w / (1e-7 + norm)``."""
+    """Scale each slice along ``axis`` to unit L2 norm: ``w / (1e-7 + norm)``.
+
+    ``axis`` is an int or a non-empty list of ints.
+    """
 
     def __init__(self, axis: Axis = 0) -> None:
-        self.axis = axis
+        self.axis = _check_axis(axis)
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
         """Return ``w`` divided by its norms along ``axis``."""

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike
 
+from numba_gn import _checks
 from numba_gn.params._registry import Registry, build_from_config
 
 __all__ = [
@@ -48,7 +50,7 @@ _TRUNCATED_STDDEV = 0.87962566103423978
 
 
 def _standardize_shape(shape: ShapeLike) -> tuple[int, ...]:
-    """Return ``shape`` as a tuple of non-negative Python ints."""
+    """Return ``shape`` as a tuple of non-negative Python ints (each at most ``sys.maxsize``)."""
     if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
         shape = (shape,)
     try:
@@ -56,8 +58,8 @@ def _standardize_shape(shape: ShapeLike) -> tuple[int, ...]:
     except TypeError:
         raise TypeError(f"shape must be an int or a sequence of ints, got {shape!r}") from None
     for d in dims:
-        if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 0:
-            raise ValueError(f"shape must contain non-negative ints, got {shape!r}")
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral) or not 0 <= d <= sys.maxsize:
+            raise ValueError(f"shape must contain non-negative ints, got {_checks.show(shape)}")
     return tuple(int(d) for d in dims)
 
 
@@ -82,6 +84,11 @@ def compute_fans(
     """
     shape = _standardize_shape(shape)
     if input_axes is not None and output_axes is not None:
+        for name, axes in (("input_axes", input_axes), ("output_axes", output_axes)):
+            if any(not -len(shape) <= a < len(shape) for a in axes):
+                raise ValueError(
+                    f"`{name}`={list(axes)} has an axis out of range for shape {shape}."
+                )
         return math.prod(shape[a] for a in input_axes), math.prod(shape[a] for a in output_axes)
     if len(shape) == 0:
         return 1, 1
@@ -135,15 +142,22 @@ class Ones(Initializer):
 
 
 class Constant(Initializer):
-    """Initializer that fills the array with one scalar ``value`` (Keras: scalars only)."""
+    """Initializer that fills the array with one scalar ``value`` (Keras: scalars only).
+
+    ``value`` must be a finite real number (Keras also takes nan, inf and complex numbers, which
+    no weight should start from); ints are kept as ints in the config.
+    """
 
     def __init__(self, value: float = 0.0) -> None:
         if np.ndim(value) != 0:
             raise ValueError(f"Constant only accepts a scalar value, got value={value!r}")
         # Store a Python scalar so the config stays plain JSON.
         self.value = value.item() if isinstance(value, np.generic | np.ndarray) else value
-        if isinstance(self.value, bool) or not isinstance(self.value, numbers.Number):
-            raise TypeError(f"Constant value must be a number, got value={value!r}")
+        if isinstance(self.value, bool) or not isinstance(self.value, numbers.Real):
+            raise TypeError(
+                f"Constant `value` must be a real number, got value={_checks.show(value)}"
+            )
+        _checks.real(self.value, "value")
 
     def __call__(self, shape: ShapeLike, dtype: DTypeLike | None = None) -> np.ndarray:
         """Return ``value`` broadcast to ``shape`` in ``dtype`` (default float32)."""
@@ -181,6 +195,7 @@ class Identity(Initializer):
     """
 
     def __init__(self, gain: float = 1.0) -> None:
+        _checks.real(gain, "gain")
         self.gain = gain
 
     def __call__(self, shape: ShapeLike, dtype: DTypeLike | None = None) -> np.ndarray:
@@ -200,12 +215,11 @@ class Identity(Initializer):
 
 
 def _check_seed(seed: Any) -> int | None:
-    """Validate a seed: ``None`` or an integer (numpy integers become Python ints)."""
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
-    return int(seed)
+    """Validate a seed: ``None`` or any integer (numpy integers become Python ints).
+
+    A wrong type is a ``ValueError``, as in Keras.
+    """
+    return _checks.seed(seed)
 
 
 class RandomInitializer(Initializer):
@@ -236,9 +250,13 @@ def _truncated_standard_normal(rng: np.random.Generator, size: int) -> np.ndarra
 
 
 class RandomNormal(RandomInitializer):
-    """Samples from a normal distribution ``N(mean, stddev**2)``."""
+    """Samples from a normal distribution ``N(mean, stddev**2)``.
+
+    ``mean`` must be finite and ``stddev`` finite and >= 0.
+    """
 
     def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None) -> None:
+        _check_mean_stddev(mean, stddev)
         self.mean = mean
         self.stddev = stddev
         super().__init__(seed=seed)
@@ -254,10 +272,19 @@ class RandomNormal(RandomInitializer):
         return {**super().get_config(), "mean": self.mean, "stddev": self.stddev}
 
 
+def _check_mean_stddev(mean: Any, stddev: Any) -> None:
+    _checks.real(mean, "mean")
+    _checks.real(stddev, "stddev", low=0.0)
+
+
 class TruncatedNormal(RandomInitializer):
-    """Normal samples with values beyond two standard deviations redrawn."""
+    """Normal samples with values beyond two standard deviations redrawn.
+
+    ``mean`` must be finite and ``stddev`` finite and >= 0.
+    """
 
     def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None) -> None:
+        _check_mean_stddev(mean, stddev)
         self.mean = mean
         self.stddev = stddev
         super().__init__(seed=seed)
@@ -274,11 +301,19 @@ class TruncatedNormal(RandomInitializer):
 
 
 class RandomUniform(RandomInitializer):
-    """Samples from the uniform distribution on ``[minval, maxval)``."""
+    """Samples from the uniform distribution on ``[minval, maxval)``.
+
+    Both bounds must be finite, with ``minval <= maxval`` (equal bounds give a constant).
+    """
 
     def __init__(
         self, minval: float = -0.05, maxval: float = 0.05, seed: int | None = None
     ) -> None:
+        lo, hi = _checks.real(minval, "minval"), _checks.real(maxval, "maxval")
+        if lo > hi:
+            raise ValueError(
+                f"`minval` must be <= `maxval`, got minval={minval!r} and maxval={maxval!r}."
+            )
         self.minval = minval
         self.maxval = maxval
         super().__init__(seed=seed)
@@ -304,6 +339,9 @@ class VarianceScaling(RandomInitializer):
     two standard deviations with ``stddev = sqrt(scale / n) / 0.8796...`` so the variance after
     truncation is ``scale / n``; ``"untruncated_normal"`` uses ``stddev = sqrt(scale / n)``;
     ``"uniform"`` draws from ``[-limit, limit]`` with ``limit = sqrt(3 * scale / n)``.
+
+    ``scale`` must be finite and > 0; ``input_axes``/``output_axes`` are None or non-empty
+    lists of ints.
     """
 
     def __init__(
@@ -315,12 +353,19 @@ class VarianceScaling(RandomInitializer):
         input_axes: Sequence[int] | None = None,
         output_axes: Sequence[int] | None = None,
     ) -> None:
-        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not scale > 0.0:
-            raise ValueError(f"Argument `scale` must be positive float. Received: scale={scale}")
-        if mode not in _MODES:
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+            raise TypeError(
+                f"Argument `scale` must be positive float. Received: scale={_checks.show(scale)}"
+            )
+        # Keras's ValueError for scale <= 0; stricter for nan, inf and ints beyond floats.
+        _checks.real(scale, "scale", low=0.0, low_open=True)
+        if not isinstance(mode, str) or mode not in _MODES:
             raise ValueError(f"Invalid `mode` argument: {mode!r}. Please use one of {_MODES}")
         if not isinstance(distribution, str):
-            raise ValueError(f"Invalid `distribution` argument: {distribution!r}")
+            raise TypeError(
+                f"Invalid `distribution` argument: {distribution!r}; expected one of "
+                f"{_DISTRIBUTIONS} (or 'normal')"
+            )
         distribution = distribution.lower()
         if distribution == "normal":
             distribution = "truncated_normal"
@@ -332,8 +377,8 @@ class VarianceScaling(RandomInitializer):
         self.scale = scale
         self.mode = mode
         self.distribution = distribution
-        self.input_axes = None if input_axes is None else list(input_axes)
-        self.output_axes = None if output_axes is None else list(output_axes)
+        self.input_axes = _axes_list(input_axes, "input_axes")
+        self.output_axes = _axes_list(output_axes, "output_axes")
         super().__init__(seed=seed)
 
     def __call__(self, shape: ShapeLike, dtype: DTypeLike | None = None) -> np.ndarray:
@@ -362,6 +407,13 @@ class VarianceScaling(RandomInitializer):
             "input_axes": self.input_axes,
             "output_axes": self.output_axes,
         }
+
+
+def _axes_list(axes: Any, name: str) -> list[int] | None:
+    """``None`` or a non-empty list of ints (a copy, so the caller's list stays theirs)."""
+    if axes is None:
+        return None
+    return list(_checks.int_sequence(axes, name, allow_int=False))  # type: ignore[arg-type]
 
 
 class _FixedVarianceScaling(VarianceScaling):
@@ -427,6 +479,7 @@ class Orthogonal(RandomInitializer):
     """
 
     def __init__(self, gain: float = 1.0, seed: int | None = None) -> None:
+        _checks.real(gain, "gain")
         self.gain = gain
         super().__init__(seed=seed)
 

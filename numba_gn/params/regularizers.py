@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from numba_gn import _checks
 from numba_gn.params._registry import Registry, build_from_config
 
 __all__ = [
@@ -35,17 +36,19 @@ _EPSILON = 1e-7
 def validate_float_arg(value: Any, name: str) -> float:
     """Return ``value`` as a float; raise ``ValueError`` if it is negative, inf, nan or no number.
 
-    Matches Keras's ``validate_float_arg`` (numpy scalars are accepted as well).
+    Matches Keras's ``validate_float_arg`` (numpy scalars are accepted as well), and also
+    rejects bools and ints too large for a float (``10**400``), which Keras lets through.
     """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value < 0
-    ):
+    ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real)
+    if ok:
+        try:
+            ok = math.isfinite(value) and value >= 0
+        except OverflowError:  # an int beyond the float range
+            ok = False
+    if not ok:
         raise ValueError(
             f"Invalid value for argument {name}: expected a non-negative float. "
-            f"Received: {name}={value!r}"
+            f"Received: {name}={_checks.show(value)}"
         )
     return float(value)
 
@@ -168,7 +171,7 @@ class OrthogonalRegularizer(Regularizer):
 
     def __init__(self, factor: float = 0.01, mode: str = "rows") -> None:
         self.factor = validate_float_arg(factor, name="factor")
-        if mode not in ("rows", "columns"):
+        if not isinstance(mode, str) or mode not in ("rows", "columns"):
             raise ValueError(
                 "Invalid value for argument `mode`. Expected one of "
                 f'{{"rows", "columns"}}. Received: mode={mode!r}'

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import itertools
 import numbers
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from numba_gn._checks import show
 from numba_gn.autograd.ops_shape import Copy
 from numba_gn.autograd.tensor import Tensor
 
@@ -36,9 +38,12 @@ def _standardize_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
     try:
         dims = tuple(shape)
     except TypeError:
-        raise ValueError(f"Invalid shape for Variable: {shape!r}") from None
-    if any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 0 for d in dims):
-        raise ValueError(f"Variable shape must contain non-negative ints, got {shape!r}")
+        raise ValueError(f"Invalid `shape` for Variable: {show(shape)}") from None
+    if any(
+        isinstance(d, bool) or not isinstance(d, numbers.Integral) or not 0 <= d <= sys.maxsize
+        for d in dims
+    ):
+        raise ValueError(f"Variable `shape` must contain non-negative ints, got {show(shape)}")
     return tuple(int(d) for d in dims)
 
 
@@ -65,7 +70,8 @@ class Variable(Tensor):
     dtype : dtype, optional
         Default float32 for callable initializers, the value's dtype for array-likes.
     trainable : bool, default True
-        Trainable Variables are watched automatically by gradient tapes.
+        Trainable Variables are watched automatically by gradient tapes (a bool: anything else
+        is a ``ValueError``, as for layers).
     name : str, optional
         Default "variable", "variable_1", ...; must not contain "/".
     regularizer, constraint : optional
@@ -92,6 +98,11 @@ class Variable(Tensor):
         regularizer: Any = None,
         constraint: Any = None,
     ) -> None:
+        if not isinstance(trainable, (bool, np.bool_)):
+            raise ValueError(
+                f"Expected `trainable` to be a boolean. Received: trainable={show(trainable)} "
+                f"(of type {type(trainable).__name__})"
+            )
         name = _auto_name() if name is None else name
         if not isinstance(name, str) or "/" in name:
             raise ValueError(

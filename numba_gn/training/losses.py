@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from numba_gn import _checks
 from numba_gn.autograd import Context, Function, Tensor, ops
 
 __all__ = [
@@ -148,6 +149,11 @@ class Loss:
         None / "none" (no reduction).
     dtype : str, optional
         Kept for Keras compatibility of configs; computations use ``y_pred``'s float dtype.
+
+    The subclasses' arguments are checked at construction, each error naming its argument:
+    ``from_logits`` is a bool, ``label_smoothing`` a number in ``[0, 1]``, ``axis`` an int
+    (its range is checked against the input's rank at the call), ``ignore_class`` None or an
+    int.
     """
 
     default_name = "loss"
@@ -158,11 +164,13 @@ class Loss:
         reduction: str | None = "sum_over_batch_size",
         dtype: str | None = None,
     ) -> None:
-        if reduction not in _REDUCTIONS:
+        if not (reduction is None or isinstance(reduction, str)) or reduction not in _REDUCTIONS:
             raise ValueError(
                 f"Invalid value for argument `reduction`: expected one of {list(_REDUCTIONS)}. "
-                f"Received: reduction={reduction!r}"
+                f"Received: reduction={_checks.show(reduction)}"
             )
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"`name` must be a string or None, got name={_checks.show(name)}.")
         self.name = name or self.default_name
         self.reduction = reduction
         self.dtype = dtype
@@ -264,9 +272,9 @@ class BinaryCrossentropy(Loss):
         dtype: str | None = None,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.from_logits = bool(from_logits)
-        self.label_smoothing = float(label_smoothing)
-        self.axis = axis
+        self.from_logits = _checks.boolean(from_logits, "from_logits")
+        self.label_smoothing = _checks.real(label_smoothing, "label_smoothing", low=0.0, high=1.0)
+        self.axis = _checks.axis(axis)
 
     def call(self, y_true: Any, y_pred: Any) -> Tensor:
         """Per-sample binary cross-entropy."""
@@ -307,9 +315,9 @@ class CategoricalCrossentropy(Loss):
         dtype: str | None = None,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.from_logits = bool(from_logits)
-        self.label_smoothing = float(label_smoothing)
-        self.axis = axis
+        self.from_logits = _checks.boolean(from_logits, "from_logits")
+        self.label_smoothing = _checks.real(label_smoothing, "label_smoothing", low=0.0, high=1.0)
+        self.axis = _checks.axis(axis)
 
     def call(self, y_true: Any, y_pred: Any) -> Tensor:
         """Per-sample categorical cross-entropy."""
@@ -356,7 +364,10 @@ class SparseCategoricalCrossentropy(Loss):
         dtype: str | None = None,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.from_logits = bool(from_logits)
+        self.from_logits = _checks.boolean(from_logits, "from_logits")
+        if ignore_class is not None:
+            # An int label; a float one would silently never match the integer labels.
+            ignore_class = _checks.integer(ignore_class, "ignore_class")
         self.ignore_class = ignore_class
 
     def _labels(self, y_true: Any, y_pred: Any) -> np.ndarray:
@@ -451,14 +462,25 @@ def serialize(loss: Loss) -> dict[str, Any]:
 
 
 def deserialize(config: dict[str, Any]) -> Loss:
-    """A loss from ``{"class_name", "config"}`` (Keras's extra keys are ignored)."""
+    """A loss from ``{"class_name", "config"}``, with Keras's optional extra keys.
+
+    Keras's ``"module"`` and ``"registered_name"`` are accepted; a module other than Keras's or
+    numba_gn's, or any other key, is refused with a ``ValueError``.
+    """
+    from numba_gn.params._registry import check_config_envelope
+
     if not isinstance(config, dict) or "class_name" not in config:
         raise ValueError(f"A loss config must be a dict with 'class_name', got {config!r}.")
+    check_config_envelope(config, "loss")
     name = config["class_name"]
-    cls = _CLASSES.get(name) or _ALIASES.get(name)
+    cls = (_CLASSES.get(name) or _ALIASES.get(name)) if isinstance(name, str) else None
     if cls is None:
         raise ValueError(f"Unknown loss {name!r}; known: {sorted({*_CLASSES, *_ALIASES})}.")
-    return cls.from_config(dict(config.get("config") or {}))
+    inner = config.get("config")
+    inner = {} if inner is None else inner
+    if not isinstance(inner, dict):
+        raise TypeError(f"The config of loss {name!r} must be a dict, got {inner!r}.")
+    return cls.from_config(dict(inner))
 
 
 def get(identifier: Any) -> Loss | Callable[..., Any] | None:

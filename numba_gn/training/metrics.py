@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from numba_gn import _checks
+
 __all__ = [
     "Accuracy",
     "Mean",
@@ -30,7 +32,12 @@ def _arr(x: Any) -> np.ndarray:
 
 
 def binary_accuracy(y_true: Any, y_pred: Any, threshold: float = 0.5) -> np.ndarray:
-    """Per-sample mean over the last axis of ``(y_pred > threshold) == y_true``."""
+    """Per-sample mean over the last axis of ``(y_pred > threshold) == y_true``.
+
+    ``threshold`` is a number in ``[0, 1]`` (a probability, as Keras's thresholds are).
+    """
+    if type(threshold) is not float or not 0.0 <= threshold <= 1.0:  # the default passes fast
+        threshold = _checks.real(threshold, "threshold", low=0.0, high=1.0)
     y_true, y_pred = _arr(y_true), _arr(y_pred)
     return np.mean((y_pred > threshold) == (y_true > 0.5), axis=-1)
 
@@ -53,6 +60,8 @@ class Metric:
     """A running, sample-weighted mean of a per-sample function, reset once per epoch."""
 
     def __init__(self, name: str) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"`name` must be a string, got name={_checks.show(name)}.")
         self.name = name
         self._total = 0.0
         self._count = 0.0
@@ -82,20 +91,27 @@ class Mean(Metric):
     """The mean of the values passed to ``update_state(values)`` (used for the loss)."""
 
     def update_state(self, values: Any, count: float | None = None) -> None:  # type: ignore[override]
-        """Add a value (counted ``count`` times, e.g. a batch mean times its batch size)."""
+        """Add a value (counted ``count`` times, e.g. a batch mean times its batch size).
+
+        ``count`` is a finite number >= 0.
+        """
         if count is None:
             self._add(np.asarray(values, dtype=np.float64))
         else:
+            count = _checks.real(count, "count", low=0.0)
             self._total += float(values) * count
             self._count += count
 
 
 class Accuracy(Metric):
-    """Keras's ``"accuracy"``: binary, sparse or categorical, chosen from the shapes."""
+    """Keras's ``"accuracy"``: binary, sparse or categorical, chosen from the shapes.
+
+    ``threshold`` (binary case: a prediction above it counts as 1) is a number in ``[0, 1]``.
+    """
 
     def __init__(self, name: str = "accuracy", threshold: float = 0.5) -> None:
         super().__init__(name)
-        self.threshold = threshold
+        self.threshold = _checks.real(threshold, "threshold", low=0.0, high=1.0)
         self._fn: Callable[[Any, Any], np.ndarray] | None = None
 
     def update_state(self, y_true: Any, y_pred: Any) -> None:
@@ -116,6 +132,8 @@ class MeanMetricWrapper(Metric):
     """The epoch mean of a per-sample function ``fn(y_true, y_pred)``."""
 
     def __init__(self, fn: Callable[[Any, Any], np.ndarray], name: str) -> None:
+        if not callable(fn):
+            raise TypeError(f"`fn` must be callable, got fn={_checks.show(fn)}.")
         super().__init__(name)
         self.fn = fn
 
@@ -139,10 +157,13 @@ def get(identifier: Any) -> Metric:
     """
     if isinstance(identifier, Metric):
         return identifier
-    if identifier in ("accuracy", "acc"):
-        return Accuracy(name=identifier)
-    if identifier in _FUNCTIONS:
-        return MeanMetricWrapper(_FUNCTIONS[identifier], identifier)
+    # Only names: a config dict (from whatever module) is refused below, and must not reach
+    # the dict lookup, where it would fail as "unhashable" instead.
+    if isinstance(identifier, str):
+        if identifier in ("accuracy", "acc"):
+            return Accuracy(name=identifier)
+        if identifier in _FUNCTIONS:
+            return MeanMetricWrapper(_FUNCTIONS[identifier], identifier)
     raise ValueError(
         f"Could not interpret metric identifier: {identifier!r}; supported: "
         f"{['accuracy', 'acc', *_FUNCTIONS]}."
