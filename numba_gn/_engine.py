@@ -8,38 +8,17 @@ transposed NCHW view) the view costs nothing; otherwise one copy is made.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numba
 import numpy as np
 
-from numba_gn import _threading, buffers
+from numba_gn import _knobs, _threading, buffers
 from numba_gn.kernels import LANES, rows, slab
-
-#: Groups whose contiguous run ``D*B`` is shorter than this use the row kernels when a sample
-#: has several rows; longer runs vectorise on their own (slab kernels).
-ROW_MAX_RUN = 64
-#: The slab kernels write their output one channel run of ``B`` elements at a time; with runs
-#: shorter than this (channels-last data with few groups: ``B == 1``) the loop overhead per run
-#: dominates, and rows of at most :data:`ROW_MAX_ELEMENTS` go to the row kernels instead.
-SLAB_MIN_CHANNEL_RUN = slab.SHORT_RUN
-#: Longest row (``C*B`` elements) the row kernels take for that reason: longer rows leave them
-#: too few rows per block, and their per-block float64 partial sums cost more than they save.
-ROW_MAX_ELEMENTS = 2048
-#: The fused slab kernels (one slab per thread, slab hot in L2) need this many slabs per thread
-#: to balance; with fewer slabs the chunked kernels spread pieces of slabs over all threads.
-FUSED_MIN_SLABS_PER_THREAD = 4
-#: With this many samples per thread the row kernels give each thread whole samples (no barrier
-#: between a sample's passes, and threads drift out of step, mixing reads and writes); with
-#: fewer they spread every sample's blocks over all threads, a wave of samples at a time.
-ROW_SAMPLES_MIN_PER_THREAD = 4
-#: Bytes of input the row kernels process between their statistics and output passes.
-WAVE_BYTES = 8 << 20
-#: Outputs at least this large are written with streaming (non-temporal) stores: they would not
-#: stay in the last-level cache anyway, and skipping the write-allocate read of each cache line
-#: saves a third of the output pass's memory traffic. Smaller outputs keep ordinary stores so
-#: that whoever reads them next finds them in the cache.
-STREAM_MIN_BYTES = 16 << 20
 
 
 class Canonical:
@@ -105,22 +84,24 @@ def _memory_order(x: np.ndarray, axes: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _wave_samples(sample_bytes: int) -> int:
-    """Samples per wave of the row kernels: about :data:`WAVE_BYTES` of input, at least one.
+    """Samples per wave of the row kernels: about ``WAVE_BYTES`` of input, at least one.
 
     The row kernels read a sample twice (statistics, then output); doing a few samples at a time
     keeps the second read in the last-level cache. Waves only change the order of work, never
     the arithmetic, so results do not depend on them.
     """
-    return max(1, WAVE_BYTES // max(sample_bytes, 1))
+    return max(1, _knobs.WAVE_BYTES // max(sample_bytes, 1))
 
 
 def _row_family(A: int, C: int, B: int, G: int) -> bool:
     """Whether the row kernels (rather than the slab kernels) handle this canonical shape."""
     if A <= 1:  # one row per sample: the per-block partial sums would outweigh the data
         return False
-    if (C // G) * B < ROW_MAX_RUN:
+    if (C // G) * B < _knobs.ROW_MAX_RUN:
         return True
-    return B < SLAB_MIN_CHANNEL_RUN and C * B <= ROW_MAX_ELEMENTS
+    # Short channel runs (channels-last data with few groups) cost the slab kernels a loop per
+    # run; rows that are not too long go to the row kernels instead.
+    return B < slab.SHORT_RUN and C * B <= _knobs.ROW_MAX_ELEMENTS
 
 
 def _lanes(dtype: np.dtype, run: int) -> int:
@@ -135,9 +116,77 @@ def _lanes(dtype: np.dtype, run: int) -> int:
     return min(LANES[dtype], 1 << (quarter.bit_length() - 1))
 
 
-def _streams(out: np.ndarray) -> bool:
-    """Whether the kernels write ``out`` with streaming stores (see :data:`STREAM_MIN_BYTES`)."""
-    return out.nbytes >= STREAM_MIN_BYTES
+class Path(NamedTuple):
+    """The kernels a call runs: family, strategy and whether outputs are streamed.
+
+    ``family`` is ``"rows"`` or ``"slab"``; ``strategy`` is ``"serial"``, ``"fused"`` (slab: one
+    slab per thread; rows: whole samples per thread) or ``"chunked"`` (slab: pieces of every
+    slab over all threads; rows: every sample's blocks over all threads, a wave at a time).
+    Every path computes the same bits.
+    """
+
+    family: str
+    strategy: str
+    stream: bool
+
+
+class _Forced(threading.local):
+    strategy: str | None = None
+    stream: bool | None = None
+    last: Path | None = None
+
+
+_forced = _Forced()
+_STRATEGIES = ("serial", "fused", "chunked")
+
+
+@contextlib.contextmanager
+def forced(*, strategy: str | None = None, stream: bool | None = None) -> Iterator[None]:
+    """Run the calls made in this block (in this thread) on the given path.
+
+    A supported way for tests and benchmarks to reach every kernel on any input size:
+    ``strategy`` is one of ``"serial"``, ``"fused"``, ``"chunked"`` (see :class:`Path`; a
+    parallel strategy still runs serially in a forked child), ``stream`` forces streaming
+    stores on or off. None keeps the automatic choice.
+    """
+    if strategy is not None and strategy not in _STRATEGIES:
+        raise ValueError(f"`strategy` must be one of {_STRATEGIES} or None, got {strategy!r}.")
+    saved = (_forced.strategy, _forced.stream)
+    _forced.strategy, _forced.stream = strategy, stream
+    try:
+        yield
+    finally:
+        _forced.strategy, _forced.stream = saved
+
+
+def last_path() -> Path | None:
+    """The path of the last call made in this thread (for tests and benchmarks)."""
+    return _forced.last
+
+
+def choose(canon: Canonical, groups: int, size: int, out_bytes: int) -> Path:
+    """The path for a forward or backward call: one decision for both passes."""
+    N, A, C, B = canon.N, canon.A, canon.C, canon.B
+    family = "rows" if _row_family(A, C, B, groups) else "slab"
+    strategy = _forced.strategy
+    if strategy is None:
+        if not _threading.use_parallel(size):
+            strategy = "serial"
+        else:
+            threads = numba.get_num_threads()
+            if family == "rows":
+                many = N >= _knobs.ROW_SAMPLES_MIN_PER_THREAD * threads
+            else:
+                many = N * groups >= _knobs.FUSED_MIN_SLABS_PER_THREAD * threads
+            strategy = "fused" if many else "chunked"
+    elif strategy != "serial" and _threading.in_forked_child():
+        strategy = "serial"  # see numba_gn._threading: parallel kernels are unsafe there
+    stream = _forced.stream
+    if stream is None:
+        stream = out_bytes >= _knobs.STREAM_MIN_BYTES
+    path = Path(family, strategy, stream)
+    _forced.last = path
+    return path
 
 
 def forward(
@@ -154,26 +203,25 @@ def forward(
     G = groups
     mean = np.empty(N * G, dtype=np.float64)
     rstd = np.empty(N * G, dtype=np.float64)
-    lanes = _lanes(xc.dtype, (C // G) * B)
-    stream = _streams(yc)
+    family, strategy, stream = choose(canon, G, xc.size, yc.nbytes)
     args = (xc, yc, N, G, A, C, B, gamma, beta, epsilon)
-    parallel = _threading.use_parallel(xc.size)
-    if _row_family(A, C, B, G):
-        if not parallel:
+    if family == "rows":
+        if strategy == "serial":
             rows.forward_ser(*args, mean, rstd, stream)
             return mean, rstd
         with _threading.parallel_launch():
-            if N >= ROW_SAMPLES_MIN_PER_THREAD * numba.get_num_threads():
+            if strategy == "fused":
                 rows.forward_samples_par(*args, mean, rstd, stream)
             else:
                 wave = _wave_samples(A * C * B * xc.itemsize)
                 rows.forward_par(*args, mean, rstd, wave, stream)
         return mean, rstd
-    if not parallel:
+    lanes = _lanes(xc.dtype, (C // G) * B)
+    if strategy == "serial":
         slab.forward_fused_ser(*args, lanes, mean, rstd, stream)
         return mean, rstd
     with _threading.parallel_launch():
-        if N * G >= FUSED_MIN_SLABS_PER_THREAD * numba.get_num_threads():
+        if strategy == "fused":
             slab.forward_fused_par(*args, lanes, mean, rstd, stream)
         else:
             slab.forward_chunked_par(*args, lanes, mean, rstd, stream)
@@ -195,26 +243,25 @@ def backward(
     G = groups
     dgamma = np.empty(C, dtype=np.float64)
     dbeta = np.empty(C, dtype=np.float64)
-    lanes = _lanes(xc.dtype, (C // G) * B)
-    stream = _streams(dxc)
+    family, strategy, stream = choose(canon, G, xc.size, dxc.nbytes)
     args = (dyc, xc, dxc, N, G, A, C, B, gamma, mean, rstd)
-    parallel = _threading.use_parallel(xc.size)
-    if _row_family(A, C, B, G):
-        if not parallel:
+    if family == "rows":
+        if strategy == "serial":
             rows.backward_ser(*args, dgamma, dbeta, stream)
             return dgamma, dbeta
         with _threading.parallel_launch():
-            if N >= ROW_SAMPLES_MIN_PER_THREAD * numba.get_num_threads():
+            if strategy == "fused":
                 rows.backward_samples_par(*args, dgamma, dbeta, stream)
             else:
                 wave = _wave_samples(2 * A * C * B * xc.itemsize)
                 rows.backward_par(*args, dgamma, dbeta, wave, stream)
         return dgamma, dbeta
-    if not parallel:
+    lanes = _lanes(xc.dtype, (C // G) * B)
+    if strategy == "serial":
         slab.backward_fused_ser(*args, lanes, dgamma, dbeta, stream)
         return dgamma, dbeta
     with _threading.parallel_launch():
-        if N * G >= FUSED_MIN_SLABS_PER_THREAD * numba.get_num_threads():
+        if strategy == "fused":
             slab.backward_fused_par(*args, lanes, dgamma, dbeta, stream)
         else:
             slab.backward_chunked_par(*args, lanes, dgamma, dbeta, stream)

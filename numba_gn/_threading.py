@@ -20,8 +20,7 @@ from collections.abc import Iterator
 
 import numba
 
-#: Inputs smaller than this many elements run serially: a parallel launch costs more than it saves.
-PARALLEL_MIN_ELEMENTS = 1 << 15
+from numba_gn import _knobs
 
 _launch_lock = threading.RLock()
 _layer: str | None = None  # resolved after the first parallel launch
@@ -44,7 +43,7 @@ def in_forked_child() -> bool:
 
 def use_parallel(size: int) -> bool:
     """Whether an input of ``size`` elements should use the parallel kernels."""
-    if size < PARALLEL_MIN_ELEMENTS or _forked:
+    if size < _knobs.PARALLEL_MIN_ELEMENTS or _forked:
         return False
     return numba.get_num_threads() > 1
 

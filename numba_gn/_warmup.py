@@ -17,7 +17,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from numba_gn import _cache, _engine, _threading
+from numba_gn import _cache, _knobs
 from numba_gn.functional import group_norm, group_norm_backward
 
 #: The layouts a warm-up can be limited to (``conv``: the convolution layers' kernels).
@@ -39,8 +39,8 @@ class Case:
 
 def _samples_shape() -> tuple[int, ...]:
     """A row-family shape with enough samples for whole samples per thread (depends on threads)."""
-    n = _engine.ROW_SAMPLES_MIN_PER_THREAD * max(numba.get_num_threads(), 1)
-    c = 2 * max(1, -(-_threading.PARALLEL_MIN_ELEMENTS // (4 * n)))  # two rows of c per sample
+    n = _knobs.ROW_SAMPLES_MIN_PER_THREAD * max(numba.get_num_threads(), 1)
+    c = 2 * max(1, -(-_knobs.PARALLEL_MIN_ELEMENTS // (4 * n)))  # two rows of c per sample
     return (n, 2, c)
 
 

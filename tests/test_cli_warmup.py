@@ -87,7 +87,7 @@ def test_warmup_arguments_are_checked():
 
 def test_warmup_cases_reach_every_kernel_path():
     """Each family/strategy the engine can choose has a case (the parallel ones are big enough)."""
-    from numba_gn import _threading
+    from numba_gn import _knobs
 
     names = {c.name for c in _warmup.cases()}
     assert {"rows, serial", "slab, serial", "rows, waves", "rows, whole samples"} <= names
@@ -97,4 +97,4 @@ def test_warmup_cases_reach_every_kernel_path():
             n = 1
             for s in case.shape:
                 n *= s
-            assert n >= _threading.PARALLEL_MIN_ELEMENTS, case
+            assert n >= _knobs.PARALLEL_MIN_ELEMENTS, case

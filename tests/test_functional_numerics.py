@@ -12,7 +12,7 @@ import pytest
 from reference import group_norm_backward_ref, group_norm_ref
 
 import numba_gn
-from numba_gn import _engine, _threading, group_norm, group_norm_backward
+from numba_gn import _engine, _knobs, group_norm, group_norm_backward
 
 OFFSETS = (0.0, 1e2, 1e4, 1e6)
 
@@ -614,9 +614,9 @@ def test_parallel_threshold_is_what_the_layouts_assume():
     # The "-par" layouts above are meant to take the parallel kernels.
     for name, (shape, _, _) in LAYOUTS.items():
         if "-par" in name or "chunked" in name:
-            assert np.prod(shape) >= _threading.PARALLEL_MIN_ELEMENTS, name
+            assert np.prod(shape) >= _knobs.PARALLEL_MIN_ELEMENTS, name
         else:
-            assert np.prod(shape) < _threading.PARALLEL_MIN_ELEMENTS, name
+            assert np.prod(shape) < _knobs.PARALLEL_MIN_ELEMENTS, name
 
 
 def test_package_exports():

@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 
 import numba_gn
-from numba_gn import _engine, _threading, group_norm, group_norm_backward
+from numba_gn import _engine, _knobs, group_norm, group_norm_backward
 from numba_gn.kernels import rows, slab
-
-HUGE = 1 << 62
 
 # name -> (shape, axis, groups); all big enough for the parallel kernels by default.
 CASES = {
@@ -33,66 +31,35 @@ CASES = {
 }
 
 
-def _kernel_names():
-    for mod in (slab, rows):
-        for name in dir(mod):
-            obj = getattr(mod, name)
-            # Only the drivers the engine launches: patching a helper that other kernels call
-            # would break their compilation (Numba resolves globals when it compiles).
-            is_driver = name.endswith(("_par", "_ser"))
-            if is_driver and isinstance(obj, numba.core.registry.CPUDispatcher):
-                yield mod, name
-
-
-@pytest.fixture
-def kernel_calls(monkeypatch):
-    """Record the names of the kernels the engine launches (``family.kernel``)."""
-    calls: list[str] = []
-    for mod, name in _kernel_names():
-        real = getattr(mod, name)
-        family = mod.__name__.rsplit(".", 1)[-1]
-
-        def spy(*args, _real=real, _tag=f"{family}.{name}"):
-            calls.append(_tag)
-            return _real(*args)
-
-        monkeypatch.setattr(mod, name, spy)
-    return calls
-
-
 @contextlib.contextmanager
-def _mode(mode: str, monkeypatch):
-    """Force one kernel path for the duration of the block."""
+def _mode(mode: str):
+    """Force one kernel path for the duration of the block (the engine's supported switch)."""
     threads = numba.get_num_threads()
-    with monkeypatch.context() as mp:
-        if mode == "serial":
-            mp.setattr(_threading, "PARALLEL_MIN_ELEMENTS", HUGE)
-        elif mode == "chunked":
-            mp.setattr(_threading, "PARALLEL_MIN_ELEMENTS", 1)
-            mp.setattr(_engine, "FUSED_MIN_SLABS_PER_THREAD", HUGE)
-            mp.setattr(_engine, "ROW_SAMPLES_MIN_PER_THREAD", HUGE)
-        elif mode == "fused":
-            mp.setattr(_threading, "PARALLEL_MIN_ELEMENTS", 1)
-            mp.setattr(_engine, "FUSED_MIN_SLABS_PER_THREAD", 0)
-            mp.setattr(_engine, "ROW_SAMPLES_MIN_PER_THREAD", 0)
-        elif mode == "one-thread":
-            numba.set_num_threads(1)
-        elif mode == "streaming":
-            mp.setattr(_engine, "STREAM_MIN_BYTES", 0)
-        elif mode == "streaming-serial":
-            mp.setattr(_engine, "STREAM_MIN_BYTES", 0)
-            mp.setattr(_threading, "PARALLEL_MIN_ELEMENTS", HUGE)
-        elif mode != "default":
-            raise ValueError(mode)
-        try:
+    forced = {
+        "default": {},
+        "serial": {"strategy": "serial"},
+        "chunked": {"strategy": "chunked"},
+        "fused": {"strategy": "fused"},
+        "one-thread": {},
+        "streaming": {"stream": True},
+        "streaming-serial": {"strategy": "serial", "stream": True},
+    }[mode]
+    if mode == "one-thread":
+        numba.set_num_threads(1)
+    try:
+        with _engine.forced(**forced):
             yield
-        finally:
-            numba.set_num_threads(threads)
+    finally:
+        numba.set_num_threads(threads)
 
 
-def _everything(x, dy, groups, gamma, beta, axis):
+def _everything(x, dy, groups, gamma, beta, axis, paths=None):
+    """Forward and backward; the engine's paths of both calls are appended to ``paths``."""
     y, mean, rstd = group_norm(x, groups, gamma, beta, axis=axis, return_stats=True)
+    forward_path = _engine.last_path()
     dx, dgamma, dbeta = group_norm_backward(dy, x, mean, rstd, groups, gamma, axis=axis)
+    if paths is not None:
+        paths += [forward_path, _engine.last_path()]
     return {"y": y, "mean": mean, "rstd": rstd, "dx": dx, "dgamma": dgamma, "dbeta": dbeta}
 
 
@@ -109,69 +76,82 @@ def _inputs(shape, axis, dtype, rng):
 @pytest.mark.skipif(numba.get_num_threads() < 2, reason="needs at least 2 Numba threads")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", list(CASES))
-def test_all_paths_bitwise_identical(case, dtype, rng, monkeypatch, kernel_calls):
+def test_all_paths_bitwise_identical(case, dtype, rng):
     shape, axis, groups = CASES[case]
-    assert np.prod(shape) >= _threading.PARALLEL_MIN_ELEMENTS
+    assert np.prod(shape) >= _knobs.PARALLEL_MIN_ELEMENTS
     x, dy, gamma, beta = _inputs(shape, axis, dtype, rng)
-    with _mode("serial", monkeypatch):
-        expected = _everything(x, dy, groups, gamma, beta, axis)
-    assert kernel_calls and all(c.endswith("_ser") for c in kernel_calls)
+    paths = []
+    with _mode("serial"):
+        expected = _everything(x, dy, groups, gamma, beta, axis, paths)
+    assert {p.strategy for p in paths} == {"serial"}
     modes = ["default", "one-thread", "chunked", "fused", "streaming", "streaming-serial"]
     for mode in modes:
-        kernel_calls.clear()
-        with _mode(mode, monkeypatch):
-            got = _everything(x, dy, groups, gamma, beta, axis)
+        paths = []
+        with _mode(mode):
+            got = _everything(x, dy, groups, gamma, beta, axis, paths)
+        strategies = {p.strategy for p in paths}
         if mode in ("one-thread", "streaming-serial"):
-            assert all(c.endswith("_ser") for c in kernel_calls), kernel_calls
+            assert strategies == {"serial"}, (mode, paths)
         else:
-            assert any(c.endswith("_par") for c in kernel_calls), (mode, kernel_calls)
-        if mode == "chunked" and any(c.startswith("slab.") for c in kernel_calls):
-            assert "slab.forward_chunked_par" in kernel_calls, kernel_calls
-            assert "slab.backward_chunked_par" in kernel_calls, kernel_calls
-        if mode == "fused" and any(c.startswith("slab.") for c in kernel_calls):
-            assert "slab.forward_fused_par" in kernel_calls, kernel_calls
-            assert "slab.backward_fused_par" in kernel_calls, kernel_calls
-        if mode == "chunked" and any(c.startswith("rows.") for c in kernel_calls):
-            assert {"rows.forward_par", "rows.backward_par"} <= set(kernel_calls), kernel_calls
-        if mode == "fused" and any(c.startswith("rows.") for c in kernel_calls):
-            want = {"rows.forward_samples_par", "rows.backward_samples_par"}
-            assert want <= set(kernel_calls), kernel_calls
+            assert "serial" not in strategies, (mode, paths)
+        if mode in ("chunked", "fused"):
+            assert strategies == {mode}, paths
+        assert {p.stream for p in paths} == {mode.startswith("streaming")} or mode == "default"
         for key, want in expected.items():
             assert got[key].dtype == want.dtype, (mode, key)
             np.testing.assert_array_equal(got[key], want, err_msg=f"{mode}: {key}")
 
 
-def test_cases_cover_both_families_and_both_slab_strategies(monkeypatch, kernel_calls):
+def test_cases_cover_both_families_and_both_parallel_strategies():
     # Guard for the test above: with the default settings the cases really do reach the row
-    # kernels, the fused slab kernels and the chunked slab kernels.
+    # kernels (waves and whole samples) and the slab kernels (fused and chunked).
     if numba.get_num_threads() < 2:
         pytest.skip("needs at least 2 Numba threads")
     rng = np.random.default_rng(0)
-    seen = set()
+    paths = []
     for shape, axis, groups in CASES.values():
         x, dy, gamma, beta = _inputs(shape, axis, np.float32, rng)
-        _everything(x, dy, groups, gamma, beta, axis)
-        seen.update(kernel_calls)
-    assert {"rows.forward_par", "rows.backward_par"} <= seen
-    assert {"rows.forward_samples_par", "rows.backward_samples_par"} <= seen
-    assert {"slab.forward_fused_par", "slab.backward_fused_par"} <= seen
-    assert {"slab.forward_chunked_par", "slab.backward_chunked_par"} <= seen
+        _everything(x, dy, groups, gamma, beta, axis, paths)
+    seen = {(p.family, p.strategy) for p in paths}
+    assert seen >= {("rows", "chunked"), ("rows", "fused"), ("slab", "fused"), ("slab", "chunked")}
 
 
 @pytest.mark.parametrize("case", ["rows-nhwc", "slab-few-slabs"])
-def test_nonfinite_values_take_the_same_bits_on_every_path(case, rng, monkeypatch):
+def test_nonfinite_values_take_the_same_bits_on_every_path(case, rng):
     shape, axis, groups = CASES[case]
     x, dy, gamma, beta = _inputs(shape, axis, np.float32, rng)
     x.reshape(-1)[7] = np.nan
     x.reshape(-1)[9] = np.inf
-    with _mode("serial", monkeypatch):
+    with _mode("serial"):
         expected = _everything(x, dy, groups, gamma, beta, axis)
     for mode in ("default", "chunked", "fused"):
-        with _mode(mode, monkeypatch):
+        with _mode(mode):
             got = _everything(x, dy, groups, gamma, beta, axis)
         for key, want in expected.items():
             np.testing.assert_array_equal(got[key], want, err_msg=f"{mode}: {key}")
     assert np.isnan(expected["y"]).any() and np.isfinite(expected["y"]).any()
+
+
+def test_forced_paths_reach_every_kernel_on_a_small_input(rng):
+    """The switch works on any size: a small input on the parallel kernels, and back."""
+    if numba.get_num_threads() < 2:
+        pytest.skip("needs at least 2 Numba threads")
+    x, dy, gamma, beta = _inputs((2, 4, 8), -1, np.float64, rng)
+    with _mode("serial"):
+        expected = _everything(x, dy, 4, gamma, beta, -1)
+    for strategy in ("fused", "chunked"):
+        paths = []
+        with _mode(strategy):
+            got = _everything(x, dy, 4, gamma, beta, -1, paths)
+        assert paths == [_engine.Path("rows", strategy, False)] * 2
+        for key, want in expected.items():
+            np.testing.assert_array_equal(got[key], want)
+    paths = []
+    _everything(x, dy, 4, gamma, beta, -1, paths)  # outside the block: automatic again
+    assert paths == [_engine.Path("rows", "serial", False)] * 2
+    with pytest.raises(ValueError, match="strategy"):
+        with _engine.forced(strategy="sideways"):
+            pass
 
 
 def test_repeated_calls_are_deterministic(rng):
@@ -184,9 +164,9 @@ def test_repeated_calls_are_deterministic(rng):
             np.testing.assert_array_equal(again[key], want)
 
 
-def test_num_threads_is_restored_after_forced_modes(monkeypatch):
+def test_num_threads_is_restored_after_forced_modes():
     threads = numba.get_num_threads()
-    with _mode("one-thread", monkeypatch):
+    with _mode("one-thread"):
         assert numba.get_num_threads() == 1
     assert numba.get_num_threads() == threads
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from numba_gn import _engine, group_norm, group_norm_backward
+from numba_gn import _engine, _knobs, group_norm, group_norm_backward
 from numba_gn._jit import kernel
 from numba_gn.kernels._stream import affine, affine_grad, store_fence
 
@@ -89,10 +89,14 @@ def test_affine_grad_matches_formula(dtype, rng):
     np.testing.assert_array_equal(results[0], results[3])
 
 
-def test_streaming_output_through_a_misaligned_view(rng, monkeypatch):
+def test_streaming_output_through_a_misaligned_view(rng):
     # An `out` that starts 4 bytes past an allocation: the scalar head must reach the 32-byte
     # boundary before the aligned streaming stores start.
-    monkeypatch.setattr(_engine, "STREAM_MIN_BYTES", 0)
+    with _engine.forced(stream=True):
+        _misaligned_outputs(rng)
+
+
+def _misaligned_outputs(rng):
     shape = (4, 16, 16, 64)
     x = rng.standard_normal(shape).astype(np.float32)
     dy = rng.standard_normal(shape).astype(np.float32)
@@ -110,7 +114,7 @@ def test_streaming_output_through_a_misaligned_view(rng, monkeypatch):
 
 
 def test_only_large_outputs_stream():
-    small = np.empty(_engine.STREAM_MIN_BYTES - 1, dtype=np.uint8)
-    large = np.empty(_engine.STREAM_MIN_BYTES, dtype=np.uint8)
-    assert not _engine._streams(small)
-    assert _engine._streams(large)
+    x = np.zeros((2, 4, 8))
+    canon = _engine.Canonical(x, (2,))
+    assert not _engine.choose(canon, 4, x.size, _knobs.STREAM_MIN_BYTES - 1).stream
+    assert _engine.choose(canon, 4, x.size, _knobs.STREAM_MIN_BYTES).stream

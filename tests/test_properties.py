@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from reference import group_norm_backward_ref, group_norm_ref
 
-from numba_gn import _threading, group_norm, group_norm_backward
+from numba_gn import _knobs, group_norm, group_norm_backward
 from numba_gn import autograd as ag
 
 # On a failure, hypothesis's pytest plugin imports its patch writer, which imports libcst, which
@@ -152,7 +152,7 @@ RSTD_TOL = {"float16": 1e-5, "float32": 1e-5, "float64": 1e-9}
 @given(p=problems())
 def test_forward_matches_float64_reference(p):
     x, gamma, beta, _ = _arrays(p)
-    event(f"kernels: {'parallel' if x.size >= _threading.PARALLEL_MIN_ELEMENTS else 'serial'}")
+    event(f"kernels: {'parallel' if x.size >= _knobs.PARALLEL_MIN_ELEMENTS else 'serial'}")
     event(f"axis: {type(p['axis']).__name__}, dtype: {p['dtype']}")
     x_before = x.copy()
     y, mean, rstd = group_norm(
@@ -318,4 +318,4 @@ def test_profiles_are_registered():
     assert settings.get_profile("ci").deadline is None
     assert settings.get_profile("thorough").deadline is None
     assert sum(BUDGET.values()) <= 400  # "a few hundred examples" in CI
-    assert _threading.PARALLEL_MIN_ELEMENTS == 32768  # the "big" examples cross it
+    assert _knobs.PARALLEL_MIN_ELEMENTS == 32768  # the "big" examples cross it

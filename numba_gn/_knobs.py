@@ -1,0 +1,40 @@
+"""Every performance knob of the engine, in one place.
+
+These numbers only choose *which* kernel runs and how work is spread over threads; none of them
+changes a result's bits (every path computes the same arithmetic in the same order, see
+:mod:`numba_gn.kernels`). The constants that do define the arithmetic (piece and lane sizes,
+rows per block) live with the kernels. Tests force a path with :func:`numba_gn._engine.forced`
+rather than by changing these values.
+"""
+
+from __future__ import annotations
+
+#: Inputs smaller than this many elements run serially: a parallel launch costs more than it saves.
+PARALLEL_MIN_ELEMENTS = 1 << 15
+
+#: Groups whose contiguous run ``D*B`` is shorter than this use the row kernels when a sample
+#: has several rows; longer runs vectorise on their own (slab kernels).
+ROW_MAX_RUN = 64
+
+#: Longest row (``C*B`` elements) the row kernels take for short channel runs: longer rows leave
+#: them too few rows per block, and their per-block float64 partial sums cost more than they
+#: save.
+ROW_MAX_ELEMENTS = 2048
+
+#: The fused slab kernels (one slab per thread, slab hot in L2) need this many slabs per thread
+#: to balance; with fewer slabs the chunked kernels spread pieces of slabs over all threads.
+FUSED_MIN_SLABS_PER_THREAD = 4
+
+#: With this many samples per thread the row kernels give each thread whole samples (no barrier
+#: between a sample's passes, and threads drift out of step, mixing reads and writes); with
+#: fewer they spread every sample's blocks over all threads, a wave of samples at a time.
+ROW_SAMPLES_MIN_PER_THREAD = 4
+
+#: Bytes of input the row kernels process between their statistics and output passes.
+WAVE_BYTES = 8 << 20
+
+#: Outputs at least this large are written with streaming (non-temporal) stores: they would not
+#: stay in the last-level cache anyway, and skipping the write-allocate read of each cache line
+#: saves a third of the output pass's memory traffic. Smaller outputs keep ordinary stores so
+#: that whoever reads them next finds them in the cache.
+STREAM_MIN_BYTES = 16 << 20
