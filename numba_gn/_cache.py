@@ -5,8 +5,10 @@ image was built, or by an administrator in a shared install, is ignored once the
 read-only, and every process compiles every kernel again. It also writes into the package's
 own ``__pycache__`` folders, which ``pip uninstall`` does not know about and leaves behind.
 
-numba_gn gives its kernels their own cache, with Numba's file format and Numba's checks (source
-hash, Numba version, CPU), in one folder chosen once per process:
+numba_gn gives its kernels their own cache, with Numba's file format and Numba's checks (Numba
+version, CPU) and a source stamp that covers every file the kernels are compiled from (Numba's
+own covers only the file that defines a kernel, not its helpers), in one folder chosen once per
+process:
 
 1. ``NUMBA_CACHE_DIR`` when it is set, with Numba's layout inside it;
 2. otherwise ``numba_gn`` in the user's cache directory (``$XDG_CACHE_HOME`` or ``~/.cache`` on
@@ -24,6 +26,9 @@ extension point; the test suite exercises it on the oldest and newest Numba vers
 
 from __future__ import annotations
 
+import functools
+import glob
+import hashlib
 import os
 import sys
 import tempfile
@@ -33,6 +38,8 @@ from collections.abc import Callable
 from typing import Any
 
 from numba.core import caching, config
+
+from numba_gn import _knobs
 
 __all__ = ["KernelCacheWarning", "cache_root", "install", "status"]
 
@@ -116,6 +123,28 @@ def _warn_once(message: str) -> None:
         warnings.warn(message, KernelCacheWarning, stacklevel=4)
 
 
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+@functools.cache
+def _source_stamp(py_file: str) -> str:
+    """A hash of every source file a kernel's machine code depends on.
+
+    Numba stamps a cached kernel with its own file only, so a kernel whose helpers changed in
+    another file (an upgrade, an edited checkout) would load stale machine code. The kernels'
+    helpers all live in :mod:`numba_gn.kernels`, and their options and switches in ``_jit`` and
+    ``_knobs``: all of them go into the stamp.
+    """
+    files = sorted(glob.glob(os.path.join(_PACKAGE, "kernels", "*.py")))
+    files += [os.path.join(_PACKAGE, name) for name in ("_jit.py", "_knobs.py")]
+    files.append(os.path.abspath(py_file))
+    digest = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
 class _Locator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
     """Numba's locator interface, pointing at :func:`cache_root` whether or not it is writable.
 
@@ -127,11 +156,17 @@ class _Locator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
         self._py_file = py_file
         self._lineno = py_func.__code__.co_firstlineno
         assert root.path is not None
-        self._cache_path = os.path.join(root.path, self.get_suitable_cache_subpath(py_file))
+        subpath = self.get_suitable_cache_subpath(py_file)
+        if not _knobs.STREAMING_STORES:  # other machine code for the same source: keep apart
+            subpath += "-plain-stores"
+        self._cache_path = os.path.join(root.path, subpath)
         self.writable = root.writable
 
     def get_cache_path(self) -> str:
         return self._cache_path
+
+    def get_source_stamp(self) -> str:
+        return _source_stamp(self._py_file)
 
     def ensure_cache_path(self) -> None:
         if self.writable:

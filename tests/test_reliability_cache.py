@@ -304,3 +304,23 @@ def test_numba_cache_dir_is_honoured(shared_cache):
     assert last_json_line(res.stdout)["digest"] == _expected_digest()
     assert f"data loaded from '{cache}" in res.stdout
     assert "data saved" not in res.stdout
+
+
+def test_a_changed_helper_file_invalidates_cached_kernels(read_only_install, tmp_path):
+    """A kernel whose helpers changed in another file is compiled again, never loaded stale.
+
+    (Numba's own stamp covers only the file defining the kernel: after an upgrade that changed
+    ``kernels/_common.py`` alone, ``slab.py``'s kernels would load old machine code.)
+    """
+    site = read_only_install
+    home = tmp_path / "home"
+    home.mkdir()
+    env = _env(site, home, tmp_path / "cache")
+    first = last_json_line(check_python(_WORK, env=env, timeout=180, cwd=tmp_path).stdout)
+    again = last_json_line(check_python(_WORK, env=env, timeout=180, cwd=tmp_path).stdout)
+    assert (first["misses"], again["hits"], again["misses"]) == (2, 2, 0)
+    helper = site / "numba_gn" / "kernels" / "_common.py"
+    helper.write_text(helper.read_text() + "\n# an edit that changes no code\n")
+    after = last_json_line(check_python(_WORK, env=env, timeout=180, cwd=tmp_path).stdout)
+    assert (after["hits"], after["misses"]) == (0, 2)
+    assert after["digest"] == first["digest"] == _expected_digest()
