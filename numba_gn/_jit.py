@@ -9,9 +9,11 @@ hold everywhere:
   the kernels are compiled in memory (:data:`cache_disabled` says why).
 * ``error_model="numpy"``: division by zero gives inf/NaN instead of a Python exception; this is
   also what lets LLVM vectorise divisions.
-* ``fastmath={"contract"}`` only: fused multiply-add is allowed, but nothing that assumes the
-  absence of NaN/Inf (``nnan``/``ninf``) or that reorders sums (``reassoc``), so NaN containment
-  holds and results are bitwise reproducible.
+* no ``fastmath`` flag at all: nothing assumes the absence of NaN/Inf (``nnan``/``ninf``) or
+  reorders sums (``reassoc``), so NaN containment holds, and not even ``contract``: whether
+  LLVM fused a multiply and an add would depend on the CPU and on each loop's vectorisation.
+  The kernels ask for fused multiply-adds explicitly (:mod:`numba_gn.kernels._fma`), so every
+  path gives the same bits on every CPU.
 * ``nogil=True``: kernels release the GIL, so Python threads can run them concurrently.
 """
 
@@ -27,7 +29,6 @@ from numba_gn import _cache
 JIT_OPTIONS: dict[str, Any] = {
     "nogil": True,
     "error_model": "numpy",
-    "fastmath": {"contract"},
     "boundscheck": False,
 }
 

@@ -9,6 +9,8 @@ rather than by changing these values.
 
 from __future__ import annotations
 
+import os
+
 #: Inputs smaller than this many elements run serially: a parallel launch costs more than it saves.
 PARALLEL_MIN_ELEMENTS = 1 << 15
 
@@ -38,3 +40,9 @@ WAVE_BYTES = 8 << 20
 #: saves a third of the output pass's memory traffic. Smaller outputs keep ordinary stores so
 #: that whoever reads them next finds them in the cache.
 STREAM_MIN_BYTES = 16 << 20
+
+#: The switch for the only hand-written LLVM IR of the output passes, the streaming-store loops:
+#: ``NUMBA_GN_STREAMING_STORES=0`` in the environment before import turns it off, and every
+#: output loop is then plain Numba code (same bits, large outputs somewhat slower). It changes
+#: the compiled kernels, so it has its own disk cache folder.
+STREAMING_STORES = os.environ.get("NUMBA_GN_STREAMING_STORES", "1").strip() != "0"

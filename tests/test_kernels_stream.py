@@ -118,3 +118,37 @@ def test_only_large_outputs_stream():
     canon = _engine.Canonical(x, (2,))
     assert not _engine.choose(canon, 4, x.size, _knobs.STREAM_MIN_BYTES - 1).stream
     assert _engine.choose(canon, 4, x.size, _knobs.STREAM_MIN_BYTES).stream
+
+
+_PLAIN_STORES_CHILD = r"""
+import hashlib, json
+import numpy as np
+from numba_gn import _engine, _knobs, group_norm, group_norm_backward
+
+rng = np.random.default_rng(3)
+digests = []
+for shape, axis in (((2, 4, 4, 32), -1), ((2, 8, 4, 40), 1)):
+    x = (100 + rng.standard_normal(shape)).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    with _engine.forced(strategy="serial", stream=True):
+        y, m, r = group_norm(x, 4, axis=axis, return_stats=True)
+        dx, dg, db = group_norm_backward(dy, x, m, r, 4, axis=axis)
+    digests.append(hashlib.blake2b(b"".join(a.tobytes() for a in (y, dx, dg, db))).hexdigest())
+print(json.dumps({"streaming": _knobs.STREAMING_STORES, "digests": digests}))
+"""
+
+
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_streaming_switch_gives_the_same_bits(switch, tmp_path):
+    """The IR-free build (``NUMBA_GN_STREAMING_STORES=0``) equals the streaming one bitwise."""
+    from _subprocess import check_python, last_json_line
+
+    env = {"NUMBA_GN_STREAMING_STORES": switch, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    report = last_json_line(check_python(_PLAIN_STORES_CHILD, env=env, timeout=300).stdout)
+    assert report["streaming"] is (switch == "1")
+    here = last_json_line(check_python(_PLAIN_STORES_CHILD, timeout=300).stdout)
+    assert here["streaming"] is True
+    assert report["digests"] == here["digests"]
+    # the two builds keep their machine code apart
+    folders = {p.name for p in (tmp_path / "cache").iterdir()}
+    assert any(f.endswith("-plain-stores") for f in folders) is (switch == "0")

@@ -1,21 +1,25 @@
-"""The output passes' inner loops, with optional *streaming* (non-temporal) stores.
+"""The output passes' inner loops, and *streaming* (non-temporal) stores for large outputs.
 
 A normal store first reads the destination's cache line (write-allocate), so writing an output
 that does not fit in the cache costs a read as well as a write; ``np.copyto`` avoids that read
 with non-temporal stores, which is why a plain Numba output loop is slower than the copy it is
 measured against. LLVM's loop vectoriser refuses non-temporal stores unless it can prove their
-alignment, so these loops are written directly in LLVM IR: a scalar head up to a cache-line
-aligned output address, 32-byte vectors with ``!nontemporal`` stores over whole lines, a scalar
-tail. With ``stream=False`` the same loop uses ordinary stores (for outputs that should stay in
-the cache for whoever reads them next).
+alignment, so the streaming loops are written directly in LLVM IR: a scalar head up to a
+cache-line aligned output address, 32-byte vectors with ``!nontemporal`` stores over whole
+lines, a scalar tail. That IR is the only hand-written IR of the output passes, and it is used
+only where it pays, for outputs the engine streams (see ``STREAM_MIN_BYTES`` in
+:mod:`numba_gn._knobs`); every other output loop, and every loop when the switch
+``NUMBA_GN_STREAMING_STORES=0`` turns the IR off, is plain Numba code.
 
-Both loops compute with explicit fused multiply-adds, so every kernel path gives the same bits.
-A kernel that streams calls :func:`store_fence` after its last streaming store of a parallel
-iteration: non-temporal stores are weakly ordered, and the fence makes them visible before the
-thread reports that its work is done.
+Both kinds of loop compute with explicit fused multiply-adds (:func:`~numba_gn.kernels._fma.fma`
+in the plain loops, ``llvm.fma`` in the IR), so they give the same bits. A kernel that streams
+calls :func:`store_fence` after its last streaming store of a parallel iteration: non-temporal
+stores are weakly ordered, and the fence makes them visible before the thread reports that its
+work is done.
 
-float16 data (uint16 storage) takes the plain loop through :func:`~numba_gn.kernels._common.load`
-and :func:`~numba_gn.kernels._common.store`; it writes half the bytes and gains less.
+float16 data (uint16 storage) always takes the plain loop through
+:func:`~numba_gn.kernels._common.load` and :func:`~numba_gn.kernels._common.store`; it writes
+half the bytes and gains less.
 """
 
 from __future__ import annotations
@@ -28,7 +32,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from numba_gn._jit import inline
+from numba_gn._knobs import STREAMING_STORES
 from numba_gn.kernels._common import load, store
+from numba_gn.kernels._fma import fma, llvm_fma
 
 #: Vector width of the IR loops in bytes (AVX registers; what ``movntps ymm`` stores at once).
 VECTOR_BYTES = 32
@@ -57,7 +64,7 @@ def affine(y, x, lo, n, m, a, b, clo, stream):
     non-temporal stores for float32/float64 outputs.
     """
     for j in range(n):
-        v = (load(x[lo + j]) - _at(m, clo + j)) * _at(a, clo + j) + _at(b, clo + j)
+        v = fma(load(x[lo + j]) - _at(m, clo + j), _at(a, clo + j), _at(b, clo + j))
         y[lo + j] = store(v, y)
 
 
@@ -69,7 +76,7 @@ def affine_grad(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo, stream):
     for j in range(n):
         k = clo + j
         t = (load(x[lo + j]) - _at(mh, k)) - _at(ml, k)
-        v = _at(c1, k) * load(dy[lo + j]) + (_at(c2, k) * t + _at(c3, k))
+        v = fma(_at(c1, k), load(dy[lo + j]), fma(_at(c2, k), t, _at(c3, k)))
         dx[lo + j] = store(v, dx)
 
 
@@ -79,14 +86,6 @@ def store_fence(stream):
 
 # ----------------------------------------------------------------------------------------------
 # IR generation
-
-
-def _fma(builder, ty):
-    element = ty.element if isinstance(ty, ir.VectorType) else ty
-    bits = 32 if isinstance(element, ir.FloatType) else 64
-    suffix = f"v{ty.count}f{bits}" if isinstance(ty, ir.VectorType) else f"f{bits}"
-    fnty = ir.FunctionType(ty, [ty, ty, ty])
-    return cgutils.get_or_insert_function(builder.module, fnty, "llvm.fma." + suffix)
 
 
 def _data(context, builder, arr_type, value, offset):
@@ -117,8 +116,8 @@ class _Operand:
         return builder.load(ptr, align=size)
 
 
-def _emit_rows(context, builder, dtype, out_ptr, data_ptrs, operands, n, stream, expr):
-    """Emit ``out[j] = expr(data[j]..., operands[j]...)`` for ``j < n`` (see the module doc)."""
+def _emit_rows(context, builder, dtype, out_ptr, data_ptrs, operands, n, expr):
+    """Emit ``out[j] = expr(data[j]..., operands[j]...)`` for ``j < n`` with streaming stores."""
     fty = context.get_value_type(dtype)
     size = 4 if dtype == types.float32 else 8
     width = VECTOR_BYTES // size
@@ -126,8 +125,8 @@ def _emit_rows(context, builder, dtype, out_ptr, data_ptrs, operands, n, stream,
     i64 = ir.IntType(64)
     one = ir.Constant(i64, 1)
     zero = ir.Constant(i64, 0)
-    scalar_fma = _fma(builder, fty)
-    vector_fma = _fma(builder, vty)
+    scalar_fma = llvm_fma(builder, fty)
+    vector_fma = llvm_fma(builder, vty)
     undef = ir.Constant(vty, ir.Undefined)
     lanes0 = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
     nontemporal = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
@@ -142,26 +141,21 @@ def _emit_rows(context, builder, dtype, out_ptr, data_ptrs, operands, n, stream,
         coefs = [op.scalar_at(builder, j) for op in operands]
         builder.store(expr(builder, scalar_fma, values, coefs), builder.gep(out_ptr, [j]))
 
-    def vector_step(j, streaming):
+    def vector_step(j):
         values = [
             builder.load(builder.bitcast(builder.gep(p, [j]), vty.as_pointer()), align=size)
             for p in data_ptrs
         ]
         coefs = [op.vector_at(builder, j, vty, splat, size) for op in operands]
         dst = builder.bitcast(builder.gep(out_ptr, [j]), vty.as_pointer())
-        if streaming:
-            result = expr(builder, vector_fma, values, coefs)
-            inst = builder.store(result, dst, align=VECTOR_BYTES)
-            inst.set_metadata("nontemporal", nontemporal)
-        else:
-            builder.store(expr(builder, vector_fma, values, coefs), dst, align=size)
+        inst = builder.store(expr(builder, vector_fma, values, coefs), dst, align=VECTOR_BYTES)
+        inst.set_metadata("nontemporal", nontemporal)
 
     # Streaming covers whole cache lines only: the head (ordinary scalar stores) runs up to the
     # first line boundary and the body ends on one. A line written partly with streaming and
     # partly with ordinary stores (here, or by the call for the neighbouring row) is flushed
     # half-full and read back, which made misaligned rows twice as slow as ordinary stores.
-    # An output that is not even element-aligned gets no vector stores at all. Without
-    # streaming, vector stores need no alignment: no head, body in whole vectors.
+    # An output that is not even element-aligned gets no vector stores at all.
     address = builder.ptrtoint(out_ptr, i64)
     head = builder.udiv(
         builder.and_(builder.neg(address), ir.Constant(i64, LINE_BYTES - 1)),
@@ -170,21 +164,14 @@ def _emit_rows(context, builder, dtype, out_ptr, data_ptrs, operands, n, stream,
     misaligned = builder.icmp_unsigned("!=", builder.urem(address, ir.Constant(i64, size)), zero)
     head = builder.select(misaligned, n, head)
     head = builder.select(builder.icmp_signed("<", n, head), n, head)
-    head = builder.select(stream, head, zero)
     rest = builder.sub(n, head)
     per_line = ir.Constant(i64, LINE_BYTES // size)
-    per_vector = ir.Constant(i64, width)
-    lines = builder.mul(builder.sdiv(rest, per_line), per_line)
-    vectors = builder.mul(builder.sdiv(rest, per_vector), per_vector)
-    body_end = builder.add(head, builder.select(stream, lines, vectors))
+    body_end = builder.add(head, builder.mul(builder.sdiv(rest, per_line), per_line))
     with cgutils.for_range_slice(builder, zero, head, one, inc=True) as (j, _):
         scalar_step(j)
-    with builder.if_else(stream) as (streaming, ordinary):
-        for block, is_streaming in ((streaming, True), (ordinary, False)):
-            with block:
-                step = ir.Constant(i64, width)
-                with cgutils.for_range_slice(builder, head, body_end, step, inc=True) as (j, _):
-                    vector_step(j, is_streaming)
+    step = ir.Constant(i64, width)
+    with cgutils.for_range_slice(builder, head, body_end, step, inc=True) as (j, _):
+        vector_step(j)
     with cgutils.for_range_slice(builder, body_end, n, one, inc=True) as (j, _):
         scalar_step(j)
 
@@ -214,45 +201,43 @@ def _affine_grad_expr(builder, fma, values, coefs):
 
 
 @intrinsic
-def _affine_ir(typingctx, y, x, lo, n, m, a, b, clo, stream):
+def _affine_ir(typingctx, y, x, lo, n, m, a, b, clo):
     dtype = getattr(x, "dtype", None)
     if dtype not in _FLOATS or not (_contiguous(x, dtype) and _contiguous(y, dtype)):
         return None
     if not all(_coefficient_ok(t, dtype) for t in (m, a, b)):
         return None
-    sig = types.void(y, x, types.intp, types.intp, m, a, b, types.intp, types.boolean)
+    sig = types.void(y, x, types.intp, types.intp, m, a, b, types.intp)
 
     def codegen(context, builder, signature, args):
-        y_, x_, lo_, n_, m_, a_, b_, clo_, stream_ = args
+        y_, x_, lo_, n_, m_, a_, b_, clo_ = args
         st = signature.args
         out_ptr = _data(context, builder, st[0], y_, lo_)
         x_ptr = _data(context, builder, st[1], x_, lo_)
         ops = [_Operand(context, builder, st[k], v, clo_) for k, v in ((4, m_), (5, a_), (6, b_))]
-        _emit_rows(context, builder, dtype, out_ptr, [x_ptr], ops, n_, stream_, _affine_expr)
+        _emit_rows(context, builder, dtype, out_ptr, [x_ptr], ops, n_, _affine_expr)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
 @intrinsic
-def _affine_grad_ir(typingctx, dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo, stream):
+def _affine_grad_ir(typingctx, dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo):
     dtype = getattr(x, "dtype", None)
     if dtype not in _FLOATS or not all(_contiguous(t, dtype) for t in (dx, dy, x)):
         return None
     if not all(_coefficient_ok(t, dtype) for t in (mh, ml, c1, c2, c3)):
         return None
-    sig = types.void(
-        dx, dy, x, types.intp, types.intp, mh, ml, c1, c2, c3, types.intp, types.boolean
-    )
+    sig = types.void(dx, dy, x, types.intp, types.intp, mh, ml, c1, c2, c3, types.intp)
 
     def codegen(context, builder, signature, args):
-        dx_, dy_, x_, lo_, n_, mh_, ml_, c1_, c2_, c3_, clo_, stream_ = args
+        dx_, dy_, x_, lo_, n_, mh_, ml_, c1_, c2_, c3_, clo_ = args
         st = signature.args
         out_ptr = _data(context, builder, st[0], dx_, lo_)
         data = [_data(context, builder, st[k], v, lo_) for k, v in ((1, dy_), (2, x_))]
         coefs = ((5, mh_), (6, ml_), (7, c1_), (8, c2_), (9, c3_))
         ops = [_Operand(context, builder, st[k], v, clo_) for k, v in coefs]
-        _emit_rows(context, builder, dtype, out_ptr, data, ops, n_, stream_, _affine_grad_expr)
+        _emit_rows(context, builder, dtype, out_ptr, data, ops, n_, _affine_grad_expr)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -298,55 +283,74 @@ def _window_impl(v, start, n):
     return lambda v, start, n: v
 
 
+@inline
+def _affine_plain(y, x, lo, n, m, a, b, clo):
+    # Slices first: indexing by ``j`` itself lets Numba drop the negative-index checks that
+    # would otherwise stop LLVM from vectorising the loop.
+    ys = y[lo : lo + n]
+    xs = x[lo : lo + n]
+    mw = _window(m, clo, n)
+    aw = _window(a, clo, n)
+    bw = _window(b, clo, n)
+    for j in range(n):
+        ys[j] = store(fma(load(xs[j]) - _at(mw, j), _at(aw, j), _at(bw, j)), ys)
+
+
+@inline
+def _affine_grad_plain(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo):
+    dxs = dx[lo : lo + n]
+    dys = dy[lo : lo + n]
+    xs = x[lo : lo + n]
+    mhw = _window(mh, clo, n)
+    mlw = _window(ml, clo, n)
+    c1w = _window(c1, clo, n)
+    c2w = _window(c2, clo, n)
+    c3w = _window(c3, clo, n)
+    for j in range(n):
+        t = (load(xs[j]) - _at(mhw, j)) - _at(mlw, j)
+        v = fma(_at(c1w, j), load(dys[j]), fma(_at(c2w, j), t, _at(c3w, j)))
+        dxs[j] = store(v, dxs)
+
+
+def _streams(x):
+    """Whether ``stream=True`` may take the IR loop for storage arrays of type ``x``."""
+    return STREAMING_STORES and _is_float_array(x)
+
+
 @overload(affine, inline="always")
 def _affine_impl(y, x, lo, n, m, a, b, clo, stream):
-    if _is_float_array(x):
+    if _streams(x):
 
-        def ir_loop(y, x, lo, n, m, a, b, clo, stream):
-            _affine_ir(y, x, lo, n, m, a, b, clo, stream)
+        def streaming_or_plain(y, x, lo, n, m, a, b, clo, stream):
+            if stream:
+                _affine_ir(y, x, lo, n, m, a, b, clo)
+            else:
+                _affine_plain(y, x, lo, n, m, a, b, clo)
 
-        return ir_loop
-
-    def plain_loop(y, x, lo, n, m, a, b, clo, stream):
-        # Slices first: indexing by ``j`` itself lets Numba drop the negative-index checks
-        # that would otherwise stop LLVM from vectorising the loop.
-        ys = y[lo : lo + n]
-        xs = x[lo : lo + n]
-        mw = _window(m, clo, n)
-        aw = _window(a, clo, n)
-        bw = _window(b, clo, n)
-        for j in range(n):
-            ys[j] = store((load(xs[j]) - _at(mw, j)) * _at(aw, j) + _at(bw, j), ys)
-
-    return plain_loop
+        return streaming_or_plain
+    return lambda y, x, lo, n, m, a, b, clo, stream: _affine_plain(y, x, lo, n, m, a, b, clo)
 
 
 @overload(affine_grad, inline="always")
 def _affine_grad_impl(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo, stream):
-    if _is_float_array(x):
+    if _streams(x):
 
-        def ir_loop(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo, stream):
-            _affine_grad_ir(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo, stream)
+        def streaming_or_plain(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo, stream):
+            if stream:
+                _affine_grad_ir(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo)
+            else:
+                _affine_grad_plain(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo)
 
-        return ir_loop
+        return streaming_or_plain
 
-    def plain_loop(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo, stream):
-        dxs = dx[lo : lo + n]
-        dys = dy[lo : lo + n]
-        xs = x[lo : lo + n]
-        mhw = _window(mh, clo, n)
-        mlw = _window(ml, clo, n)
-        c1w = _window(c1, clo, n)
-        c2w = _window(c2, clo, n)
-        c3w = _window(c3, clo, n)
-        for j in range(n):
-            t = (load(xs[j]) - _at(mhw, j)) - _at(mlw, j)
-            v = _at(c1w, j) * load(dys[j]) + (_at(c2w, j) * t + _at(c3w, j))
-            dxs[j] = store(v, dxs)
+    def plain(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo, stream):
+        _affine_grad_plain(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo)
 
-    return plain_loop
+    return plain
 
 
 @overload(store_fence, inline="always")
 def _store_fence_impl(stream):
-    return lambda stream: _fence_ir(stream)
+    if STREAMING_STORES:
+        return lambda stream: _fence_ir(stream)
+    return lambda stream: None

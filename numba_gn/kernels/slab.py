@@ -29,6 +29,7 @@ from numba_gn.kernels._common import (
     shifted_sums,
     store,
 )
+from numba_gn.kernels._fma import fma
 from numba_gn.kernels._stream import affine, affine_grad, store_fence
 
 #: Channel runs (``B`` contiguous elements of one channel) shorter than this are not written one
@@ -419,7 +420,7 @@ def _dx_run(dyf, xf, dxf, start, length, c1, c2, c3, mh, ml, stream):
     # A call per short run would cost more than the run; the same fused multiply-adds inline.
     for i in range(start, start + length):
         t = (load(xf[i]) - mh) - ml
-        dxf[i] = store(c1 * load(dyf[i]) + (c2 * t + c3), dxf)
+        dxf[i] = store(fma(c1, load(dyf[i]), fma(c2, t, c3)), dxf)
 
 
 @inline
