@@ -71,30 +71,51 @@ def _tracks_build(build: Callable[..., None]) -> Callable[..., None]:
     Applied to every class's own ``build`` so that calling ``layer.build(shape)`` directly
     behaves like the implicit build of the first call. A subclass's ``super().build(...)``
     runs the parent's code without the bookkeeping.
+
+    The whole build runs under the layer's ``_build_lock``: two threads building the same layer
+    would otherwise both append weights to it. The lock is reentrant, so the nested
+    ``super().build()`` of the thread that holds it passes straight through, and a build may
+    build other layers (each under its own lock).
     """
 
     @functools.wraps(build)
     def wrapper(self: Layer, input_shape: Any) -> None:
-        if self._building:  # nested super().build() call: the outer wrapper does the work
-            build(self, input_shape)
-            return
-        shape = _standardize_shape(input_shape)
-        n_weights = len(self._weights)
-        self._building = True
-        try:
-            build(self, shape)
-        except BaseException:
-            # Leave no half-built state behind: the layer can be built again with a good shape.
-            del self._weights[n_weights:]
-            del self._declared_trainable[n_weights:]
-            raise
-        finally:
-            self._building = False
-        self.built = True
-        self._build_shape = shape
+        with self._build_lock:
+            if self._building:  # nested super().build() call: the outer wrapper does the work
+                build(self, input_shape)
+                return
+            shape = _standardize_shape(input_shape)
+            n_weights = len(self._weights)
+            spec = self.input_spec
+            self._building = True
+            try:
+                build(self, shape)
+            except BaseException:
+                # Leave no half-built state behind: the layer can be built again with a good
+                # shape.
+                del self._weights[n_weights:]
+                del self._declared_trainable[n_weights:]
+                self.input_spec = spec
+                raise
+            finally:
+                self._building = False
+            self._build_shape = shape
+            # Set last: threads read `built` without the lock, and once they see it true,
+            # every weight and the input spec are already in place.
+            self.built = True
 
     wrapper._tracks_build = True  # type: ignore[attr-defined]
     return wrapper
+
+
+def _check_bool(value: object, name: str) -> bool:
+    """``value`` as a bool; anything but a (NumPy) bool is refused (Keras's message)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(
+            f"Expected `{name}` to be a boolean. Received: {name}={value!r} "
+            f"(of type {type(value).__name__})"
+        )
+    return bool(value)
 
 
 class Layer:
@@ -104,7 +125,7 @@ class Layer:
     ----------
     name : str, optional
         Default: the snake_case class name, made unique (``"group_normalization"``,
-        ``"group_normalization_1"``, ...). Must not contain ``"/"``.
+        ``"group_normalization_1"``, ...). Must be non-empty and must not contain ``"/"``.
     dtype : str, numpy dtype, DTypePolicy or Keras policy dict, optional
         The dtype policy (default ``"float32"``): ``dtype`` is the weights' dtype,
         ``compute_dtype`` the dtype inputs are cast to when ``autocast`` is on.
@@ -124,6 +145,12 @@ class Layer:
         Checked against every input (set by ``build`` in most layers).
     supports_masking : bool
         Whether :meth:`compute_mask` passes an incoming mask on (class attribute).
+
+    Notes
+    -----
+    Layers may be called from several threads at once. The first calls build the layer
+    exactly once, under a per-layer lock; threads that arrive meanwhile wait and then use the
+    weights that build created. Once built, calls take no lock.
     """
 
     supports_masking: bool = False
@@ -155,16 +182,20 @@ class Layer:
             )
         if name is None:
             name = unique_name(to_snake_case(type(self).__name__))
-        if not isinstance(name, str) or "/" in name:
+        # An empty name is refused too: it would make an empty key in saved-weight paths.
+        if not isinstance(name, str) or "/" in name or not name:
             raise ValueError(
-                "Argument `name` must be a string and cannot contain character `/`. "
+                "Argument `name` must be a non-empty string and cannot contain character `/`. "
                 f"Received: name={name!r}"
             )
-        if not isinstance(trainable, bool):
-            raise ValueError(
-                f"Expected `trainable` to be a boolean. Received: trainable={trainable!r} "
-                f"(of type {type(trainable).__name__})"
+        trainable = _check_bool(trainable, "trainable")
+        if not isinstance(autocast, (bool, np.bool_)):
+            raise TypeError(
+                f"Expected `autocast` to be a boolean. Received: autocast={autocast!r} "
+                f"(of type {type(autocast).__name__})"
             )
+        # Guards build(): see _tracks_build. Reentrant so that a build may call nested builds.
+        self._build_lock = threading.RLock()
         self.name = name
         self._dtype_policy = _policies.get(dtype)
         self._trainable = trainable
@@ -208,10 +239,11 @@ class Layer:
 
     @trainable.setter
     def trainable(self, value: bool) -> None:
-        value = bool(value)
-        self._trainable = value
-        for w, declared in zip(self._weights, self._declared_trainable, strict=True):
-            w.trainable = declared and value
+        value = _check_bool(value, "trainable")
+        with self._build_lock:  # a build running in another thread appends to these lists
+            self._trainable = value
+            for w, declared in zip(self._weights, self._declared_trainable, strict=True):
+                w.trainable = declared and value
 
     # -- building and calling --------------------------------------------------------------------
 
@@ -229,10 +261,15 @@ class Layer:
         The result is recorded on every active :class:`~numba_gn.autograd.GradientTape`.
         """
         x = self._convert_input(inputs)
-        if self.input_spec is not None:
-            self.input_spec.check(x.shape, self.name)
+        spec = self.input_spec
+        if spec is not None:
+            spec.check(x.shape, self.name)
         if not self.built:
-            self.build(x.shape)
+            self._maybe_build(x.shape)
+            # Another thread may have built the layer for another shape while this one waited:
+            # check the input against the spec that build set.
+            if self.input_spec is not None and self.input_spec is not spec:
+                self.input_spec.check(x.shape, self.name)
         # Like Keras, `training` is passed on only to layers whose call() uses it.
         if "training" in kwargs and not self._call_takes_training:
             del kwargs["training"]
@@ -242,6 +279,19 @@ class Layer:
                 "takes no `mask` argument."
             )
         return self.call(x, *args, **kwargs)
+
+    def _maybe_build(self, input_shape: Shape) -> None:
+        """Build for ``input_shape`` unless built: exactly once, whichever threads call at once.
+
+        The check is repeated under the lock (double-checked), so a thread that waited for
+        another's build uses those weights instead of building again, while calls after the
+        build take no lock at all.
+        """
+        if self.built:
+            return
+        with self._build_lock:
+            if not self.built:
+                self.build(input_shape)
 
     def _convert_input(self, inputs: Any) -> Tensor:
         if isinstance(inputs, Tensor):
@@ -511,6 +561,19 @@ class Layer:
                 f"{sorted(accepted)}."
             )
         return cls(**config)
+
+    # -- copying and pickling ----------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The instance dict without its lock (locks can be neither copied nor pickled)."""
+        state = self.__dict__.copy()
+        state.pop("_build_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a copied or unpickled layer with a lock of its own."""
+        self.__dict__.update(state)
+        self._build_lock = threading.RLock()
 
     def __repr__(self) -> str:
         state = f"built for {self._build_shape}" if self.built else "not built"

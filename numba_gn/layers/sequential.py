@@ -9,15 +9,16 @@ before it sees data); they compute nothing.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from numba_gn.autograd import Tensor
-from numba_gn.layers.base import Layer, Shape
+from numba_gn.layers.base import Layer, Shape, _check_bool
 from numba_gn.params import Variable
-from numba_gn.params._registry import to_snake_case
+from numba_gn.params._registry import check_config_envelope, to_snake_case
 from numba_gn.training.model import Trainer
 
 __all__ = ["Input", "InputLayer", "Sequential"]
@@ -87,13 +88,8 @@ def Input(
 
 
 def _takes_training(layer: Layer) -> bool:
-    """Whether ``layer.call`` has a ``training`` argument (cached per class)."""
-    cls = type(layer)
-    flag = cls.__dict__.get("_takes_training_flag")
-    if flag is None:
-        flag = "training" in inspect.signature(cls.call).parameters
-        cls._takes_training_flag = flag  # type: ignore[attr-defined]
-    return flag
+    """Whether ``layer.call`` has a ``training`` argument (set by Layer per class)."""
+    return type(layer)._call_takes_training
 
 
 class Sequential(Trainer, Layer):
@@ -121,7 +117,16 @@ class Sequential(Trainer, Layer):
         self._input_layer: InputLayer | None = None
         self._output_shapes: list[Shape] = []
         self._calls: list[tuple[Layer, bool]] = []
-        for layer in layers or ():
+        if layers is None:
+            return
+        # A lone layer or a string would otherwise be iterated (or fail) with a message that
+        # does not say which argument is wrong.
+        if isinstance(layers, (Layer, str, bytes, Mapping)) or not isinstance(layers, Iterable):
+            raise TypeError(
+                "Argument `layers` of Sequential must be a list of Layer instances (or None). "
+                f"Received: layers={layers!r} (of type {type(layers).__name__})"
+            )
+        for layer in layers:
             self.add(layer)
 
     # -- structure ---------------------------------------------------------------------------------
@@ -132,50 +137,85 @@ class Sequential(Trainer, Layer):
         return list(self._layers)
 
     def add(self, layer: Layer, rebuild: bool = True) -> None:
-        """Append ``layer``; names must be unique within the model (they key saved weights)."""
-        if isinstance(layer, InputLayer):
-            if self._layers or self._input_layer is not None:
-                raise ValueError("An InputLayer can only be the first layer of a Sequential.")
-            self._input_layer = layer
-            self.build(layer.batch_shape)
-            return
+        """Append ``layer``; names must be unique within the model (they key saved weights).
+
+        On a built model the new layer is built at once (unless ``rebuild`` is false); if that
+        fails, the layer is not added and the model is unchanged.
+        """
+        if not isinstance(rebuild, (bool, np.bool_)):
+            raise TypeError(
+                f"Argument `rebuild` of Sequential.add() must be a bool. Received: "
+                f"rebuild={rebuild!r} (of type {type(rebuild).__name__})"
+            )
         if not isinstance(layer, Layer):
             raise TypeError(
                 f"Only Layer instances can be added to a Sequential model, got {layer!r}."
             )
-        if any(existing.name == layer.name for existing in self._layers):
+        if layer is self or (isinstance(layer, Sequential) and _contains(layer, self)):
             raise ValueError(
-                "All layers added to a Sequential model should have unique names. Name "
-                f"{layer.name!r} is already the name of a layer in this model. Update the "
-                "`name` argument to pass a unique name."
+                f"Cannot add model {layer.name!r} to Sequential model {self.name!r}: a model "
+                "cannot contain itself."
             )
-        self._layers.append(layer)
-        self._calls.append((layer, _takes_training(layer)))
-        if self.built and rebuild:
-            self._build_layers(self._build_shape)  # type: ignore[arg-type]
+        # Under the build lock: a first call building the model in another thread reads the
+        # layer list, and must see it either before or after this change, never in between.
+        with self._build_lock:
+            if isinstance(layer, InputLayer):
+                if self._layers or self._input_layer is not None:
+                    raise ValueError(
+                        "An InputLayer can only be the first layer of a Sequential."
+                    )
+                self.build(layer.batch_shape)
+                self._input_layer = layer
+                return
+            if any(existing.name == layer.name for existing in self._layers):
+                raise ValueError(
+                    "All layers added to a Sequential model should have unique names. Name "
+                    f"{layer.name!r} is already the name of a layer in this model. Update the "
+                    "`name` argument to pass a unique name."
+                )
+            self._layers.append(layer)
+            self._calls.append((layer, _takes_training(layer)))
+            if self.built and rebuild:
+                try:
+                    self._build_layers(self._build_shape)  # type: ignore[arg-type]
+                except BaseException:
+                    self._layers.pop()
+                    self._calls.pop()
+                    raise
 
-    def pop(self) -> Layer:
-        """Remove and return the last layer."""
-        if not self._layers:
-            raise IndexError("There are no layers in the model.")
-        self._calls.pop()
-        layer = self._layers.pop()
-        self._output_shapes = self._output_shapes[: len(self._layers)]
-        return layer
+    def pop(self, rebuild: bool = True) -> Layer:
+        """Remove and return the last layer.
+
+        ``rebuild`` is accepted for Keras compatibility: the remaining layers keep their
+        weights, so there is nothing to rebuild.
+        """
+        if not isinstance(rebuild, (bool, np.bool_)):
+            raise TypeError(
+                f"Argument `rebuild` of Sequential.pop() must be a bool. Received: "
+                f"rebuild={rebuild!r} (of type {type(rebuild).__name__})"
+            )
+        with self._build_lock:
+            if not self._layers:
+                raise IndexError(f"There are no layers in the Sequential model {self.name!r}.")
+            self._calls.pop()
+            layer = self._layers.pop()
+            self._output_shapes = self._output_shapes[: len(self._layers)]
+            return layer
 
     def build(self, input_shape: Shape) -> None:
         """Build every layer in turn from ``input_shape`` (the batch dimension may be None)."""
         self._build_layers(input_shape)
 
     def _build_layers(self, input_shape: Shape) -> None:
-        shape: Shape = (None, *tuple(input_shape)[1:])
-        shapes = []
-        for layer in self._layers:
-            if not layer.built:
-                layer.build(shape)
-            shape = layer.compute_output_shape(shape)
-            shapes.append(shape)
-        self._output_shapes = shapes
+        with self._build_lock:  # reentrant: also called from build(), which holds it
+            shape: Shape = (None, *tuple(input_shape)[1:])
+            shapes = []
+            for layer in self._layers:
+                if not layer.built:
+                    layer.build(shape)
+                shape = layer.compute_output_shape(shape)
+                shapes.append(shape)
+            self._output_shapes = shapes
 
     # -- calling -----------------------------------------------------------------------------------
 
@@ -233,9 +273,10 @@ class Sequential(Trainer, Layer):
 
     @trainable.setter
     def trainable(self, value: bool) -> None:
-        self._trainable = bool(value)
+        value = _check_bool(value, "trainable")
+        self._trainable = value
         for layer in getattr(self, "_layers", ()):
-            layer.trainable = bool(value)
+            layer.trainable = value
 
     @property
     def losses(self) -> list[Tensor]:
@@ -362,10 +403,23 @@ class Sequential(Trainer, Layer):
         Layers are looked up by class name only (nothing is imported); the model is built
         when the config has an input shape.
         """
+        from numba_gn.layers import dtype_policy
+
+        if not isinstance(config, Mapping):
+            raise TypeError(
+                f"Sequential.from_config() takes a dict, got {type(config).__name__}."
+            )
         config = dict(config)
         entries = config.pop("layers", [])
+        if isinstance(entries, (str, bytes, Mapping)) or not isinstance(entries, Sequence):
+            raise TypeError(
+                f"'layers' of a Sequential config must be a list of layer entries, got "
+                f"{type(entries).__name__}: {entries!r}."
+            )
         build_shape = config.pop("build_input_shape", None)
-        config.pop("dtype", None)
+        # Sequential computes nothing itself, but a policy from a foreign module is refused
+        # here as everywhere else rather than silently dropped.
+        dtype_policy.get(config.pop("dtype", None))
         model = cls(name=config.pop("name", None), trainable=config.pop("trainable", True))
         if config:
             raise TypeError(f"Unknown key(s) {sorted(config)} in a Sequential config.")
@@ -376,6 +430,16 @@ class Sequential(Trainer, Layer):
         elif model.built:
             model._build_layers(model._build_shape)  # type: ignore[arg-type]
         return model
+
+
+def _contains(model: Sequential, target: Layer) -> bool:
+    """Whether ``target`` is ``model`` or sits anywhere inside it (nested models included)."""
+    if model is target:
+        return True
+    return any(
+        layer is target or (isinstance(layer, Sequential) and _contains(layer, target))
+        for layer in model._layers
+    )
 
 
 def _layer_entry(layer: Layer, input_shape: Shape | None) -> dict[str, Any]:
@@ -406,13 +470,23 @@ def _layer_classes() -> dict[str, type[Layer]]:
 
 
 def _layer_from_entry(entry: Mapping[str, Any]) -> Layer:
+    """The layer a ``{"module", "class_name", "config", ...}`` entry describes (name lookup)."""
     if not isinstance(entry, Mapping) or "class_name" not in entry:
         raise ValueError(f"A layer entry needs 'class_name' and 'config', got {entry!r}.")
+    # Keras also writes how a layer was built and compiled; the model rebuilds from its own
+    # input shape, so those are accepted and not needed.
+    check_config_envelope(entry, "layer", extra_keys=("build_config", "compile_config"))
     classes = _layer_classes()
     name = entry["class_name"]
-    if name not in classes:
+    if not isinstance(name, str) or name not in classes:
         raise ValueError(f"Unknown layer class {name!r} in a config; known: {sorted(classes)}.")
-    return classes[name].from_config(dict(entry.get("config") or {}))
+    inner = entry.get("config")
+    inner = {} if inner is None else inner
+    if not isinstance(inner, Mapping):
+        raise TypeError(
+            f"The config of layer {name!r} must be a dict, got {type(inner).__name__}: {inner!r}."
+        )
+    return classes[name].from_config(dict(inner))
 
 
 def _bytes(n: float) -> str:
