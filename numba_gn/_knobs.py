@@ -41,8 +41,8 @@ WAVE_BYTES = 8 << 20
 #: that whoever reads them next finds them in the cache.
 STREAM_MIN_BYTES = 16 << 20
 
-#: The switch for the only hand-written LLVM IR of the output passes, the streaming-store loops:
+#: The switch for the hand-written LLVM IR of the output loops (streaming stores):
 #: ``NUMBA_GN_STREAMING_STORES=0`` in the environment before import turns it off, and every
-#: output loop is then plain Numba code (same bits, large outputs somewhat slower). It changes
-#: the compiled kernels, so it has its own disk cache folder.
+#: output loop is then plain Numba code (same bits; large outputs are written without
+#: streaming stores). It changes the compiled kernels, so it has its own disk cache folder.
 STREAMING_STORES = os.environ.get("NUMBA_GN_STREAMING_STORES", "1").strip() != "0"

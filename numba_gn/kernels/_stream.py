@@ -1,25 +1,24 @@
-"""The output passes' inner loops, and *streaming* (non-temporal) stores for large outputs.
+"""The output passes' inner loops, with optional *streaming* (non-temporal) stores.
 
 A normal store first reads the destination's cache line (write-allocate), so writing an output
 that does not fit in the cache costs a read as well as a write; ``np.copyto`` avoids that read
 with non-temporal stores, which is why a plain Numba output loop is slower than the copy it is
 measured against. LLVM's loop vectoriser refuses non-temporal stores unless it can prove their
-alignment, so the streaming loops are written directly in LLVM IR: a scalar head up to a
+alignment, so the float32/float64 loops are written directly in LLVM IR: a scalar head up to a
 cache-line aligned output address, 32-byte vectors with ``!nontemporal`` stores over whole
-lines, a scalar tail. That IR is the only hand-written IR of the output passes, and it is used
-only where it pays, for outputs the engine streams (see ``STREAM_MIN_BYTES`` in
-:mod:`numba_gn._knobs`); every other output loop, and every loop when the switch
-``NUMBA_GN_STREAMING_STORES=0`` turns the IR off, is plain Numba code.
+lines, a scalar tail. With ``stream=False`` the same loop uses ordinary stores (for outputs
+that should stay in the cache for whoever reads them next). The ordinary-store loop could be
+plain Numba code, but it is kept in IR because it compiles faster: typing a Numba loop through
+the storage-dtype helpers at every call site made a kernel's first compilation about 1.5 times
+as long.
 
-Both kinds of loop compute with explicit fused multiply-adds (:func:`~numba_gn.kernels._fma.fma`
-in the plain loops, ``llvm.fma`` in the IR), so they give the same bits. A kernel that streams
-calls :func:`store_fence` after its last streaming store of a parallel iteration: non-temporal
-stores are weakly ordered, and the fence makes them visible before the thread reports that its
-work is done.
-
-float16 data (uint16 storage) always takes the plain loop through
-:func:`~numba_gn.kernels._common.load` and :func:`~numba_gn.kernels._common.store`; it writes
-half the bytes and gains less.
+This IR is behind one switch: ``NUMBA_GN_STREAMING_STORES=0`` in the environment before import
+makes every output loop plain Numba code (:func:`_affine_plain`, :func:`_affine_grad_plain`),
+with the same bits; float16 data (uint16 storage) always takes those. Both kinds compute with
+explicit fused multiply-adds (:func:`~numba_gn.kernels._fma.fma` in the plain loops,
+``llvm.fma`` in the IR). A kernel that streams calls :func:`store_fence` after its last
+streaming store of a parallel iteration: non-temporal stores are weakly ordered, and the fence
+makes them visible before the thread reports that its work is done.
 """
 
 from __future__ import annotations
@@ -116,8 +115,8 @@ class _Operand:
         return builder.load(ptr, align=size)
 
 
-def _emit_rows(context, builder, dtype, out_ptr, data_ptrs, operands, n, expr):
-    """Emit ``out[j] = expr(data[j]..., operands[j]...)`` for ``j < n`` with streaming stores."""
+def _emit_rows(context, builder, dtype, out_ptr, data_ptrs, operands, n, stream, expr):
+    """Emit ``out[j] = expr(data[j]..., operands[j]...)`` for ``j < n`` (see the module doc)."""
     fty = context.get_value_type(dtype)
     size = 4 if dtype == types.float32 else 8
     width = VECTOR_BYTES // size
@@ -141,21 +140,26 @@ def _emit_rows(context, builder, dtype, out_ptr, data_ptrs, operands, n, expr):
         coefs = [op.scalar_at(builder, j) for op in operands]
         builder.store(expr(builder, scalar_fma, values, coefs), builder.gep(out_ptr, [j]))
 
-    def vector_step(j):
+    def vector_step(j, streaming):
         values = [
             builder.load(builder.bitcast(builder.gep(p, [j]), vty.as_pointer()), align=size)
             for p in data_ptrs
         ]
         coefs = [op.vector_at(builder, j, vty, splat, size) for op in operands]
         dst = builder.bitcast(builder.gep(out_ptr, [j]), vty.as_pointer())
-        inst = builder.store(expr(builder, vector_fma, values, coefs), dst, align=VECTOR_BYTES)
-        inst.set_metadata("nontemporal", nontemporal)
+        if streaming:
+            result = expr(builder, vector_fma, values, coefs)
+            inst = builder.store(result, dst, align=VECTOR_BYTES)
+            inst.set_metadata("nontemporal", nontemporal)
+        else:
+            builder.store(expr(builder, vector_fma, values, coefs), dst, align=size)
 
     # Streaming covers whole cache lines only: the head (ordinary scalar stores) runs up to the
     # first line boundary and the body ends on one. A line written partly with streaming and
     # partly with ordinary stores (here, or by the call for the neighbouring row) is flushed
     # half-full and read back, which made misaligned rows twice as slow as ordinary stores.
-    # An output that is not even element-aligned gets no vector stores at all.
+    # An output that is not even element-aligned gets no vector stores at all. Without
+    # streaming, vector stores need no alignment: no head, body in whole vectors.
     address = builder.ptrtoint(out_ptr, i64)
     head = builder.udiv(
         builder.and_(builder.neg(address), ir.Constant(i64, LINE_BYTES - 1)),
@@ -164,14 +168,21 @@ def _emit_rows(context, builder, dtype, out_ptr, data_ptrs, operands, n, expr):
     misaligned = builder.icmp_unsigned("!=", builder.urem(address, ir.Constant(i64, size)), zero)
     head = builder.select(misaligned, n, head)
     head = builder.select(builder.icmp_signed("<", n, head), n, head)
+    head = builder.select(stream, head, zero)
     rest = builder.sub(n, head)
     per_line = ir.Constant(i64, LINE_BYTES // size)
-    body_end = builder.add(head, builder.mul(builder.sdiv(rest, per_line), per_line))
+    per_vector = ir.Constant(i64, width)
+    lines = builder.mul(builder.sdiv(rest, per_line), per_line)
+    vectors = builder.mul(builder.sdiv(rest, per_vector), per_vector)
+    body_end = builder.add(head, builder.select(stream, lines, vectors))
     with cgutils.for_range_slice(builder, zero, head, one, inc=True) as (j, _):
         scalar_step(j)
-    step = ir.Constant(i64, width)
-    with cgutils.for_range_slice(builder, head, body_end, step, inc=True) as (j, _):
-        vector_step(j)
+    with builder.if_else(stream) as (streaming, ordinary):
+        for block, is_streaming in ((streaming, True), (ordinary, False)):
+            with block:
+                step = ir.Constant(i64, width)
+                with cgutils.for_range_slice(builder, head, body_end, step, inc=True) as (j, _):
+                    vector_step(j, is_streaming)
     with cgutils.for_range_slice(builder, body_end, n, one, inc=True) as (j, _):
         scalar_step(j)
 
@@ -201,43 +212,45 @@ def _affine_grad_expr(builder, fma, values, coefs):
 
 
 @intrinsic
-def _affine_ir(typingctx, y, x, lo, n, m, a, b, clo):
+def _affine_ir(typingctx, y, x, lo, n, m, a, b, clo, stream):
     dtype = getattr(x, "dtype", None)
     if dtype not in _FLOATS or not (_contiguous(x, dtype) and _contiguous(y, dtype)):
         return None
     if not all(_coefficient_ok(t, dtype) for t in (m, a, b)):
         return None
-    sig = types.void(y, x, types.intp, types.intp, m, a, b, types.intp)
+    sig = types.void(y, x, types.intp, types.intp, m, a, b, types.intp, types.boolean)
 
     def codegen(context, builder, signature, args):
-        y_, x_, lo_, n_, m_, a_, b_, clo_ = args
+        y_, x_, lo_, n_, m_, a_, b_, clo_, stream_ = args
         st = signature.args
         out_ptr = _data(context, builder, st[0], y_, lo_)
         x_ptr = _data(context, builder, st[1], x_, lo_)
         ops = [_Operand(context, builder, st[k], v, clo_) for k, v in ((4, m_), (5, a_), (6, b_))]
-        _emit_rows(context, builder, dtype, out_ptr, [x_ptr], ops, n_, _affine_expr)
+        _emit_rows(context, builder, dtype, out_ptr, [x_ptr], ops, n_, stream_, _affine_expr)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
 @intrinsic
-def _affine_grad_ir(typingctx, dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo):
+def _affine_grad_ir(typingctx, dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo, stream):
     dtype = getattr(x, "dtype", None)
     if dtype not in _FLOATS or not all(_contiguous(t, dtype) for t in (dx, dy, x)):
         return None
     if not all(_coefficient_ok(t, dtype) for t in (mh, ml, c1, c2, c3)):
         return None
-    sig = types.void(dx, dy, x, types.intp, types.intp, mh, ml, c1, c2, c3, types.intp)
+    sig = types.void(
+        dx, dy, x, types.intp, types.intp, mh, ml, c1, c2, c3, types.intp, types.boolean
+    )
 
     def codegen(context, builder, signature, args):
-        dx_, dy_, x_, lo_, n_, mh_, ml_, c1_, c2_, c3_, clo_ = args
+        dx_, dy_, x_, lo_, n_, mh_, ml_, c1_, c2_, c3_, clo_, stream_ = args
         st = signature.args
         out_ptr = _data(context, builder, st[0], dx_, lo_)
         data = [_data(context, builder, st[k], v, lo_) for k, v in ((1, dy_), (2, x_))]
         coefs = ((5, mh_), (6, ml_), (7, c1_), (8, c2_), (9, c3_))
         ops = [_Operand(context, builder, st[k], v, clo_) for k, v in coefs]
-        _emit_rows(context, builder, dtype, out_ptr, data, ops, n_, _affine_grad_expr)
+        _emit_rows(context, builder, dtype, out_ptr, data, ops, n_, stream_, _affine_grad_expr)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -312,36 +325,28 @@ def _affine_grad_plain(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo):
         dxs[j] = store(v, dxs)
 
 
-def _streams(x):
-    """Whether ``stream=True`` may take the IR loop for storage arrays of type ``x``."""
+def _uses_ir(x):
+    """Whether the output loops for storage arrays of type ``x`` are the IR ones."""
     return STREAMING_STORES and _is_float_array(x)
 
 
 @overload(affine, inline="always")
 def _affine_impl(y, x, lo, n, m, a, b, clo, stream):
-    if _streams(x):
-
-        def streaming_or_plain(y, x, lo, n, m, a, b, clo, stream):
-            if stream:
-                _affine_ir(y, x, lo, n, m, a, b, clo)
-            else:
-                _affine_plain(y, x, lo, n, m, a, b, clo)
-
-        return streaming_or_plain
+    if _uses_ir(x):
+        return lambda y, x, lo, n, m, a, b, clo, stream: _affine_ir(
+            y, x, lo, n, m, a, b, clo, stream
+        )
     return lambda y, x, lo, n, m, a, b, clo, stream: _affine_plain(y, x, lo, n, m, a, b, clo)
 
 
 @overload(affine_grad, inline="always")
 def _affine_grad_impl(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo, stream):
-    if _streams(x):
+    if _uses_ir(x):
 
-        def streaming_or_plain(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo, stream):
-            if stream:
-                _affine_grad_ir(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo)
-            else:
-                _affine_grad_plain(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo)
+        def ir_loop(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo, stream):
+            _affine_grad_ir(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo, stream)
 
-        return streaming_or_plain
+        return ir_loop
 
     def plain(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo, stream):
         _affine_grad_plain(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo)
