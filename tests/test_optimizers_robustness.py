@@ -6,6 +6,8 @@ import copy
 import gc
 import math
 import pickle
+import sys
+import threading
 import weakref
 
 import numpy as np
@@ -437,3 +439,127 @@ def test_configs_are_checked_too():
     config["config"]["learning_rate"]["config"]["decay_steps"] = 0
     with pytest.raises(ValueError, match="`decay_steps`"):
         optimizers.deserialize(config)
+
+
+# -- one optimizer shared by threads --------------------------------------------------------------
+
+_STEPS = 2000
+
+
+def _gradients(seed):
+    """A thread's gradients: different for each step and thread, reproducible."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((2, 3)).astype(F32) for _ in range(_STEPS)]
+
+
+def _initial(seed):
+    return np.random.default_rng(100 + seed).standard_normal((2, 3)).astype(F32)
+
+
+@pytest.fixture
+def frequent_thread_switches():
+    """Switch threads as often as the interpreter allows, so unguarded steps would interleave."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(before)
+
+
+def test_shared_optimizer_steps_from_two_threads(frequent_thread_switches):
+    """Each thread's variables end exactly as if stepped alone; no step is lost or mixed."""
+    seeds = (1, 2)
+    grads = {s: _gradients(s) for s in seeds}
+    shared = optimizers.SGD(learning_rate=0.01, momentum=0.9)
+    variables = {s: (Variable(_initial(s), name=f"w{s}"), Variable(_initial(s) * 2, name=f"b{s}"))
+                 for s in seeds}
+    barrier = threading.Barrier(len(seeds))
+    errors = []
+
+    def train(seed):
+        try:
+            barrier.wait(timeout=30)  # both threads start stepping together
+            w, b = variables[seed]
+            for g in grads[seed]:
+                shared.apply([g, -g], [w, b])
+        except BaseException as exc:  # reported by the main thread: a thread's own is lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=train, args=(s,)) for s in seeds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a thread did not finish"
+    assert errors == []
+    assert shared.iterations == len(seeds) * _STEPS
+    assert len(shared.variables_state()) == 2 * len(seeds)
+
+    for s in seeds:  # the reference: the same steps, one thread, an optimizer of its own
+        alone = optimizers.SGD(learning_rate=0.01, momentum=0.9)
+        w, b = Variable(_initial(s)), Variable(_initial(s) * 2)
+        for g in grads[s]:
+            alone.apply([g, -g], [w, b])
+        for got, want in zip(variables[s], (w, b), strict=True):
+            np.testing.assert_array_equal(got.numpy(), want.numpy())  # bitwise, no tolerance
+            (slot,) = shared.variables_state()[got]
+            (ref,) = alone.variables_state()[want]
+            np.testing.assert_array_equal(slot, ref)
+
+
+def test_a_step_waits_for_the_one_in_progress():
+    """A second thread's step starts only once the first is committed.
+
+    The first step is held between its compute and its commit (by its variable's constraint)
+    while another thread steps the same optimizer. Adam's step number comes from
+    ``iterations``: a step let through early would also be step 1, not step 2.
+    """
+    opt = optimizers.Adam(learning_rate=0.1)
+    second_done = threading.Event()
+    finished_early = []
+    b = Variable(_f32(1.0, -1.0), name="b")
+
+    def second_step():
+        opt.apply([_f32(0.5, 0.5)], [b])
+        second_done.set()
+
+    other = threading.Thread(target=second_step)
+
+    def hold(value):
+        if not finished_early:  # the first step only
+            other.start()
+            # Long enough for an unguarded step to finish; a guarded one cannot start.
+            finished_early.append(second_done.wait(timeout=0.5))
+        return value
+
+    a = Variable(_f32(1.0, 1.0), name="a", constraint=hold)
+    opt.apply([_f32(1.0, 1.0)], [a])
+    other.join(timeout=30)
+    assert finished_early == [False]
+    assert second_done.is_set() and opt.iterations == 2
+
+    ref = optimizers.Adam(learning_rate=0.1)  # b's step as step 2
+    ref.apply([_f32(1.0, 1.0)], [Variable(_f32(1.0, 1.0))])
+    b_ref = Variable(_f32(1.0, -1.0))
+    ref.apply([_f32(0.5, 0.5)], [b_ref])
+    np.testing.assert_array_equal(b.numpy(), b_ref.numpy())
+
+
+@pytest.mark.parametrize("how", ["copy", "deepcopy", "pickle"])
+def test_copies_get_a_lock_of_their_own(how):
+    opt = optimizers.SGD(learning_rate=0.5, momentum=0.9)
+    v = Variable(_f32(1.0, 2.0))
+    opt.apply([_f32(1.0, 1.0)], [v])
+    copies = {
+        "copy": lambda: copy.copy(opt),
+        "deepcopy": lambda: copy.deepcopy(opt),
+        "pickle": lambda: pickle.loads(pickle.dumps(opt)),
+    }
+    other = copies[how]()
+    assert other._apply_lock is not opt._apply_lock
+    assert "_apply_lock" not in opt.__getstate__()
+    with opt._apply_lock:  # the original busy in another step: the copy is not blocked
+        done = []
+        t = threading.Thread(target=lambda: done.append(other.apply([_f32(1.0, 1.0)], [v])))
+        t.start()
+        t.join(timeout=30)
+    assert done == [opt.iterations + 1]

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from numba_gn import _checks
 from numba_gn.autograd import Tensor
 from numba_gn.layers.base import Layer, Shape, _check_bool
 from numba_gn.params import Variable
@@ -27,13 +28,28 @@ __all__ = ["Input", "InputLayer", "Sequential"]
 class InputLayer(Layer):
     """Declares the input shape of a :class:`Sequential` model; passes its input through.
 
+    Keras's rules: exactly one of ``shape`` and ``batch_shape`` is given, ``batch_size`` only
+    with ``shape``; a shape's entries are ints >= 0 or ``None`` (unknown), never floats or
+    strings. Stricter than Keras, since no array could have such a shape: a shape is a list or
+    tuple (not a set, string or other iterable), bools are not dimensions, the batch size is at
+    least 1, no dimension exceeds ``sys.maxsize``, ``batch_shape`` has a batch axis, and there
+    are at most 64 axes with the batch axis (NumPy's limit). Every violation is a ``ValueError``
+    (as in Keras) naming the argument, or the entry (``shape[1]``) at fault.
+
     Parameters
     ----------
     shape : tuple, optional
         Shape of one sample (without the batch axis).
     batch_size : int, optional
+        A fixed batch size (>= 1); ``None``, the default, leaves it open.
+    dtype : dtype or DTypePolicy, optional
     batch_shape : tuple, optional
         The full shape with the batch axis (instead of ``shape``/``batch_size``).
+    name : str, optional
+    sparse, ragged, optional : bool, default False
+        Accepted for Keras compatibility at ``False`` (or ``None``, Keras's default for
+        ``sparse`` and ``ragged``) only: ``True`` raises ``NotImplementedError`` naming the
+        argument, and anything that is not a bool a ``TypeError``.
     """
 
     def __init__(
@@ -43,19 +59,55 @@ class InputLayer(Layer):
         dtype: Any = None,
         batch_shape: Sequence[int | None] | None = None,
         name: str | None = None,
-        sparse: bool = False,
-        ragged: bool = False,
+        sparse: bool | None = False,
+        ragged: bool | None = False,
         optional: bool = False,
     ) -> None:
+        # Flags first: a truthy string such as "False" must not read as a request for an
+        # unsupported feature, nor a falsy 0 pass for False.
+        for flag, value, none_ok in (
+            ("sparse", sparse, True),
+            ("ragged", ragged, True),
+            ("optional", optional, False),
+        ):
+            if value is None and none_ok:
+                continue
+            if _checks.boolean(value, flag):
+                raise NotImplementedError(
+                    f"InputLayer: `{flag}=True` is not supported: every input of a numba_gn "
+                    f"model is one dense NumPy array. Received: {flag}={value!r}"
+                )
+        if shape is not None and batch_shape is not None:
+            raise ValueError(
+                "You cannot pass both `shape` and `batch_shape` at the same time. Received: "
+                f"shape={_checks.show(shape)}, batch_shape={_checks.show(batch_shape)}"
+            )
+        if batch_size is not None and batch_shape is not None:
+            raise ValueError(
+                "You cannot pass both `batch_size` and `batch_shape` at the same time. "
+                f"Received: batch_size={_checks.show(batch_size)}, "
+                f"batch_shape={_checks.show(batch_shape)}"
+            )
+        if batch_shape is not None:
+            dims = _standardize_shape(batch_shape, "batch_shape", max_ndim=_checks.MAX_NDIM)
+            if not dims:  # Sequential builds from it and replaces its first axis
+                raise ValueError(
+                    "`batch_shape` must include the batch axis (`None` for any batch size). "
+                    "Received: batch_shape=()"
+                )
+            if dims[0] is not None:
+                _checks.integer(dims[0], "batch_shape[0]", low=1)
+        elif shape is not None:
+            # The batch axis is added in front: one axis fewer is left for the sample.
+            sample = _standardize_shape(shape, "shape", max_ndim=_checks.MAX_NDIM - 1)
+            if batch_size is not None:
+                batch_size = _checks.integer(batch_size, "batch_size", low=1,
+                                             type_error=ValueError)
+            dims = (batch_size, *sample)
+        else:
+            raise ValueError("InputLayer needs a `shape` (or `batch_shape`) argument.")
         super().__init__(name=name, dtype=dtype)
-        if sparse or ragged or optional:
-            raise NotImplementedError("InputLayer: sparse, ragged and optional inputs are not "
-                                      "supported.")
-        if batch_shape is None:
-            if shape is None:
-                raise ValueError("InputLayer needs `shape` or `batch_shape`.")
-            batch_shape = (batch_size, *tuple(shape))
-        self.batch_shape: Shape = tuple(None if d is None else int(d) for d in batch_shape)
+        self.batch_shape: Shape = dims
 
     def call(self, inputs: Tensor) -> Tensor:
         """The input, unchanged."""
@@ -77,13 +129,43 @@ class InputLayer(Layer):
         }
 
 
+def _standardize_shape(value: object, name: str, *, max_ndim: int) -> Shape:
+    """``value`` as a shape tuple (ints >= 0 and Nones), else a ``ValueError`` naming ``name``.
+
+    Keras's ``standardize_shape`` rules (a ``ValueError`` for anything that is not a shape),
+    stricter on bools, ints too large for an array dimension and the number of axes.
+    """
+    # Only ordered containers: a set or dict has no order of axes, a string is not a shape
+    # even when its characters are digits.
+    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
+        raise ValueError(
+            f"`{name}` must be a tuple or list of ints >= 0 or None, got "
+            f"{name}={_checks.show(value)} (of type {type(value).__name__})."
+        )
+    if len(value) > max_ndim:
+        raise ValueError(
+            f"`{name}` has {len(value)} axes; at most {max_ndim} are possible (NumPy arrays have "
+            f"at most {_checks.MAX_NDIM}, the batch axis included). Received: "
+            f"{name}={_checks.show(value)}"
+        )
+    return tuple(
+        None if d is None
+        else _checks.integer(d, f"{name}[{i}]", low=0, type_error=ValueError)
+        for i, d in enumerate(value)
+    )
+
+
 def Input(
     shape: Sequence[int | None],
     batch_size: int | None = None,
     dtype: Any = None,
     name: str | None = None,
 ) -> InputLayer:
-    """An :class:`InputLayer` for the first position of a :class:`Sequential` model."""
+    """An :class:`InputLayer` for the first position of a :class:`Sequential` model.
+
+    ``shape`` (one sample's shape, without the batch axis) and ``batch_size`` (``None`` or an
+    int >= 1) are checked by :class:`InputLayer`, with a ``ValueError`` naming the argument.
+    """
     return InputLayer(shape=shape, batch_size=batch_size, dtype=dtype, name=name)
 
 

@@ -15,8 +15,11 @@ weights, the slots and ``iterations`` exactly as they were.
 
 Per-variable state (momentums, Adam's moments) is created on a variable's first step and keyed
 by the Variable object itself, held weakly: it is freed with the Variable and never handed to
-another Variable. Hyper-parameters are validated when set, with a ``ValueError`` or
-``TypeError`` naming the argument; non-finite values are refused everywhere.
+another Variable. One optimizer may be shared by models trained in several threads: each
+``apply`` runs whole under the optimizer's own lock, so the steps are serialised, none is lost
+from ``iterations`` and no variable's state is created twice. Hyper-parameters are validated
+when set, with a ``ValueError`` or ``TypeError`` naming the argument; non-finite values are
+refused everywhere.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import copy
 import math
 import numbers
 import re
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -286,6 +290,10 @@ class Optimizer:
     and freed together with it. Deep-copied or pickled together with its Variables (as part of
     a model), an optimizer's state follows the copies; copied on its own, it starts without
     state (use :meth:`variables_state` to keep the slot arrays).
+
+    :meth:`apply` holds a per-optimizer lock from its first check to its commit, so one
+    optimizer may be shared by models trained in different threads (their steps run one after
+    the other). A copy or an unpickled optimizer gets a lock of its own.
     """
 
     default_name = "optimizer"
@@ -320,6 +328,10 @@ class Optimizer:
         self._slots = _VariableMap()
         self._exclude = _VariableMap()
         self._exclude_pattern: re.Pattern[str] | None = None
+        # Serialises apply(): two threads stepping at once could each create a variable's slots,
+        # read the same `iterations` or commit half of each other's step. Reentrant so that a
+        # schedule or constraint that itself steps this optimizer does not deadlock.
+        self._apply_lock = threading.RLock()
 
     # -- public API --------------------------------------------------------------------------------
 
@@ -390,7 +402,8 @@ class Optimizer:
 
         All or nothing: the new weights and slots are computed and constrained first and only
         written (into the Variables' own buffers) once every variable's step has succeeded, so
-        an exception leaves the weights, the slots and ``iterations`` unchanged.
+        an exception leaves the weights, the slots and ``iterations`` unchanged. The whole step
+        holds the optimizer's lock: calls from several threads take turns.
 
         Raises
         ------
@@ -401,8 +414,11 @@ class Optimizer:
         TypeError
             A non-Variable, a non-float Variable, a non-numeric gradient.
         """
-        grads = list(grads)
-        variables = list(variables)
+        with self._apply_lock:
+            return self._apply(list(grads), list(variables))
+
+    def _apply(self, grads: list[Any], variables: list[Variable]) -> int:
+        """:meth:`apply`'s step, run under the optimizer's lock."""
         if len(grads) != len(variables):
             raise ValueError(
                 f"Got {len(grads)} gradients for {len(variables)} variables; they must pair up."
@@ -457,7 +473,8 @@ class Optimizer:
         A new dict on each call; its arrays are the optimizer's own (not copies) and are
         replaced, not modified, by the next step. Slots of a deleted Variable are freed.
         """
-        return dict(self._slots.items())
+        with self._apply_lock:  # one step's slots all old or all new, never a mix
+            return dict(self._slots.items())
 
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments, with Keras's keys."""
@@ -502,6 +519,19 @@ class Optimizer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(learning_rate={self._learning_rate!r})"
+
+    # -- copying and pickling ----------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The instance dict without the lock (locks can be neither copied nor pickled)."""
+        state = self.__dict__.copy()
+        state.pop("_apply_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a copied or unpickled optimizer with a lock of its own."""
+        self.__dict__.update(state)
+        self._apply_lock = threading.RLock()
 
     # -- subclass hooks ----------------------------------------------------------------------------
 
