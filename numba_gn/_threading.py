@@ -6,15 +6,23 @@ Numba's threading layers differ (see ``docs/threads.md``):
   same time, so launches are serialised with a lock when it is the active layer;
 * GNU OpenMP (``omp``) kills a forked child that launches a parallel region after the parent
   did, so a forked child only ever uses the serial kernels;
-* ``tbb`` is safe for both.
+* ``tbb`` is safe for both, and it does not spin while waiting, so a parallel call slows down
+  gracefully when another process keeps a core busy.
 
-The user's threading-layer and thread-count settings are never changed.
+``pip install tbb`` puts ``libtbb.so.12`` in the environment's ``lib`` folder, which the dynamic
+loader does not search inside a virtual environment, so Numba cannot load its tbb layer there.
+When Numba may choose tbb and the library sits in the environment, :func:`load_pip_tbb` loads
+it first (by full path), so the layer the user installed is the one used. The user's
+threading-layer and thread-count settings, and environment variables, are never changed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import site
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -34,6 +42,40 @@ def _mark_forked() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_mark_forked)
+
+
+#: Numba threading-layer settings under which it may pick tbb (the others name another layer).
+_TBB_ELIGIBLE = ("default", "safe", "threadsafe", "forksafe", "tbb")
+_TBB_NAMES = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib"}
+#: The libtbb loaded by :func:`load_pip_tbb`, if any (shown by ``numba-gn info``).
+pip_tbb: str | None = None
+
+
+def load_pip_tbb() -> str | None:
+    """Load a pip-installed ``libtbb`` from this environment so Numba's tbb layer can start.
+
+    Returns the library's path, or None when nothing was loaded: Numba's setting names another
+    layer, a parallel launch already happened, there is no such file in this environment (or
+    the user's site), or the platform keeps its libraries elsewhere (Windows finds them).
+    """
+    global pip_tbb
+    name = _TBB_NAMES.get(sys.platform)
+    layer = str(numba.config.THREADING_LAYER).lower()
+    if name is None or layer not in _TBB_ELIGIBLE or pip_tbb is not None:
+        return pip_tbb
+    candidates = [os.path.join(sys.prefix, "lib", name)]
+    user_base = getattr(site, "USER_BASE", None)
+    if user_base:
+        candidates.append(os.path.join(user_base, "lib", name))
+    for path in candidates:
+        if os.path.exists(path):
+            try:
+                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            except OSError:  # a broken or foreign library: leave it to Numba's own search
+                continue
+            pip_tbb = path
+            break
+    return pip_tbb
 
 
 def in_forked_child() -> bool:
@@ -68,3 +110,6 @@ def parallel_launch() -> Iterator[None]:
                 _layer = numba.threading_layer()
             except ValueError:  # no parallel region ran yet
                 pass
+
+
+load_pip_tbb()

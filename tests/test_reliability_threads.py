@@ -15,6 +15,7 @@ sequential one (bitwise equality).
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import numba
 import numpy as np
@@ -279,3 +280,25 @@ def test_set_num_threads_in_process_is_bitwise_stable():
     for k, arrays in results.items():
         for a, b in zip(arrays, results[1], strict=True):
             assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), k
+
+
+def test_pip_installed_tbb_is_loaded_from_the_environment(tmp_path, monkeypatch):
+    """``pip install tbb`` in a venv leaves libtbb where the loader does not look: load it."""
+    import glob
+    import sys
+
+    from numba_gn import _threading
+
+    found = glob.glob(os.path.join(sys.prefix, "lib", "libtbb.so.12*"))
+    if sys.platform != "linux" or not found:
+        pytest.skip("no pip-installed libtbb in this environment")
+    prefix = tmp_path / "venv"
+    (prefix / "lib").mkdir(parents=True)
+    (prefix / "lib" / "libtbb.so.12").symlink_to(found[0])
+    monkeypatch.setattr(sys, "prefix", str(prefix))
+    monkeypatch.setattr(_threading, "pip_tbb", None)
+    assert _threading.load_pip_tbb() == str(prefix / "lib" / "libtbb.so.12")
+    # a setting that names another layer is respected: nothing is loaded
+    monkeypatch.setattr(_threading, "pip_tbb", None)
+    monkeypatch.setattr(_threading.numba.config, "THREADING_LAYER", "omp")
+    assert _threading.load_pip_tbb() is None

@@ -41,7 +41,8 @@ def collect() -> dict[str, str]:
         "cpu": numba.config.CPU_NAME or _host_cpu(),
         "cpus": _cpus(),
         "threads": str(threads),
-        "threading layer": f"{layer} (requested: {numba.config.THREADING_LAYER})",
+        "threading layer": f"{layer} (requested: {numba.config.THREADING_LAYER})"
+        + (f"; libtbb loaded from {_threading.pip_tbb}" if _threading.pip_tbb else ""),
         "layers available": ", ".join(_available_layers()) or "none",
         "forked child": str(_threading.in_forked_child()),
         "cache folder": cache_folder(),
