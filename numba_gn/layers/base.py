@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
+from numba_gn._locks import FreshLocks
 from numba_gn.autograd import Tensor
 from numba_gn.autograd import cast as _cast
 from numba_gn.layers import dtype_policy as _policies
@@ -118,7 +119,7 @@ def _check_bool(value: object, name: str) -> bool:
     return bool(value)
 
 
-class Layer:
+class Layer(FreshLocks):
     """Base class of layers: weights, lazy building, regularization losses, configs.
 
     Parameters
@@ -152,6 +153,8 @@ class Layer:
     exactly once, under a per-layer lock; threads that arrive meanwhile wait and then use the
     weights that build created. Once built, calls take no lock.
     """
+
+    _lock_names = ("_build_lock",)
 
     supports_masking: bool = False
     _call_takes_mask: bool = False
@@ -561,19 +564,6 @@ class Layer:
                 f"{sorted(accepted)}."
             )
         return cls(**config)
-
-    # -- copying and pickling ----------------------------------------------------------------------
-
-    def __getstate__(self) -> dict[str, Any]:
-        """The instance dict without its lock (locks can be neither copied nor pickled)."""
-        state = self.__dict__.copy()
-        state.pop("_build_lock", None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restore a copied or unpickled layer with a lock of its own."""
-        self.__dict__.update(state)
-        self._build_lock = threading.RLock()
 
     def __repr__(self) -> str:
         state = f"built for {self._build_shape}" if self.built else "not built"

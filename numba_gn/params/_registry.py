@@ -143,6 +143,26 @@ def check_config_envelope(
     check_config_module(config, what)
 
 
+def split_config(config: object, what: str, article: str = "A") -> tuple[Any, dict[str, Any]]:
+    """``(class_name, inner config)`` of a ``{"class_name", "config"}`` dict, checked.
+
+    The envelope must be a dict with ``class_name``, no unknown keys and a trusted module
+    (:func:`check_config_envelope`); the inner config must be a dict (None means empty). The
+    caller looks the class name up in its own table.
+    """
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise ValueError(
+            f"{article} {what} config must be a dict with 'class_name', got {config!r}."
+        )
+    check_config_envelope(config, what)
+    name = config["class_name"]
+    inner = config.get("config")
+    inner = {} if inner is None else inner
+    if not isinstance(inner, dict):
+        raise TypeError(f"The config of {what} {name!r} must be a dict, got {inner!r}.")
+    return name, dict(inner)
+
+
 class Registry:
     """Name table and (de)serialization for one family of parameter objects.
 

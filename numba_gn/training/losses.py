@@ -467,20 +467,13 @@ def deserialize(config: dict[str, Any]) -> Loss:
     Keras's ``"module"`` and ``"registered_name"`` are accepted; a module other than Keras's or
     numba_gn's, or any other key, is refused with a ``ValueError``.
     """
-    from numba_gn.params._registry import check_config_envelope
+    from numba_gn.params._registry import split_config
 
-    if not isinstance(config, dict) or "class_name" not in config:
-        raise ValueError(f"A loss config must be a dict with 'class_name', got {config!r}.")
-    check_config_envelope(config, "loss")
-    name = config["class_name"]
+    name, inner = split_config(config, "loss")
     cls = (_CLASSES.get(name) or _ALIASES.get(name)) if isinstance(name, str) else None
     if cls is None:
         raise ValueError(f"Unknown loss {name!r}; known: {sorted({*_CLASSES, *_ALIASES})}.")
-    inner = config.get("config")
-    inner = {} if inner is None else inner
-    if not isinstance(inner, dict):
-        raise TypeError(f"The config of loss {name!r} must be a dict, got {inner!r}.")
-    return cls.from_config(dict(inner))
+    return cls.from_config(inner)
 
 
 def get(identifier: Any) -> Loss | Callable[..., Any] | None:

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from numba_gn._locks import FreshLocks
 from numba_gn.autograd import GradientTape, Tensor, no_record
 from numba_gn.training import losses as losses_mod
 from numba_gn.training import metrics as metrics_mod
@@ -151,7 +152,7 @@ def _data_array(value: Any, name: str) -> np.ndarray:
     return arr
 
 
-class Trainer:
+class Trainer(FreshLocks):
     """Mixin with the training loop; see the module docstring for what the model provides.
 
     Every argument of :meth:`compile`, :meth:`fit`, :meth:`evaluate` and :meth:`predict` is
@@ -162,6 +163,8 @@ class Trainer:
     time, since they update the weights, the optimizer and the compiled metrics;
     :meth:`evaluate` and :meth:`predict` take no lock and keep their state per call.
     """
+
+    _lock_names = ("_train_lock",)
 
     #: BLAS threads while fit/evaluate/predict run (None: leave BLAS alone); see
     #: :mod:`numba_gn.training.blas` for why one is faster for small models.
@@ -175,22 +178,6 @@ class Trainer:
         super().__init__(*args, **kwargs)
         # Serialises fit() and compile(): two fits interleaving their steps would mix their
         # optimizer updates and metric states.
-        self._train_lock = threading.RLock()
-
-    def __getstate__(self) -> dict[str, Any]:
-        """The instance dict without the training lock (locks cannot be copied or pickled)."""
-        parent = getattr(super(), "__getstate__", None)
-        state = dict(parent() if parent is not None else self.__dict__)
-        state.pop("_train_lock", None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restore a copied or unpickled model with a training lock of its own."""
-        parent = getattr(super(), "__setstate__", None)
-        if parent is not None:
-            parent(state)
-        else:
-            self.__dict__.update(state)
         self._train_lock = threading.RLock()
 
     # -- compile -----------------------------------------------------------------------------------

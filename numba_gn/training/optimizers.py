@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from numba_gn._locks import FreshLocks
 from numba_gn.autograd.tensor import Tensor
 from numba_gn.params import Variable
 
@@ -259,7 +260,7 @@ class CosineDecay:
         }
 
 
-class Optimizer:
+class Optimizer(FreshLocks):
     """Base class: gradient clipping, weight decay, constraints and the iteration count.
 
     Every argument is checked here, with a ``ValueError``/``TypeError`` naming it; ints are
@@ -295,6 +296,8 @@ class Optimizer:
     optimizer may be shared by models trained in different threads (their steps run one after
     the other). A copy or an unpickled optimizer gets a lock of its own.
     """
+
+    _lock_names = ("_apply_lock",)
 
     default_name = "optimizer"
 
@@ -519,19 +522,6 @@ class Optimizer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(learning_rate={self._learning_rate!r})"
-
-    # -- copying and pickling ----------------------------------------------------------------------
-
-    def __getstate__(self) -> dict[str, Any]:
-        """The instance dict without the lock (locks can be neither copied nor pickled)."""
-        state = self.__dict__.copy()
-        state.pop("_apply_lock", None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restore a copied or unpickled optimizer with a lock of its own."""
-        self.__dict__.update(state)
-        self._apply_lock = threading.RLock()
 
     # -- subclass hooks ----------------------------------------------------------------------------
 
@@ -800,21 +790,14 @@ def serialize(optimizer: Optimizer) -> dict[str, Any]:
 
 def deserialize(config: dict[str, Any]) -> Optimizer:
     """An optimizer from ``{"class_name", "config"}`` (a fresh one, without state)."""
-    from numba_gn.params._registry import check_config_envelope
+    from numba_gn.params._registry import split_config
 
-    if not isinstance(config, dict) or "class_name" not in config:
-        raise ValueError(f"An optimizer config must be a dict with 'class_name', got {config!r}.")
     # Keras's "module"/"registered_name" are read, not ignored: a foreign module is refused.
-    check_config_envelope(config, "optimizer")
-    name = config["class_name"]
+    name, inner = split_config(config, "optimizer", "An")
     cls = _CLASSES.get(name) or _ALIASES.get(name.lower() if isinstance(name, str) else None)
     if cls is None:
         raise ValueError(f"Unknown optimizer {name!r}; known: {sorted(_CLASSES)}.")
-    inner = config.get("config")
-    inner = {} if inner is None else inner
-    if not isinstance(inner, dict):
-        raise TypeError(f"The config of optimizer {name!r} must be a dict, got {inner!r}.")
-    return cls.from_config(dict(inner))
+    return cls.from_config(inner)
 
 
 def get(identifier: Any) -> Optimizer:
