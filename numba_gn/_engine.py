@@ -24,12 +24,14 @@ from numba_gn.kernels import LANES, rows, slab
 class Canonical:
     """How an array maps onto the kernels' flat ``(N, A, C, B)`` view."""
 
-    __slots__ = ("perm", "inverse", "N", "A", "C", "B")
+    __slots__ = ("perm", "inverse", "N", "A", "C", "B", "size", "families")
 
     def __init__(self, x: np.ndarray, axes: tuple[int, ...]):
         self.perm = _memory_order(x, axes)
         identity = self.perm == tuple(range(x.ndim))
         self.inverse = None if identity else tuple(np.argsort(self.perm).tolist())
+        self.size = x.size
+        self.families: dict[int, str] = {}  # groups -> kernel family, filled by choose()
         shape = x.shape
         ordered = [shape[p] for p in self.perm]
         first = self.perm.index(axes[0])
@@ -41,6 +43,8 @@ class Canonical:
 
     def view(self, a: np.ndarray) -> np.ndarray:
         """``a`` in canonical order as a flat C-contiguous array (a copy only if needed)."""
+        if self.inverse is None and a.flags.c_contiguous:  # the common case, without a transpose
+            return a.reshape(-1)
         t = a.transpose(self.perm)
         if not t.flags.c_contiguous:
             copy = buffers.empty(t.shape, t.dtype)
@@ -58,6 +62,8 @@ class Canonical:
         Large arrays come from :mod:`numba_gn.buffers` (no page faults when a call repeats).
         """
         if self.inverse is None:
+            if self.size * dtype.itemsize < buffers.MIN_BYTES:  # small: skip the pool's checks
+                return np.empty(shape, dtype=dtype)
             return buffers.empty(shape, dtype)
         ordered = tuple(shape[p] for p in self.perm)
         return buffers.empty(ordered, dtype).transpose(self.inverse)
@@ -164,10 +170,20 @@ def last_path() -> Path | None:
     return _forced.last
 
 
+_PATHS = {
+    (family, strategy, stream): Path(family, strategy, stream)
+    for family in ("rows", "slab")
+    for strategy in _STRATEGIES
+    for stream in (False, True)
+}
+
+
 def choose(canon: Canonical, groups: int, size: int, out_bytes: int) -> Path:
     """The path for a forward or backward call: one decision for both passes."""
-    N, A, C, B = canon.N, canon.A, canon.C, canon.B
-    family = "rows" if _row_family(A, C, B, groups) else "slab"
+    family = canon.families.get(groups)
+    if family is None:
+        rows_ = _row_family(canon.A, canon.C, canon.B, groups)
+        family = canon.families[groups] = "rows" if rows_ else "slab"
     strategy = _forced.strategy
     if strategy is None:
         if not _threading.use_parallel(size):
@@ -175,16 +191,16 @@ def choose(canon: Canonical, groups: int, size: int, out_bytes: int) -> Path:
         else:
             threads = numba.get_num_threads()
             if family == "rows":
-                many = N >= _knobs.ROW_SAMPLES_MIN_PER_THREAD * threads
+                many = canon.N >= _knobs.ROW_SAMPLES_MIN_PER_THREAD * threads
             else:
-                many = N * groups >= _knobs.FUSED_MIN_SLABS_PER_THREAD * threads
+                many = canon.N * groups >= _knobs.FUSED_MIN_SLABS_PER_THREAD * threads
             strategy = "fused" if many else "chunked"
     elif strategy != "serial" and _threading.in_forked_child():
         strategy = "serial"  # see numba_gn._threading: parallel kernels are unsafe there
     stream = _forced.stream
     if stream is None:
         stream = out_bytes >= _knobs.STREAM_MIN_BYTES
-    path = Path(family, strategy, stream)
+    path = _PATHS[family, strategy, stream]
     _forced.last = path
     return path
 

@@ -65,7 +65,11 @@ def _plan(x: np.ndarray, groups: object, group_size: object, axis: object) -> _P
     call on a tiny array within a few microseconds of the kernel itself.
     """
     try:
-        key = (x.shape, x.strides, x.dtype.char, _typed(groups), _typed(group_size), _typed(axis))
+        if type(groups) is int and group_size is None and type(axis) is int:  # the usual call
+            key: tuple = (x.shape, x.strides, x.dtype.char, groups, axis)
+        else:  # typed parts, which never equal the plain ints above
+            key = (x.shape, x.strides, x.dtype.char, _typed(groups), _typed(group_size))
+            key += (_typed(axis),)
         plan = _PLANS.get(key)
     except TypeError:  # unhashable argument: validate without caching (it will likely fail)
         return _Plan(x, groups, group_size, axis)
@@ -355,6 +359,9 @@ def group_norm_backward(
 
 
 def _stats_array(a: object, name: str, shape: tuple[int, int]) -> np.ndarray:
+    if type(a) is np.ndarray and a.dtype == np.float64 and a.shape == shape:
+        if a.flags.c_contiguous:  # as group_norm returned it: a flat view, no copy
+            return _args.frozen(a.reshape(-1))
     arr = _args._asarray(a, name)
     if arr.dtype.kind != "f":
         raise TypeError(f"`{name}` must be a float array, got dtype {arr.dtype}.")
