@@ -78,7 +78,7 @@ class Case:
         return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
 
 
-#: The issue's speed targets (float32, G=32) plus float16 and the tiny-call overhead.
+#: The speed targets (float32, G=32), float16, the tiny-call overhead and small-model batches.
 TARGET_CASES = (
     Case("channels-last", (8, 64, 64, 256), -1),
     Case("channels-first", (8, 256, 64, 64), 1),
@@ -87,6 +87,9 @@ TARGET_CASES = (
     Case("large channels-last", (16, 64, 64, 512), -1),
     Case("large channels-first", (16, 512, 64, 64), 1),
     Case("tiny", (2, 8, 8, 32), -1),
+    # a batch of 64 in a small CNN: 2 MiB, in the cache, where per-call costs show
+    Case("small batch channels-last", (64, 16, 16, 32), -1),
+    Case("small batch channels-first", (64, 32, 16, 16), 1),
     Case("float16 channels-last", (8, 64, 64, 256), -1, "float16"),
     Case("float16 channels-first", (8, 256, 64, 64), 1, "float16"),
 )
