@@ -265,3 +265,18 @@ def test_user_subclass_through_the_tape(data):
         loss = ag.sum(ag.group_norm(xt, G, gamma) * data["dy"])
     (dx,) = tape.gradient(loss, [xt])
     _close(dx, group_norm_backward_ref(data["dy"], data["x"], G, data["gamma"])[0])
+
+
+def test_layers_and_tensors_refuse_masked_arrays():
+    """A layer or Tensor would drop the mask through np.asarray: refused, naming the argument."""
+    from numba_gn import GroupNormalization, Tensor
+    from numba_gn.layers import Dense
+
+    data = np.ma.masked_array(np.ones((2, 4, 8), np.float32), mask=np.zeros((2, 4, 8), bool))
+    for layer in (GroupNormalization(groups=4), Dense(3)):
+        with pytest.raises(TypeError, match="`inputs` is a masked array.*mask="):
+            layer(data)
+        assert not layer.built  # refused before building anything
+    with pytest.raises(TypeError, match="`data` is a masked array"):
+        Tensor(data)
+    assert Tensor(data.filled(0)).shape == (2, 4, 8)  # the data itself is fine

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from numba_gn._args import check_not_masked
+
 __all__ = ["Tensor"]
 
 
@@ -49,7 +51,10 @@ class Tensor:
     data: np.ndarray
 
     def __init__(self, data: ArrayLike | Tensor, dtype: DTypeLike | None = None) -> None:
-        self.data = np.asarray(_raw(data), dtype=dtype)
+        raw = _raw(data)
+        if type(raw) is not np.ndarray:  # np.asarray would drop a masked array's mask
+            check_not_masked(raw, "data", "Pass the data (`.filled(...)`) and handle the mask.")
+        self.data = np.asarray(raw, dtype=dtype)
 
     # -- array protocol and introspection ------------------------------------------------------
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
+from numba_gn import _args
 from numba_gn._locks import FreshLocks
 from numba_gn.autograd import Tensor
 from numba_gn.autograd import cast as _cast
@@ -304,6 +305,10 @@ class Layer(FreshLocks):
                 raise TypeError(
                     f"Layer {self.name!r} takes one Tensor or array, got a "
                     f"{type(inputs).__name__} of Tensors (stack them into one Tensor first)."
+                )
+            if type(inputs) is not np.ndarray:  # np.asarray would drop a masked array's mask
+                _args.check_not_masked(
+                    inputs, "inputs", "Pass the data and the layer's `mask=` argument instead."
                 )
             x = Tensor(np.asarray(inputs))
         if x.dtype.kind not in "biuf":
