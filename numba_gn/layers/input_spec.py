@@ -24,6 +24,8 @@ class InputSpec:
         ``{axis: size}`` for dimensions that must have a given size; negative axes count from
         the end (``{-1: 8}``: eight channels last). A size of None leaves the axis free.
 
+    Notes
+    -----
     Ranks and sizes are non-negative ints (bools rejected); anything else raises a
     ``TypeError``/``ValueError`` naming the argument.
     """

@@ -150,6 +150,8 @@ class Loss:
     dtype : str, optional
         Kept for Keras compatibility of configs; computations use ``y_pred``'s float dtype.
 
+    Notes
+    -----
     The subclasses' arguments are checked at construction, each error naming its argument:
     ``from_logits`` is a bool, ``label_smoothing`` a number in ``[0, 1]``, ``axis`` an int
     (its range is checked against the input's rank at the call), ``ignore_class`` None or an
