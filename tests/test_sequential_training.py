@@ -138,10 +138,76 @@ def test_unique_names_and_errors():
     model = Sequential([Dense(2, name="a")])
     with pytest.raises(ValueError, match="unique"):
         model.add(Dense(2, name="a"))
-    with pytest.raises(ValueError, match="not yet been built"):
-        Sequential([Dense(1)]).summary()
     with pytest.raises(RuntimeError, match="compile"):
         model.fit(np.zeros((2, 3)), np.zeros((2, 2)))
+
+
+# -- models without an Input: built from the data --------------------------------------------------
+
+
+def test_summary_of_an_unbuilt_model_says_so(capsys):
+    # Keras lists the layers with "?" shapes and "0 (unbuilt)" parameters; so do we, and say
+    # how to build the model instead of raising.
+    model = Sequential([Dense(8, name="hidden"), Dense(2, name="out")])
+    model.summary()
+    text = capsys.readouterr().out
+    rows = [line for line in text.splitlines() if "(Dense)" in line]
+    assert len(rows) == 2
+    assert all("?" in row and row.rstrip().endswith("0 (unbuilt)") for row in rows)
+    assert "Total params: 0" in text and "not built yet" in text
+    model.build((None, 4))
+    model.summary()
+    text = capsys.readouterr().out
+    assert "(None, 8)" in text and "(None, 2)" in text and "unbuilt" not in text
+    assert "Total params: 58" in text
+
+
+def _unbuilt_and_built(seed):
+    """The same two-layer model twice: without an Input, and built up front."""
+    def make(first):
+        return Sequential([*first, Dense(8, activation="relu", kernel_initializer=init(1)),
+                           Dense(2, kernel_initializer=init(2))])
+
+    def init(k):
+        from numba_gn.initializers import GlorotUniform
+
+        return GlorotUniform(seed=seed + k)
+
+    return make([]), make([Input((4,))])
+
+
+def test_evaluate_and_predict_build_an_unbuilt_model_from_the_data(rng):
+    x = rng.standard_normal((20, 4)).astype(np.float32)
+    y = rng.standard_normal((20, 2)).astype(np.float32)
+    lazy, eager = _unbuilt_and_built(seed=5)
+    lazy.compile(optimizer="sgd", loss="mse")
+    eager.compile(optimizer="sgd", loss="mse")
+    assert not lazy.built and lazy.weights == []
+    # evaluate builds it from the first batch's shape (the batch axis left free) ...
+    loss = lazy.evaluate(x, y, batch_size=6, verbose=0)
+    assert lazy.built and lazy.output_shape == (None, 2) and len(lazy.weights) == 4
+    np.testing.assert_allclose(loss, eager.evaluate(x, y, batch_size=6, verbose=0), rtol=1e-6)
+    # ... and so does predict, on another fresh model.
+    lazy2, _ = _unbuilt_and_built(seed=5)
+    pred = lazy2.predict(x, batch_size=7)
+    assert lazy2.built and pred.shape == (20, 2)
+    np.testing.assert_allclose(pred, eager.predict(x, batch_size=7), rtol=1e-6, atol=1e-7)
+
+
+def test_fit_on_an_unbuilt_model_matches_a_built_one_from_the_first_step(rng):
+    # Built during the first training step, the model must train on that step already: the
+    # same updates as the model built up front, step for step.
+    x = rng.standard_normal((24, 4)).astype(np.float32)
+    y = rng.standard_normal((24, 2)).astype(np.float32)
+    lazy, eager = _unbuilt_and_built(seed=9)
+    for model in (lazy, eager):
+        model.compile(optimizer=optimizers.Adam(0.01), loss="mse")
+    h_lazy = lazy.fit(x, y, batch_size=8, epochs=2, verbose=0, seed=0)
+    h_eager = eager.fit(x, y, batch_size=8, epochs=2, verbose=0, seed=0)
+    assert lazy.optimizer.iterations == eager.optimizer.iterations == 6
+    np.testing.assert_allclose(h_lazy.history["loss"], h_eager.history["loss"], rtol=1e-6)
+    for a, b in zip(lazy.get_weights(), eager.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 # -- weight files ----------------------------------------------------------------------------------

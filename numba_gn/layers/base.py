@@ -12,9 +12,14 @@ Lifecycle (as in Keras 3):
    optimizer applies ``variable.constraint`` after each update.
 4. :meth:`Layer.get_config` / :meth:`Layer.from_config` round-trip the constructor arguments in
    Keras's format.
+5. Layers and Variables assigned to attributes, directly or inside lists, tuples and dicts, are
+   tracked (as Keras tracks them): their weights, regularization losses and ``trainable`` flag
+   belong to the outer layer, and ``training`` reaches them through the call context.
 
 Subclasses implement ``__init__`` (passing ``**kwargs`` on), ``build``, ``call``,
-``compute_output_shape`` and ``get_config``.
+``compute_output_shape`` and ``get_config``; a custom layer may leave out ``build`` (its
+sublayers build on their first call) and ``compute_output_shape`` (inferred by running ``call``
+on zeros where a model needs it).
 """
 
 from __future__ import annotations
@@ -32,16 +37,35 @@ from numpy.typing import DTypeLike
 
 from numba_gn import _args
 from numba_gn._locks import FreshLocks
-from numba_gn.autograd import Tensor
+from numba_gn.autograd import Tensor, no_record
 from numba_gn.autograd import cast as _cast
 from numba_gn.layers import dtype_policy as _policies
+from numba_gn.layers._tracking import TrackedDict, TrackedList
 from numba_gn.layers.input_spec import InputSpec
-from numba_gn.params import Variable, initializers
+from numba_gn.params import Variable, _scope, initializers
 from numba_gn.params._registry import to_snake_case
+from numba_gn.params._scope import current_path, name_scope
 
 __all__ = ["Layer", "unique_name"]
 
 Shape = tuple[int | None, ...]
+
+_MISSING: Any = object()
+
+# The `training` value of the layer call running in this thread (None outside any call): a
+# layer called without an explicit `training` inherits it, as Keras's call context does. Per
+# thread, so that a model predicting in one thread and training in another keeps them apart.
+class _CallContext(threading.local):
+    training: Any = None
+
+
+_call_context = _CallContext()
+
+# Sizes given to the free (None) dimensions of the zero inputs that infer an output shape. Two
+# runs with different sizes tell which output dimensions follow the free input ones; odd sizes
+# and ratios keep strides and pooling from mapping both to the same size.
+_PROBE_BATCH = (1, 2)
+_PROBE_DIM = (16, 23)
 
 _name_lock = threading.Lock()
 _name_counts: dict[str, int] = {}
@@ -87,16 +111,18 @@ def _tracks_build(build: Callable[..., None]) -> Callable[..., None]:
                 build(self, input_shape)
                 return
             shape = _standardize_shape(input_shape)
-            n_weights = len(self._weights)
+            saved = (list(self._weights), list(self._declared_trainable),
+                     list(self._tracked_layers))
             spec = self.input_spec
             self._building = True
             try:
-                build(self, shape)
+                # Variables created by the build are named after this layer (Keras's paths).
+                with self._open_name_scope():
+                    build(self, shape)
             except BaseException:
                 # Leave no half-built state behind: the layer can be built again with a good
                 # shape.
-                del self._weights[n_weights:]
-                del self._declared_trainable[n_weights:]
+                self._weights[:], self._declared_trainable[:], self._tracked_layers[:] = saved
                 self.input_spec = spec
                 raise
             finally:
@@ -153,6 +179,20 @@ class Layer(FreshLocks):
     Layers may be called from several threads at once. The first calls build the layer
     exactly once, under a per-layer lock; threads that arrive meanwhile wait and then use the
     weights that build created. Once built, calls take no lock.
+
+    Layers and :class:`~numba_gn.params.Variable` objects assigned to attributes are tracked,
+    also inside lists, tuples and dicts (nested ones too), in the order they were first
+    assigned, as Keras tracks them. Lists and dicts are replaced by tracking copies
+    (``TrackedList``, ``TrackedDict``, subclasses of ``list`` and ``dict``), so layers appended
+    or stored in them later are tracked as well. A layer's :attr:`weights` are its own (the
+    trainable ones first, then the others, each in tracking order), then those of its
+    sublayers in tracking order. Reassigning an attribute puts the new object in the old one's
+    place; the old one, like anything deleted or removed from a tracked container, is
+    untracked unless another attribute still holds it.
+
+    ``training`` travels through a call context (per thread): a layer called without an
+    explicit ``training`` inside another layer's call takes the outer call's value, as in
+    Keras.
     """
 
     _lock_names = ("_build_lock",)
@@ -160,6 +200,22 @@ class Layer(FreshLocks):
     supports_masking: bool = False
     _call_takes_mask: bool = False
     _call_takes_training: bool = False
+    # The default of call()'s `training` argument, and its index among the positional
+    # arguments after the inputs (None when it cannot be given positionally).
+    _call_training_default: Any = None
+    _call_training_index: int | None = None
+    # Attributes holding the layer's own bookkeeping: never tracked, wrapped or searched.
+    _untracked_attributes: frozenset[str] = frozenset(
+        {
+            "_weights",
+            "_declared_trainable",
+            "_tracked_layers",
+            "_inferred_output_shapes",
+            "_build_lock",
+            "_build_shape",
+            "input_spec",
+        }
+    )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -169,6 +225,19 @@ class Layer(FreshLocks):
         params = inspect.signature(cls.call).parameters
         cls._call_takes_mask = "mask" in params
         cls._call_takes_training = "training" in params
+        cls._call_training_default = None
+        cls._call_training_index = None
+        if cls._call_takes_training:
+            param = params["training"]
+            if param.default is not param.empty:
+                cls._call_training_default = param.default
+            positional = [
+                p.name for p in params.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]
+            if "training" in positional:
+                # Positions in `args` of __call__(inputs, *args): after self and the inputs.
+                cls._call_training_index = positional.index("training") - 2
 
     def __init__(
         self,
@@ -198,19 +267,36 @@ class Layer(FreshLocks):
                 f"Expected `autocast` to be a boolean. Received: autocast={autocast!r} "
                 f"(of type {type(autocast).__name__})"
             )
-        # Guards build(): see _tracks_build. Reentrant so that a build may call nested builds.
-        self._build_lock = threading.RLock()
+        # A subclass may assign sublayers before calling this: keep what was tracked.
+        self._init_tracking()
         self.name = name
         self._dtype_policy = _policies.get(dtype)
         self._trainable = trainable
+        if not trainable:
+            for w in self._weights:
+                w.trainable = False
         self.autocast = bool(autocast)
         self.built = False
         self.input_spec: InputSpec | None = None
-        self._weights: list[Variable] = []
-        # Per weight, the trainable flag it was created with; layer.trainable gates it.
-        self._declared_trainable: list[bool] = []
         self._building = False
+        self._building_for_call = False
         self._build_shape: Shape | None = None
+
+    def _init_tracking(self) -> None:
+        """Create the tracking state once (on the first attribute set, or in ``__init__``)."""
+        d = self.__dict__
+        if "_tracked_layers" in d:
+            return
+        # Guards build(): see _tracks_build. Reentrant so that a build may call nested builds.
+        d.setdefault("_build_lock", threading.RLock())
+        d["_weights"] = []  # the layer's own Variables, in tracking order
+        # Per weight, the trainable flag it was created (or tracked) with; layer.trainable
+        # gates it.
+        d["_declared_trainable"] = []
+        d["_tracked_layers"] = []  # direct sublayers, in tracking order
+        d["_inferred_output_shapes"] = {}
+        # Scope path of the layer that first called or built this one (Keras's parent path).
+        d["_parent_path"] = None
 
     # -- dtypes ----------------------------------------------------------------------------------
 
@@ -238,22 +324,219 @@ class Layer(FreshLocks):
 
     @property
     def trainable(self) -> bool:
-        """Whether the layer's weights are trained; setting it updates every weight's flag."""
+        """Whether the layer's weights are trained; setting it sets every weight's flag.
+
+        As in Keras, the value is set on every sublayer too (all the way down): freezing a
+        block freezes everything in it, and unfreezing it unfreezes everything again. Weights
+        created non-trainable stay so.
+        """
         return self._trainable
 
     @trainable.setter
     def trainable(self, value: bool) -> None:
         value = _check_bool(value, "trainable")
+        for layer in self._flatten_layers():
+            layer._set_own_trainable(value)
+
+    def _set_own_trainable(self, value: bool) -> None:
         with self._build_lock:  # a build running in another thread appends to these lists
             self._trainable = value
             for w, declared in zip(self._weights, self._declared_trainable, strict=True):
                 w.trainable = declared and value
 
+    # -- tracking --------------------------------------------------------------------------------
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Set an attribute, tracking the layers and Variables in ``value`` (see the Notes)."""
+        d = self.__dict__
+        # Fast path for everything that holds no layer or Variable (numbers, strings, arrays,
+        # callables): most attributes of most layers.
+        if name in self._untracked_attributes or not (
+            isinstance(value, _TRACKABLE_KINDS) or isinstance(d.get(name), _TRACKABLE_KINDS)
+        ):
+            object.__setattr__(self, name, value)
+            return
+        if isinstance(getattr(type(self), name, None), property):
+            object.__setattr__(self, name, value)
+            return
+        self._init_tracking()
+        old = d.get(name, _MISSING)
+        value, found = self._wrap_for_tracking(value)
+        object.__setattr__(self, name, value)
+        self._tracking_changed(found, [] if old is _MISSING else self._trackables_in([old]))
+
+    def __delattr__(self, name: str) -> None:
+        """Delete an attribute; what it held is untracked unless another attribute holds it."""
+        old = self.__dict__.get(name, _MISSING)
+        object.__delattr__(self, name)
+        if (
+            old is not _MISSING
+            and name not in self._untracked_attributes
+            and isinstance(old, _TRACKABLE_KINDS)
+        ):
+            self._tracking_changed([], self._trackables_in([old]))
+
+    def _wrap_for_tracking(self, value: Any) -> tuple[Any, list[Any]]:
+        """``value`` with its lists and dicts replaced by tracking copies; its trackables.
+
+        Returns the value to store and the layers and Variables found in it, in order. Plain
+        lists and dicts (and tracking ones of another layer) are copied into tracking ones owned
+        by this layer; tuples are rebuilt around them when something inside changed; other
+        list and dict subclasses are searched but kept as they are (later changes to them are
+        not seen).
+        """
+        found: list[Any] = []
+        memo: dict[int, Any] = {}
+
+        def wrap(v: Any) -> Any:
+            if isinstance(v, Layer):
+                if v is not self:
+                    found.append(v)
+                return v
+            if isinstance(v, Variable):
+                found.append(v)
+                return v
+            if not isinstance(v, (list, tuple, dict)):
+                return v
+            if id(v) in memo:  # a container holding itself
+                return memo[id(v)]
+            if isinstance(v, (TrackedList, TrackedDict)) and v._owner is self:
+                memo[id(v)] = v
+                for item in v.values() if isinstance(v, dict) else v:
+                    wrap(item)
+                return v
+            if type(v) is list or isinstance(v, TrackedList):
+                new_list = memo[id(v)] = TrackedList(owner=self)
+                list.extend(new_list, [wrap(item) for item in v])
+                return new_list
+            if type(v) is dict or isinstance(v, TrackedDict):
+                new_dict = memo[id(v)] = TrackedDict(owner=self)
+                for key, item in v.items():
+                    dict.__setitem__(new_dict, key, wrap(item))
+                return new_dict
+            memo[id(v)] = v
+            if isinstance(v, dict):
+                for item in v.values():
+                    wrap(item)
+                return v
+            items = [wrap(item) for item in v]
+            if not isinstance(v, tuple) or all(a is b for a, b in zip(items, v, strict=True)):
+                return v
+            if hasattr(v, "_fields"):  # a named tuple
+                return type(v)._make(items)
+            return tuple(items) if type(v) is tuple else v
+
+        return wrap(value), found
+
+    def _trackables_in(self, values: Any) -> list[Any]:
+        """The layers and Variables in ``values`` (searched through lists, tuples, dicts)."""
+        out: list[Any] = []
+        seen: set[int] = set()
+        stack = list(reversed(list(values)))
+        while stack:
+            v = stack.pop()
+            if isinstance(v, Layer):
+                if v is not self:
+                    out.append(v)
+            elif isinstance(v, Variable):
+                out.append(v)
+            elif isinstance(v, (list, tuple, dict)) and id(v) not in seen:
+                seen.add(id(v))
+                items = list(v.values()) if isinstance(v, dict) else list(v)
+                stack.extend(reversed(items))
+        return out
+
+    def _held_ids(self) -> set[int]:
+        """Ids of the layers and Variables the attributes hold now."""
+        values = [
+            v
+            for name, v in list(self.__dict__.items())
+            if name not in self._untracked_attributes and isinstance(v, _TRACKABLE_KINDS)
+        ]
+        return {id(o) for o in self._trackables_in(values)}
+
+    def _tracking_changed(self, added: list[Any], removed: list[Any]) -> None:
+        """Track ``added``; untrack what of ``removed`` no attribute holds any more.
+
+        A new object takes the place of the first untracked one of its kind (an attribute
+        reassigned keeps its position); otherwise it goes last.
+        """
+        if not added and not removed:
+            return
+        self._init_tracking()
+        with self._build_lock:
+            added_ids = {id(o) for o in added}
+            candidates = [o for o in removed if id(o) not in added_ids]
+            gone: set[int] = set()
+            if candidates:
+                held = self._held_ids()
+                gone = {id(o) for o in candidates if id(o) not in held}
+            tracked = {id(o) for o in self._tracked_layers}
+            new_layers: list[Any] = []
+            for o in added:
+                if isinstance(o, Layer) and id(o) not in tracked:
+                    tracked.add(id(o))
+                    new_layers.append(o)
+            self._tracked_layers[:] = _splice(self._tracked_layers, gone, new_layers, id)
+            tracked = {id(w) for w in self._weights}
+            new_vars: list[tuple[Variable, bool]] = []
+            for o in added:
+                if isinstance(o, Variable) and id(o) not in tracked:
+                    tracked.add(id(o))
+                    # Its group (trainable or not) is fixed now, as Keras files it on tracking.
+                    new_vars.append((o, o.trainable))
+                    if not self.__dict__.get("_trainable", True):
+                        o.trainable = False
+            entries = _splice(
+                list(zip(self._weights, self._declared_trainable, strict=True)),
+                gone,
+                new_vars,
+                lambda e: id(e[0]),
+            )
+            self._weights[:] = [w for w, _ in entries]
+            self._declared_trainable[:] = [d for _, d in entries]
+
+    def _sublayers(self) -> list[Layer]:
+        """The directly tracked sublayers, in tracking order."""
+        return list(self._tracked_layers)
+
+    def _flatten_layers(self, include_self: bool = True) -> list[Layer]:
+        """The layer itself and every layer below it, depth first, each once (Keras's order)."""
+        out: list[Layer] = [self] if include_self else []
+        seen = {id(self)}
+        stack = list(reversed(self._sublayers()))
+        while stack:
+            layer = stack.pop()
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            out.append(layer)
+            stack.extend(reversed(layer._sublayers()))
+        return out
+
+    def _own_weights(self) -> list[Variable]:
+        """The layer's own Variables: the trainable-declared ones first, as Keras lists them."""
+        weights, declared = list(self._weights), list(self._declared_trainable)
+        pairs = list(zip(weights, declared, strict=False))  # a build may be appending
+        return [w for w, d in pairs if d] + [w for w, d in pairs if not d]
+
     # -- building and calling --------------------------------------------------------------------
 
     @_tracks_build
     def build(self, input_shape: Shape) -> None:
-        """Create the weights for inputs of ``input_shape`` (this base version creates none)."""
+        """Create the weights for inputs of ``input_shape`` (this base version creates none).
+
+        Called directly on a custom layer that has no ``build`` of its own but has sublayers
+        not built yet, it builds them by running ``call`` on zeros of ``input_shape`` (free
+        dimensions filled in), as Keras builds such a layer by tracing ``call``. The first call
+        of the layer needs no such run: its sublayers build on their own first calls inside it.
+        """
+        if (
+            type(self).build is Layer.build
+            and not self._building_for_call
+            and any(not layer.built for layer in self._sublayers())
+        ):
+            self._infer_output_shape(input_shape, inside_build=True)
 
     def call(self, inputs: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         """The layer's computation on a Tensor; subclasses implement it."""
@@ -262,27 +545,59 @@ class Layer(FreshLocks):
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Tensor:
         """Convert ``inputs`` to a Tensor, build on first use, check the input spec, ``call``.
 
+        ``training`` is resolved as in Keras: the value given (when not None), else the value
+        of the layer call this one runs inside, else the default of ``call``'s ``training``
+        argument. It is passed to ``call`` only when ``call`` takes it, and is the value inner
+        layers inherit while ``call`` runs.
+
         The result is recorded on every active :class:`~numba_gn.autograd.GradientTape`.
         """
         x = self._convert_input(inputs)
         spec = self.input_spec
         if spec is not None:
             spec.check(x.shape, self.name)
-        if not self.built:
-            self._maybe_build(x.shape)
-            # Another thread may have built the layer for another shape while this one waited:
-            # check the input against the spec that build set.
-            if self.input_spec is not None and self.input_spec is not spec:
-                self.input_spec.check(x.shape, self.name)
-        # Like Keras, `training` is passed on only to layers whose call() uses it.
-        if "training" in kwargs and not self._call_takes_training:
-            del kwargs["training"]
-        if "mask" in kwargs and not self._call_takes_mask:
-            raise TypeError(
-                f"Layer {self.name!r} ({type(self).__name__}) does not use masks: its call() "
-                "takes no `mask` argument."
-            )
-        return self.call(x, *args, **kwargs)
+        training = kwargs.pop("training", None)
+        index = self._call_training_index
+        positional = index is not None and len(args) > index
+        if positional:
+            training = args[index]  # type: ignore[index]
+        context = _call_context
+        outer = context.training
+        if training is None:
+            training = outer if outer is not None else self._call_training_default
+        # This layer's name scope, pushed directly (this runs on every call): weights that
+        # sublayers create while building inside it are named after it.
+        parent = self._parent_path
+        if parent is None:
+            parent = self._parent_path = current_path()
+        scopes = _scope.stack()
+        scopes.append(_scope.Scope(self.name, self, parent))
+        context.training = training
+        try:
+            if not self.built:
+                self._maybe_build(x.shape)
+                # Another thread may have built the layer for another shape while this one
+                # waited: check the input against the spec that build set.
+                if self.input_spec is not None and self.input_spec is not spec:
+                    self.input_spec.check(x.shape, self.name)
+            if "mask" in kwargs and not self._call_takes_mask:
+                raise TypeError(
+                    f"Layer {self.name!r} ({type(self).__name__}) does not use masks: its call() "
+                    "takes no `mask` argument."
+                )
+            # Like Keras, `training` is passed on only to layers whose call() uses it.
+            if training is not None and self._call_takes_training and not positional:
+                kwargs["training"] = training
+            return self.call(x, *args, **kwargs)
+        finally:
+            context.training = outer
+            scopes.pop()
+
+    def _open_name_scope(self) -> name_scope:
+        """The scope naming Variables created while this layer builds or calls (Keras's)."""
+        if self._parent_path is None:
+            self._parent_path = current_path()
+        return name_scope(self.name, caller=self, parent=self._parent_path)
 
     def _maybe_build(self, input_shape: Shape) -> None:
         """Build for ``input_shape`` unless built: exactly once, whichever threads call at once.
@@ -295,7 +610,12 @@ class Layer(FreshLocks):
             return
         with self._build_lock:
             if not self.built:
-                self.build(input_shape)
+                # The call that follows builds the sublayers: build() need not run call itself.
+                self._building_for_call = True
+                try:
+                    self.build(input_shape)
+                finally:
+                    self._building_for_call = False
 
     def _convert_input(self, inputs: Any) -> Tensor:
         if isinstance(inputs, Tensor):
@@ -320,8 +640,96 @@ class Layer(FreshLocks):
         return x
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
-        """The output shape for inputs of ``input_shape`` (``None`` dims stay ``None``)."""
+        """The output shape for inputs of ``input_shape`` (``None`` dims stay ``None``).
+
+        This base version raises ``NotImplementedError``, as Keras's does; models that need the
+        output shape of a layer without its own version infer it by running the layer.
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement compute_output_shape().")
+
+    def _output_shape(self, input_shape: Shape) -> Shape:
+        """:meth:`compute_output_shape` where the class defines it, else inferred by a run.
+
+        The inferred shape comes from calling the layer (built first for ``input_shape``) on
+        zeros, and is remembered per input shape.
+        """
+        if type(self).compute_output_shape is not Layer.compute_output_shape:
+            return self.compute_output_shape(input_shape)
+        shape = _standardize_shape(input_shape)
+        known = self._inferred_output_shapes.get(shape)
+        if known is not None:
+            return known
+        if not self.built:
+            self._maybe_build(shape)
+        return self._infer_output_shape(shape)
+
+    def _infer_output_shape(self, input_shape: Shape, *, inside_build: bool = False) -> Shape:
+        """The output shape found by running the layer on zeros, in inference mode, untaped.
+
+        Free dimensions are filled in (batch 1); when a dimension other than the batch is free,
+        a second run with other sizes tells which output dimensions follow the free ones (they
+        are None). ``inside_build``: run ``call`` directly (the layer is building).
+        """
+        shape = _standardize_shape(input_shape)
+        free_dims = any(d is None for d in shape[1:])
+        runs = range(2 if free_dims else 1)
+        probes = [
+            tuple(
+                d if d is not None else (_PROBE_BATCH[r] if i == 0 else _PROBE_DIM[r])
+                for i, d in enumerate(shape)
+            )
+            for r in runs
+        ]
+        dtype = np.dtype(self.compute_dtype)
+        if dtype.kind not in "biuf":
+            dtype = np.dtype(np.float32)
+        outputs = []
+        outer = _call_context.training
+        for probe in probes:
+            try:
+                zeros = np.zeros(probe, dtype)
+                # Inference mode, so that no random generator (Dropout) moves and no state
+                # changes; no tape, so that an enclosing training step records nothing.
+                with no_record():
+                    if inside_build:
+                        _call_context.training = False
+                        try:
+                            kw = {"training": False} if self._call_takes_training else {}
+                            y = self.call(Tensor(zeros), **kw)
+                        finally:
+                            _call_context.training = outer
+                    else:
+                        y = self(zeros, training=False)
+            except Exception as exc:
+                raise ValueError(
+                    f"Could not infer the output shape of layer {self.name!r} "
+                    f"({type(self).__name__}) for inputs of shape {shape}: calling it on zeros "
+                    f"of shape {probe} raised {type(exc).__name__}: {exc}. Define "
+                    "compute_output_shape(input_shape) on the layer."
+                ) from exc
+            if not isinstance(y, Tensor):
+                raise TypeError(
+                    f"Layer {self.name!r} ({type(self).__name__}) returned a "
+                    f"{type(y).__name__}, not one Tensor; its output shape cannot be inferred. "
+                    "Define compute_output_shape(input_shape) on the layer."
+                )
+            outputs.append(tuple(y.shape))
+        first = outputs[0]
+        if len(outputs) == 2:
+            if len(outputs[1]) != len(first):
+                raise ValueError(
+                    f"Layer {self.name!r} returned outputs of different ranks for inputs of "
+                    f"shapes {probes[0]} and {probes[1]}; its output shape cannot be inferred. "
+                    "Define compute_output_shape(input_shape) on the layer."
+                )
+            result: Shape = tuple(a if a == b else None for a, b in zip(first, outputs[1],
+                                                                        strict=True))
+        elif shape and shape[0] is None and first and first[0] == probes[0][0]:
+            result = (None, *first[1:])  # the batch axis stays free
+        else:
+            result = first
+        self._inferred_output_shapes[shape] = result
+        return result
 
     def compute_mask(self, inputs: Any, previous_mask: Any = None) -> Any:
         """The mask of the output: the input's mask if the layer supports masking, else None."""
@@ -370,41 +778,55 @@ class Layer(FreshLocks):
         dt = np.dtype(self.variable_dtype if dtype is None else dtype)
         if initializer is None:
             initializer = "glorot_uniform" if dt.kind == "f" else "zeros"
-        variable = Variable(
-            initializers.get(initializer),
-            shape=tuple(shape),
-            dtype=dt,
-            trainable=bool(trainable) and self._trainable,
-            name=name,
-            regularizer=regularizer,
-            constraint=constraint,
-        )
-        self._weights.append(variable)
-        self._declared_trainable.append(bool(trainable))
+        # Named after the layer ("dense/kernel") even when created in __init__, as Keras.
+        with name_scope(self.name, caller=self, parent=self._parent_path):
+            variable = Variable(
+                initializers.get(initializer),
+                shape=tuple(shape),
+                dtype=dt,
+                trainable=bool(trainable) and self._trainable,
+                name=name,
+                regularizer=regularizer,
+                constraint=constraint,
+            )
+        with self._build_lock:
+            self._weights.append(variable)
+            self._declared_trainable.append(bool(trainable))
         return variable
 
     @property
     def weights(self) -> list[Variable]:
-        """Every weight, in creation order."""
-        return list(self._weights)
+        """Every weight: the layer's own, then its sublayers' in tracking order (Keras's order).
+
+        The own weights are those created by :meth:`add_weight` and the Variables assigned to
+        attributes, the trainable ones first; a Variable reachable twice is listed once.
+        """
+        out: list[Variable] = []
+        seen: set[int] = set()
+        for layer in self._flatten_layers():
+            for w in layer._own_weights():
+                if id(w) not in seen:
+                    seen.add(id(w))
+                    out.append(w)
+        return out
 
     @property
     def trainable_weights(self) -> list[Variable]:
         """The weights an optimizer updates (none while the layer is not trainable)."""
         if not self._trainable:
             return []
-        return [w for w in self._weights if w.trainable]
+        return [w for w in self.weights if w.trainable]
 
     @property
     def non_trainable_weights(self) -> list[Variable]:
         """The other weights (all of them while the layer is not trainable)."""
         if not self._trainable:
-            return list(self._weights)
-        return [w for w in self._weights if not w.trainable]
+            return self.weights
+        return [w for w in self.weights if not w.trainable]
 
     def get_weights(self) -> list[np.ndarray]:
         """Copies of the weights' values, in the order of :attr:`weights`."""
-        return [w.numpy() for w in self._weights]
+        return [w.numpy() for w in self.weights]
 
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Set every weight from a list of arrays, in the order of :attr:`weights`.
@@ -417,14 +839,15 @@ class Layer(FreshLocks):
                 f"set_weights() on layer {self.name!r} takes a list of arrays, got "
                 f"{type(weights).__name__}."
             )
-        if len(weights) != len(self._weights):
+        own = self.weights
+        if len(weights) != len(own):
             raise ValueError(
                 f"You called `set_weights(weights)` on layer {self.name!r} with a weight list "
                 f"of length {len(weights)}, but the layer was expecting "
-                f"{len(self._weights)} weights ({[w.name for w in self._weights]})."
+                f"{len(own)} weights ({[w.name for w in own]})."
             )
         values = []
-        for i, (w, value) in enumerate(zip(self._weights, weights, strict=True)):
+        for i, (w, value) in enumerate(zip(own, weights, strict=True)):
             try:
                 arr = np.asarray(value.data if isinstance(value, Tensor) else value)
             except ValueError as exc:  # ragged nested lists
@@ -444,12 +867,46 @@ class Layer(FreshLocks):
                     "No weight was changed."
                 )
             values.append(arr)
-        for w, arr in zip(self._weights, values, strict=True):
+        for w, arr in zip(own, values, strict=True):
             w.assign(arr)
 
     def count_params(self) -> int:
-        """Total number of scalars in the weights."""
-        return sum(math.prod(w.shape) for w in self._weights)
+        """Total number of scalars in the weights (sublayers' included)."""
+        return sum(math.prod(w.shape) for w in self.weights)
+
+    def weight_paths(self) -> list[tuple[str, Variable]]:
+        """``("conv2d_1/kernel", variable)`` for every weight: the keys of saved weight files.
+
+        In the order of :attr:`weights`. The layer's own weights go by their names; a
+        sublayer's are prefixed by the sublayer's class and its rank among this layer's
+        sublayers of that class (``conv2d``, ``conv2d_1``, ...), as in Keras's weight files,
+        not by its ``name``: the same architecture built twice has the same paths.
+        """
+        out: list[tuple[str, Variable]] = []
+        self._collect_weight_paths("", out, set(), {id(self)})
+        return out
+
+    def _collect_weight_paths(
+        self,
+        prefix: str,
+        out: list[tuple[str, Variable]],
+        seen_weights: set[int],
+        seen_layers: set[int],
+    ) -> None:
+        for w in self._own_weights():
+            if id(w) not in seen_weights:
+                seen_weights.add(id(w))
+                out.append((prefix + w.name, w))
+        ranks: dict[str, int] = {}
+        for layer in self._sublayers():
+            if id(layer) in seen_layers:
+                continue
+            seen_layers.add(id(layer))
+            base = to_snake_case(type(layer).__name__)
+            n = ranks.get(base, 0)
+            ranks[base] = n + 1
+            name = base if n == 0 else f"{base}_{n}"
+            layer._collect_weight_paths(f"{prefix}{name}/", out, seen_weights, seen_layers)
 
     def stateless_call(
         self,
@@ -466,6 +923,10 @@ class Layer(FreshLocks):
         are untouched. On a tape the result is differentiable with respect to the given
         Tensors, which makes functional-style training and gradient checks of a whole layer
         possible. Not thread-safe with other calls of the same layer.
+
+        The stand-ins replace the weights where this layer and the layers below it hold them
+        as attributes (``self.kernel``); a weight held only inside a list or dict cannot be
+        replaced, and is refused with a ``ValueError``.
 
         Returns
         -------
@@ -492,15 +953,29 @@ class Layer(FreshLocks):
                 )
             stand_in[id(w)] = t
         # Layers read their weights through attributes (self.gamma, self.kernel): point those
-        # at the stand-ins for the duration of the call.
-        swapped = {k: v for k, v in vars(self).items() if id(v) in stand_in}
+        # at the stand-ins for the duration of the call, in this layer and every one below it.
+        # Set past the tracking, which would otherwise untrack the weights and track them
+        # again in another place.
+        swapped = [
+            (layer, k, v)
+            for layer in self._flatten_layers()
+            for k, v in list(vars(layer).items())
+            if id(v) in stand_in
+        ]
+        held = {id(v) for _, _, v in swapped}
+        unheld = [w.path for w in weights if id(w) not in held]
+        if unheld:
+            raise ValueError(
+                f"stateless_call() on layer {self.name!r}: weight(s) {unheld} are not held as "
+                "layer attributes, so no value can stand in for them."
+            )
         try:
-            for k, v in swapped.items():
-                setattr(self, k, stand_in[id(v)])
+            for layer, k, v in swapped:
+                object.__setattr__(layer, k, stand_in[id(v)])
             outputs = self(*args, **kwargs)
         finally:
-            for k, v in swapped.items():
-                setattr(self, k, v)
+            for layer, k, v in swapped:
+                object.__setattr__(layer, k, v)
         result: tuple = (outputs, list(non_trainable_variables))
         if return_losses:
             losses = [
@@ -513,7 +988,7 @@ class Layer(FreshLocks):
 
     @property
     def losses(self) -> list[Tensor]:
-        """Regularization penalties of the trainable weights, from their current values.
+        """Regularization penalties of the trainable weights (sublayers' too), current values.
 
         Each is a scalar Tensor; inside a :class:`~numba_gn.autograd.GradientTape` it is
         recorded, so ``loss + sum(layer.losses)`` differentiates the penalties too.
@@ -573,3 +1048,28 @@ class Layer(FreshLocks):
     def __repr__(self) -> str:
         state = f"built for {self._build_shape}" if self.built else "not built"
         return f"<{type(self).__name__} name={self.name}, {state}>"
+
+
+# What may hold a layer or Variable: anything else is set without looking inside.
+_TRACKABLE_KINDS: tuple[type, ...] = (Layer, Variable, list, tuple, dict)
+
+
+def _splice(
+    items: list[Any], gone: set[int], new: list[Any], key: Callable[[Any], int]
+) -> list[Any]:
+    """``items`` without those whose key is in ``gone``, ``new`` in place of the first of them.
+
+    With nothing gone, ``new`` goes last.
+    """
+    out: list[Any] = []
+    placed = False
+    for item in items:
+        if key(item) in gone:
+            if not placed:
+                out.extend(new)
+                placed = True
+            continue
+        out.append(item)
+    if not placed:
+        out.extend(new)
+    return out

@@ -17,9 +17,8 @@ import numpy as np
 
 from numba_gn import _checks
 from numba_gn.autograd import Tensor
-from numba_gn.layers.base import Layer, Shape, _check_bool
-from numba_gn.params import Variable
-from numba_gn.params._registry import check_config_envelope, to_snake_case
+from numba_gn.layers.base import Layer, Shape
+from numba_gn.params._registry import check_config_envelope
 from numba_gn.training.model import Trainer
 
 __all__ = ["Input", "InputLayer", "Sequential"]
@@ -180,11 +179,24 @@ class Sequential(Trainer, Layer):
     Parameters
     ----------
     layers : list of Layer, optional
-        Added in order with :meth:`add`. An :class:`InputLayer` first builds the model at once.
+        Added in order with :meth:`add`. An :class:`InputLayer` first builds the model at once;
+        without one, the model builds on its first call (or ``fit``, ``evaluate``,
+        ``predict``) from the shape of the data.
     trainable : bool, default True
     name : str, optional
         Default "sequential", "sequential_1", ...
+
+    Notes
+    -----
+    Any layer can be stacked, custom ones included: a layer without ``compute_output_shape``
+    has its output shape inferred by running it once on zeros (batch of 1) when the model
+    builds.
     """
+
+    # The stack is kept in these; sublayers come from `_layers` (see _sublayers).
+    _untracked_attributes = Layer._untracked_attributes | {
+        "_layers", "_calls", "_output_shapes", "_input_layer"
+    }
 
     def __init__(
         self,
@@ -289,30 +301,32 @@ class Sequential(Trainer, Layer):
         self._build_layers(input_shape)
 
     def _build_layers(self, input_shape: Shape) -> None:
-        with self._build_lock:  # reentrant: also called from build(), which holds it
+        # Reentrant lock: also called from build(), which holds it. The scope names the
+        # weights "sequential/dense/kernel" whether add() or build() builds them.
+        with self._build_lock, self._open_name_scope():
             shape: Shape = (None, *tuple(input_shape)[1:])
             shapes = []
             for layer in self._layers:
                 if not layer.built:
                     layer.build(shape)
-                shape = layer.compute_output_shape(shape)
+                shape = layer._output_shape(shape)
                 shapes.append(shape)
             self._output_shapes = shapes
 
     # -- calling -----------------------------------------------------------------------------------
 
     def call(self, inputs: Tensor, training: bool = False) -> Tensor:
-        """Run the layers in order; ``training`` reaches the layers that take it (Dropout)."""
+        """Run the layers in order; ``training`` reaches every layer, nested ones included."""
         x = inputs
         for layer, takes_training in self._calls:
             x = layer(x, training=training) if takes_training else layer(x)
         return x
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
-        """The shape after the last layer."""
+        """The shape after the last layer (inferred by a run for layers without their own)."""
         shape = tuple(input_shape)
         for layer in self._layers:
-            shape = layer.compute_output_shape(shape)
+            shape = layer._output_shape(shape)
         return shape
 
     @property
@@ -329,108 +343,58 @@ class Sequential(Trainer, Layer):
 
     # -- weights: the union of the layers' ---------------------------------------------------------
 
-    @property
-    def weights(self) -> list[Variable]:
-        """Every weight of every layer, in layer order."""
-        return [w for layer in self._layers for w in layer.weights]
-
-    @property
-    def trainable_weights(self) -> list[Variable]:
-        """The trainable weights of the trainable layers (none while the model is frozen)."""
-        if not self.trainable:
-            return []
-        return [w for layer in self._layers for w in layer.trainable_weights]
-
-    @property
-    def non_trainable_weights(self) -> list[Variable]:
-        """The other weights."""
-        if not self.trainable:
-            return self.weights
-        return [w for layer in self._layers for w in layer.non_trainable_weights]
-
-    @property
-    def trainable(self) -> bool:
-        """Whether the model trains; setting it sets every layer's flag (as Keras)."""
-        return self._trainable
-
-    @trainable.setter
-    def trainable(self, value: bool) -> None:
-        value = _check_bool(value, "trainable")
-        self._trainable = value
-        for layer in getattr(self, "_layers", ()):
-            layer.trainable = value
-
-    @property
-    def losses(self) -> list[Tensor]:
-        """The regularization penalties of every layer."""
-        return [loss for layer in self._layers for loss in layer.losses]
-
-    def weight_paths(self) -> list[tuple[str, Variable]]:
-        """``("conv2d_1/kernel", variable)`` for every weight: the keys of saved weight files.
-
-        As in Keras's weight files, a layer is named by its class and its rank among the
-        layers of that class in this model (``conv2d``, ``conv2d_1``, ...), not by its
-        ``name``: the same architecture built twice has the same paths.
-        """
-        out = []
-        seen: dict[str, int] = {}
-        for layer in self._layers:
-            base = to_snake_case(type(layer).__name__)
-            n = seen.get(base, 0)
-            seen[base] = n + 1
-            prefix = base if n == 0 else f"{base}_{n}"
-            if isinstance(layer, Sequential):
-                out += [(f"{prefix}/{p}", w) for p, w in layer.weight_paths()]
-            else:
-                out += [(f"{prefix}/{w.name}", w) for w in layer.weights]
-        return out
-
-    def get_weights(self) -> list[Any]:
-        """Copies of every weight's value, in the order of :attr:`weights`."""
-        return [w.numpy() for w in self.weights]
+    def _sublayers(self) -> list[Layer]:
+        """The stacked layers, in order, then any layer a subclass tracks in an attribute."""
+        stacked = list(getattr(self, "_layers", ()))
+        ids = {id(layer) for layer in stacked}
+        return stacked + [layer for layer in self._tracked_layers if id(layer) not in ids]
 
     def set_weights(self, weights: Sequence[Any]) -> None:
-        """Set every weight (checked layer by layer before anything is assigned)."""
+        """Set every weight, in the order of :attr:`weights`; all are checked before any is set.
+
+        A mismatch names the weight by its path in weight files (``"dense_1/kernel"``).
+        """
+        if isinstance(weights, (np.ndarray, Tensor)) or not isinstance(weights, Iterable):
+            raise TypeError(
+                f"set_weights() on model {self.name!r} takes a list of arrays, got "
+                f"{type(weights).__name__}."
+            )
         weights = list(weights)
-        counts = [len(layer.weights) for layer in self._layers]
-        if len(weights) != sum(counts):
+        paths = self.weight_paths()
+        if len(weights) != len(paths):
             raise ValueError(
                 f"set_weights() on model {self.name!r} got {len(weights)} arrays for "
-                f"{sum(counts)} weights."
+                f"{len(paths)} weights."
             )
-        for (path, w), value in zip(self.weight_paths(), weights, strict=True):
+        for (path, w), value in zip(paths, weights, strict=True):
             shape = getattr(value, "shape", None)
             if shape is not None and tuple(shape) != w.shape:
                 raise ValueError(
                     f"set_weights(): weight {path!r} has shape {w.shape}, got {tuple(shape)}. "
                     "No weight was changed."
                 )
-        start = 0
-        for layer, n in zip(self._layers, counts, strict=True):
-            layer.set_weights(weights[start : start + n])
-            start += n
-
-    def count_params(self) -> int:
-        """Total number of scalars in the weights."""
-        return sum(math.prod(w.shape) for w in self.weights)
+        super().set_weights(weights)
 
     # -- summary -----------------------------------------------------------------------------------
 
     def summary(self, print_fn: Callable[[str], Any] | None = None) -> None:
         """Print each layer's name, type, output shape and parameter count, then the totals.
 
-        The layout follows Keras's ``model.summary()``; ``print_fn`` receives each line.
+        The layout follows Keras's ``model.summary()``; ``print_fn`` receives each line. A model
+        not built yet is listed as Keras lists it: output shapes ``?``, parameters
+        ``0 (unbuilt)``, followed by a line saying how to build it.
         """
-        if not self.built:
-            raise ValueError(
-                "This model has not yet been built. Build the model first by calling `build()` "
-                "or by calling the model on a batch of data."
-            )
         emit = print_fn or print
         rows = [("Layer (type)", "Output Shape", "Param #")]
+        built = self.built and len(self._output_shapes) == len(self._layers)
+        shapes: list[Any] = list(self._output_shapes) if built else ["?"] * len(self._layers)
         rows += [
-            (f"{layer.name} ({type(layer).__name__})", str(shape), f"{layer.count_params():,}")
-            for layer, shape in zip(self._layers, self._output_shapes, strict=True)
+            (
+                f"{layer.name} ({type(layer).__name__})",
+                str(shape),
+                f"{layer.count_params():,}" if layer.built else "0 (unbuilt)",
+            )
+            for layer, shape in zip(self._layers, shapes, strict=True)
         ]
         w = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
         w[2] = max(w[2], 12)
@@ -453,6 +417,11 @@ class Sequential(Trainer, Layer):
         emit(f" Total params: {total:,} ({_bytes(size)})")
         emit(f" Trainable params: {trainable:,} ({_bytes(t_size)})")
         emit(f" Non-trainable params: {total - trainable:,} ({_bytes(size - t_size)})")
+        if not built:
+            emit(
+                " The model is not built yet: call it on a batch, call build(input_shape), "
+                "start it with an Input, or fit it."
+            )
 
     # -- configuration -----------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from numpy.typing import ArrayLike, DTypeLike
 from numba_gn._checks import show
 from numba_gn.autograd.ops_shape import Copy
 from numba_gn.autograd.tensor import Tensor
+from numba_gn.params._scope import current_path
 
 __all__ = ["Variable"]
 
@@ -74,6 +75,8 @@ class Variable(Tensor):
         is a ``ValueError``, as for layers).
     name : str, optional
         Default "variable", "variable_1", ...; must not contain "/".
+        The Variable's :attr:`path` is this name inside the scopes of the layers building or
+        calling when it is created (``"block/dense/kernel"``), as in Keras.
     regularizer, constraint : optional
         Identifiers resolved with :mod:`numba_gn.params.regularizers` /
         :mod:`numba_gn.params.constraints` ``get``; stored for layers and optimizers to use.
@@ -84,7 +87,7 @@ class Variable(Tensor):
         The resolved callable initializer (None for an array-like initial value, as in Keras).
     """
 
-    __slots__ = ("name", "_trainable", "initializer", "regularizer", "constraint")
+    __slots__ = ("name", "_path", "_trainable", "initializer", "regularizer", "constraint")
 
     _is_variable = True
 
@@ -144,11 +147,21 @@ class Variable(Tensor):
         else:
             self.data = np.array(value, dtype=dt, order="C", copy=True)
         self.name = name
+        parent = current_path()
+        self._path = f"{parent}/{name}" if parent else name
         self._trainable = bool(trainable)
         self.regularizer = _resolve_regularizer(regularizer)
         self.constraint = _resolve_constraint(constraint)
 
     # -- state -----------------------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The name within the layers that created it: ``"block/dense/kernel"`` (Keras's path).
+
+        A Variable created outside any layer's ``build`` or ``call`` has its name as path.
+        """
+        return self._path
 
     @property
     def trainable(self) -> bool:
