@@ -56,7 +56,7 @@ def _measure(budget: float) -> dict[str, list[float]]:
                 fn()
                 samples.append(time.perf_counter() - t0)
             times.append(statistics.median(samples))
-        out[case.name] = times
+        out[case.label] = times
     return out
 
 
@@ -104,7 +104,8 @@ def main() -> int:
             text=True,
         )
         if proc.returncode != 0:
-            print(f"{layer}: does not load here ({proc.stderr.strip().splitlines()[-1]})")
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            print(f"{layer}: failed ({last})")
             continue
         report = json.loads(proc.stdout.strip().splitlines()[-1])
         results.append(report)
