@@ -205,6 +205,15 @@ def choose(canon: Canonical, groups: int, size: int, out_bytes: int) -> Path:
     return path
 
 
+def _chunk(strategy: str) -> int:
+    """Dynamic scheduling for the fused kernels (independent slabs or samples), else even.
+
+    The chunked kernels' output pass relies on each thread meeting the units it summed in the
+    statistics pass in its own cache, which only the even split keeps.
+    """
+    return _knobs.PARALLEL_CHUNK if strategy == "fused" else 0
+
+
 def forward(
     xc: np.ndarray,
     yc: np.ndarray,
@@ -225,7 +234,7 @@ def forward(
         if strategy == "serial":
             rows.forward_ser(*args, mean, rstd, stream)
             return mean, rstd
-        with _threading.parallel_launch():
+        with _threading.parallel_launch(_chunk(strategy)):
             if strategy == "fused":
                 rows.forward_samples_par(*args, mean, rstd, stream)
             else:
@@ -236,7 +245,7 @@ def forward(
     if strategy == "serial":
         slab.forward_fused_ser(*args, lanes, mean, rstd, stream)
         return mean, rstd
-    with _threading.parallel_launch():
+    with _threading.parallel_launch(_chunk(strategy)):
         if strategy == "fused":
             slab.forward_fused_par(*args, lanes, mean, rstd, stream)
         else:
@@ -265,7 +274,7 @@ def backward(
         if strategy == "serial":
             rows.backward_ser(*args, dgamma, dbeta, stream)
             return dgamma, dbeta
-        with _threading.parallel_launch():
+        with _threading.parallel_launch(_chunk(strategy)):
             if strategy == "fused":
                 rows.backward_samples_par(*args, dgamma, dbeta, stream)
             else:
@@ -276,7 +285,7 @@ def backward(
     if strategy == "serial":
         slab.backward_fused_ser(*args, lanes, dgamma, dbeta, stream)
         return dgamma, dbeta
-    with _threading.parallel_launch():
+    with _threading.parallel_launch(_chunk(strategy)):
         if strategy == "fused":
             slab.backward_fused_par(*args, lanes, dgamma, dbeta, stream)
         else:

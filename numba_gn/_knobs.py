@@ -14,6 +14,11 @@ import os
 #: Inputs smaller than this many elements run serially: a parallel launch costs more than it saves.
 PARALLEL_MIN_ELEMENTS = 1 << 15
 
+#: Iterations (slabs or samples) the fused kernels hand to a thread at a time, dynamically:
+#: with a core shared with another process, the thread left on it does fewer of them instead
+#: of half of all (docs/threads.md gives the measurements).
+PARALLEL_CHUNK = 1
+
 #: Groups whose contiguous run ``D*B`` is shorter than this use the row kernels when a sample
 #: has several rows; longer runs vectorise on their own (slab kernels).
 ROW_MAX_RUN = 64

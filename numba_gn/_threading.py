@@ -96,20 +96,30 @@ def threading_layer() -> str | None:
 
 
 @contextlib.contextmanager
-def parallel_launch() -> Iterator[None]:
-    """Context for launching parallel kernels: serialised unless the layer is thread-safe."""
-    global _layer
-    if _layer in ("omp", "tbb"):
-        yield
-        return
-    # Unknown (first launch) or workqueue: one launch at a time.
-    with _launch_lock:
-        yield
-        if _layer is None:
-            try:
-                _layer = numba.threading_layer()
-            except ValueError:  # no parallel region ran yet
-                pass
+def parallel_launch(chunk: int = 0) -> Iterator[None]:
+    """Context for launching parallel kernels: serialised unless the layer is thread-safe.
 
+    With ``chunk > 0`` loop iterations are handed out ``chunk`` at a time instead of split
+    evenly up front (Numba's default, ``chunk=0``): when another process takes a core, the
+    thread left on it finishes fewer iterations instead of holding up the whole call. Kernels
+    whose later passes rely on each thread finding its own earlier iterations in cache keep
+    the even split. The caller's own chunk-size setting is restored afterwards.
+    """
+    global _layer
+    previous = numba.set_parallel_chunksize(chunk)
+    try:
+        if _layer in ("omp", "tbb"):
+            yield
+            return
+        # Unknown (first launch) or workqueue: one launch at a time.
+        with _launch_lock:
+            yield
+            if _layer is None:
+                try:
+                    _layer = numba.threading_layer()
+                except ValueError:  # no parallel region ran yet
+                    pass
+    finally:
+        numba.set_parallel_chunksize(previous)
 
 load_pip_tbb()

@@ -302,3 +302,19 @@ def test_pip_installed_tbb_is_loaded_from_the_environment(tmp_path, monkeypatch)
     monkeypatch.setattr(_threading, "pip_tbb", None)
     monkeypatch.setattr(_threading.numba.config, "THREADING_LAYER", "omp")
     assert _threading.load_pip_tbb() is None
+
+
+def test_parallel_calls_restore_the_callers_chunk_size():
+    """The fused kernels schedule dynamically; the caller's Numba chunk size is left as it was."""
+    from numba_gn import _engine, group_norm, group_norm_backward
+
+    x = np.random.default_rng(0).standard_normal((8, 64, 64)).astype(np.float32)
+    before = numba.get_parallel_chunksize()
+    numba.set_parallel_chunksize(7)
+    try:
+        with _engine.forced(strategy="fused"):
+            y, mean, rstd = group_norm(x, 32, axis=1, return_stats=True)
+            group_norm_backward(y, x, mean, rstd, 32, axis=1)
+        assert numba.get_parallel_chunksize() == 7
+    finally:
+        numba.set_parallel_chunksize(before)
