@@ -5,8 +5,8 @@ Each measurement runs in a fresh process with a new, empty ``NUMBA_CACHE_DIR``:
 * the first ``group_norm`` and the first ``group_norm_backward`` on a channels-last and a
   channels-first float32 batch of 8x32x32x64 (the parallel kernels) and of 2x8x8x32 (serial);
 * ``numba-gn warmup --dtype float32 --jobs 2`` (every float32 kernel);
-* with the cache then warm, ``import numba_gn`` plus a first call, next to Numba's own floor
-  (import Numba and call one trivial cached parallel function).
+* with a warm cache, ``import numba_gn`` plus a first call, next to Numba's own floor (import
+  Numba and call one trivial cached parallel function), as ``numba-gn bench`` measures them.
 
     python tools/cold_start.py               # medians of 3 runs
     python tools/cold_start.py --repeat 1 --json cold.json
@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 
+from numba_gn.cli.bench import measure_startup
+
 _FIRST_CALLS = r"""
 import sys, time, json
 t0 = time.perf_counter()
@@ -41,33 +43,6 @@ numba_gn.group_norm_backward(y, x, m, r, 8, axis=axis)
 t4 = time.perf_counter()
 print(json.dumps({"import": t1 - t0, "forward": t3 - t2, "backward": t4 - t3}))
 """
-
-_WARM_START = r"""
-import time, json
-t0 = time.perf_counter()
-import numpy as np
-import numba_gn
-numba_gn.group_norm(np.ones((2, 8, 8, 32), np.float32), 8)
-print(json.dumps({"seconds": time.perf_counter() - t0}))
-"""
-
-_NUMBA_FLOOR = r"""
-import time, json
-t0 = time.perf_counter()
-import numpy as np
-import numba
-
-@numba.njit(cache=True, parallel=True)
-def double(x):
-    out = np.empty_like(x)
-    for i in numba.prange(x.size):
-        out[i] = 2 * x[i]
-    return out
-
-double(np.ones(64, np.float32))
-print(json.dumps({"seconds": time.perf_counter() - t0}))
-"""
-
 
 def _run(code: list[str], cache: str) -> tuple[dict, float]:
     env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONDONTWRITEBYTECODE": "1"}
@@ -98,17 +73,11 @@ def main() -> int:
             add(f"{layout} first forward+backward", report["forward"] + report["backward"])
         with tempfile.TemporaryDirectory() as cache:
             warm = [py, "-m", "numba_gn", "warmup", "--dtype", "float32", "--jobs", "2", "--json"]
-            report, wall = _run(warm, cache)
-            add("warmup float32 --jobs 2", wall)
-            report, _ = _run([py, "-c", _WARM_START], cache)
-            add("warm cache: import + first call", report["seconds"])
-        with tempfile.TemporaryDirectory() as cache:
-            script = os.path.join(cache, "floor.py")  # Numba caches functions from files only
-            with open(script, "w") as f:
-                f.write(_NUMBA_FLOOR)
-            _run([py, script], cache)
-            report, _ = _run([py, script], cache)
-            add("Numba's floor: import + cached parallel call", report["seconds"])
+            add("warmup float32 --jobs 2", _run(warm, cache)[1])
+        # The warm start next to Numba's own floor, as ``numba-gn bench`` measures them.
+        startup = measure_startup(runs=1)
+        add("warm cache: import + first call", startup["warm_first_call_s"])
+        add("Numba's floor: import + cached parallel call", startup["numba_floor_s"])
     width = max(map(len, results))
     for key, values in results.items():
         print(f"{key:<{width}}  {statistics.median(values):7.2f} s   (runs: "

@@ -32,10 +32,23 @@ def _rebuild_dict(items: dict[Any, Any]) -> TrackedDict:
     return out
 
 
-class TrackedList(list):
-    """A ``list`` that reports added and removed values to the layer owning it."""
+class _Reporting:
+    """What both tracked containers share: wrapping what comes in, reporting changes."""
 
     _owner: Any
+
+    def _adopt(self, value: Any) -> tuple[Any, list[Any]]:
+        if self._owner is None:
+            return value, []
+        return self._owner._wrap_for_tracking(value)
+
+    def _report(self, added: list[Any], removed: Iterable[Any]) -> None:
+        if self._owner is not None:
+            self._owner._tracking_changed(added, self._owner._trackables_in(removed))
+
+
+class TrackedList(_Reporting, list):
+    """A ``list`` that reports added and removed values to the layer owning it."""
 
     def __init__(self, values: Iterable[Any] = (), owner: Any = None) -> None:
         super().__init__(values)
@@ -46,15 +59,6 @@ class TrackedList(list):
 
     # Each mutator wraps what comes in (nested lists and dicts become tracked too), applies the
     # change as list does, then reports it.
-
-    def _adopt(self, value: Any) -> tuple[Any, list[Any]]:
-        if self._owner is None:
-            return value, []
-        return self._owner._wrap_for_tracking(value)
-
-    def _report(self, added: list[Any], removed: Iterable[Any]) -> None:
-        if self._owner is not None:
-            self._owner._tracking_changed(added, self._owner._trackables_in(removed))
 
     def append(self, value: Any) -> None:
         """Append ``value``, tracking the layers and Variables in it."""
@@ -115,10 +119,8 @@ class TrackedList(list):
         self._report([], removed)
 
 
-class TrackedDict(dict):
+class TrackedDict(_Reporting, dict):
     """A ``dict`` that reports added and removed values to the layer owning it."""
-
-    _owner: Any
 
     def __init__(self, values: Any = (), owner: Any = None) -> None:
         super().__init__(values)
@@ -126,15 +128,6 @@ class TrackedDict(dict):
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple:  # type: ignore[override]
         return _rebuild_dict, (dict(self),), {"_owner": self._owner}
-
-    def _adopt(self, value: Any) -> tuple[Any, list[Any]]:
-        if self._owner is None:
-            return value, []
-        return self._owner._wrap_for_tracking(value)
-
-    def _report(self, added: list[Any], removed: Iterable[Any]) -> None:
-        if self._owner is not None:
-            self._owner._tracking_changed(added, self._owner._trackables_in(removed))
 
     def __setitem__(self, key: Any, value: Any) -> None:
         removed = [self[key]] if key in self else []
