@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from numba_gn import _checks
 from numba_gn._locks import FreshLocks
 from numba_gn.autograd import GradientTape, Tensor, no_record
 from numba_gn.training import losses as losses_mod
@@ -41,46 +42,16 @@ DEFAULT_BATCH_SIZE = 32
 #
 # Every argument of compile/fit/evaluate/predict is checked before any work, so that a bad one
 # fails at the call, naming itself, with no weight changed and no optimizer step taken. Counts
-# must be real ints: a bool, a float (even 32.0, nan or inf) or a string is a TypeError, since
-# silently truncating 2.5 or taking True for 1 hides a mistake.
-
-
-def _check_count(value: object, name: str, minimum: int) -> int:
-    """``value`` as an int in ``[minimum, sys.maxsize]``; ValueError/TypeError naming it.
-
-    The upper bound is the largest index Python and NumPy take: a larger number cannot be
-    meant (``10**400`` epochs, or a batch larger than any array can be).
-    """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"Argument `{name}` must be an integer. Received: {name}={value!r} "
-            f"(of type {type(value).__name__})"
-        )
-    if value < minimum:
-        raise ValueError(
-            f"Argument `{name}` must be an integer >= {minimum}. Received: {name}={value!r}"
-        )
-    if value > sys.maxsize:
-        raise ValueError(
-            f"Argument `{name}` is too large (at most {sys.maxsize}). Received: {name}={value!r}"
-        )
-    return int(value)
+# and ranges go through numba_gn._checks: a bool, a float (even 32.0, nan or inf) or a string
+# where an int is meant is a TypeError, since silently truncating 2.5 or taking True for 1
+# hides a mistake; 10**400 is out of range (no index can be that large).
 
 
 def _check_batch_size(batch_size: object) -> int:
     """Keras's rule: None means 32; otherwise a positive int (0 is refused, not taken as 32)."""
     if batch_size is None:
         return DEFAULT_BATCH_SIZE
-    return _check_count(batch_size, "batch_size", 1)
-
-
-def _check_flag(value: object, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(
-            f"Argument `{name}` must be a bool. Received: {name}={value!r} "
-            f"(of type {type(value).__name__})"
-        )
-    return bool(value)
+    return _checks.integer(batch_size, "batch_size", low=1)
 
 
 def _check_verbose(verbose: object) -> int:
@@ -108,25 +79,10 @@ def _check_stream(stream: object) -> TextIO:
     return stream  # type: ignore[return-value]
 
 
-def _check_validation_split(value: object) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            "Argument `validation_split` must be a float in [0, 1). Received: "
-            f"validation_split={value!r} (of type {type(value).__name__})"
-        )
-    # Compared before float(): 10**400 would overflow it; nan fails both comparisons.
-    if not 0 <= value < 1:
-        raise ValueError(
-            "Argument `validation_split` must be a float in [0, 1). Received: "
-            f"validation_split={value!r}"
-        )
-    return float(value)
-
-
 def _check_seed(seed: object) -> int | None:
     if seed is None:
         return None
-    return _check_count(seed, "seed", 0)
+    return _checks.integer(seed, "seed", low=0)
 
 
 def _as_array(x: Any) -> np.ndarray:
@@ -337,8 +293,8 @@ class Trainer(FreshLocks):
         """
         self._check_compiled("fit")
         batch_size = _check_batch_size(batch_size)
-        epochs = _check_count(epochs, "epochs", 1)
-        initial_epoch = _check_count(initial_epoch, "initial_epoch", 0)
+        epochs = _checks.integer(epochs, "epochs", low=1)
+        initial_epoch = _checks.integer(initial_epoch, "initial_epoch", low=0)
         if initial_epoch >= epochs:
             # Keras would silently train nothing.
             raise ValueError(
@@ -346,8 +302,10 @@ class Trainer(FreshLocks):
                 f"`initial_epoch`. Received: epochs={epochs}, initial_epoch={initial_epoch}"
             )
         verbose = _check_verbose(verbose)
-        validation_split = _check_validation_split(validation_split)
-        shuffle = _check_flag(shuffle, "shuffle")
+        validation_split = _checks.real(
+            validation_split, "validation_split", low=0, high=1, high_open=True
+        )
+        shuffle = _checks.boolean(shuffle, "shuffle")
         seed = _check_seed(seed)
         stream = _check_stream(stream)
         x, y = self._x_y(x, y, "fit")
@@ -480,7 +438,7 @@ class Trainer(FreshLocks):
         self._check_compiled("evaluate")
         batch_size = _check_batch_size(batch_size)
         verbose = _check_verbose(verbose)
-        return_dict = _check_flag(return_dict, "return_dict")
+        return_dict = _checks.boolean(return_dict, "return_dict")
         stream = _check_stream(stream)
         x, y = self._x_y(x, y, "evaluate")
         bar = Progbar(-(-len(x) // batch_size), stream=stream) if verbose else None
