@@ -1,6 +1,6 @@
 """Forward (and some backward) numerics of the functional API against the float64 reference.
 
-The targets come from issue 2, "Numerical targets": float32 ``offset + N(0,1)`` within 1e-5 (max
+The numerical targets: float32 ``offset + N(0,1)`` within 1e-5 (max
 abs) of a float64 reference for offsets up to 1e6 on every layout, backward within 1e-4 relative
 at offset 1e4, exact ``beta`` on constant groups, NaN/Inf contained in their (sample, group).
 """

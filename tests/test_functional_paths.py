@@ -1,5 +1,5 @@
 """Every kernel path computes the same bits: serial twins, parallel fused, chunked slabs, any
-thread count (issue 2: "Results must be bitwise identical for every thread count")."""
+thread count."""
 
 from __future__ import annotations
 

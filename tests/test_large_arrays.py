@@ -1,4 +1,4 @@
-"""Issue 6, point 7: more than 2**31 elements (64-bit index arithmetic everywhere).
+"""More than 2**31 elements (64-bit index arithmetic everywhere).
 
 A float16 input of 2,147,549,184 elements (2**31 + 65,536; 4.3 GB) with shape (2, 8, L),
 channels on axis 1, is normalised (output another 4.3 GB) and then differentiated (``dy = x``,

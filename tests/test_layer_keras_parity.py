@@ -85,7 +85,7 @@ def test_keras_groups_bigger_than_dim_error():
 
 def test_keras_groups_not_a_multiple_of_dim_error():
     # Keras's regex is "must be a multiple of the number of channels", its reversed wording;
-    # ours states the actual rule (deliberate deviation, see the issue).
+    # ours states the actual rule (a deliberate deviation).
     with pytest.raises(ValueError, match="channels .* must be a multiple of the number of groups"):
         GroupNormalization(groups=3)(np.ones((2, 2, 2, 4)))
 

@@ -1,4 +1,4 @@
-"""Issue 6, point 2: a process that used the parallel kernels forks, and the children use them.
+"""A process that used the parallel kernels forks, and the children use them.
 
 GNU OpenMP kills a forked child that launches a parallel region after its parent did
 ("fork() called from a process already using GNU OpenMP"); numba_gn notices the fork

@@ -1,4 +1,4 @@
-"""Issue 6, points 5 and 8: bad input through every public entry point, and safe loading.
+"""Bad input through every public entry point, and safe loading.
 
 Beyond the core-engine list (``test_functional_errors.py``): NaN/Inf in gamma or beta stays in
 the affected channels; read-only and big-endian arrays work and give the same bits as native
@@ -27,15 +27,7 @@ import pytest
 import numba_gn
 from numba_gn import autograd as ag
 from numba_gn import group_norm, group_norm_backward
-
-try:  # the layer (issue 3) is being written while these tests are
-    from numba_gn.layers import GroupNormalization
-except ImportError:
-    GroupNormalization = None
-
-needs_layer = pytest.mark.skipif(
-    GroupNormalization is None, reason="numba_gn.layers.GroupNormalization does not exist yet"
-)
+from numba_gn.layers import GroupNormalization, Sequential
 
 # name -> (shape, axis, groups): serial and parallel (>= 32768 elements), both kernel families.
 LAYOUTS = {
@@ -459,7 +451,6 @@ LAYER_BAD_DTYPES = ("complex128", "complex64", "object", "<U1", "S1", "M8[s]", "
 LAYER_CAST_DTYPES = ("int64", "int32", "uint8", "bool")  # Keras casts these to float32
 
 
-@needs_layer
 @pytest.mark.parametrize("dtype", LAYER_BAD_DTYPES)
 def test_layer_refuses_wrong_dtype_tensors(dtype):
     layer = _built_layer()
@@ -472,7 +463,6 @@ def test_layer_refuses_wrong_dtype_tensors(dtype):
         assert _same(a, b)
 
 
-@needs_layer
 @pytest.mark.parametrize("dtype", LAYER_CAST_DTYPES)
 def test_layer_casts_integer_and_bool_tensors_like_keras(dtype):
     layer = _built_layer()
@@ -493,7 +483,6 @@ LAYER_BAD_SHAPES = [
 ]
 
 
-@needs_layer
 @pytest.mark.parametrize(
     ("shape"), [s for _, s in LAYER_BAD_SHAPES], ids=[i for i, _ in LAYER_BAD_SHAPES]
 )
@@ -510,14 +499,12 @@ def test_layer_called_with_other_shape_names_the_expected_one(shape):
     assert np.asarray(layer(np.ones((3, 5, 8), np.float32))).shape == (3, 5, 8)
 
 
-@needs_layer
 def test_layer_other_batch_and_length_still_work():
     layer = _built_layer()
     for shape in ((1, 5, 8), (7, 5, 8), (2, 11, 8)):
         assert np.asarray(layer(np.ones(shape, np.float32))).shape == shape
 
 
-@needs_layer
 def test_layer_scalar_and_list_inputs():
     layer = _built_layer()
     with pytest.raises(ValueError):
@@ -544,7 +531,6 @@ BAD_SET_WEIGHTS = [
 ]
 
 
-@needs_layer
 @pytest.mark.parametrize(("name", "weights"), BAD_SET_WEIGHTS)
 def test_failed_set_weights_changes_nothing(name, weights):
     layer = _built_layer()
@@ -614,7 +600,6 @@ BAD_CONFIGS = [
 ]
 
 
-@needs_layer
 @pytest.mark.parametrize(
     ("change", "named"), [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS]
 )
@@ -628,7 +613,6 @@ def test_bad_config_is_refused_without_importing(change, named, import_spy):
     import_spy.assert_nothing_suspicious()
 
 
-@needs_layer
 def test_from_config_refuses_non_dicts():
     for config in ([1, 2], "groups=4", None, 4):
         with pytest.raises(TypeError):
@@ -646,7 +630,6 @@ BAD_MASKS = [
 ]
 
 
-@needs_layer
 @pytest.mark.parametrize(("name", "mask", "named"), BAD_MASKS)
 def test_layer_bad_mask_is_refused_clearly(name, mask, named):
     layer = _built_layer()
@@ -657,7 +640,7 @@ def test_layer_bad_mask_is_refused_clearly(name, mask, named):
 
 
 # ----------------------------------------------------------------------------------------------
-# Point 8: safe loading
+# Safe loading
 
 
 class _ImportSpy:
@@ -749,7 +732,6 @@ def test_param_deserialize_never_imports_or_evaluates(family, config, import_spy
     import_spy.assert_nothing_suspicious()
 
 
-@needs_layer
 def test_layer_from_config_never_imports_or_evaluates(import_spy):
     with import_spy:
         for config in MALICIOUS_PARAM_CONFIGS:
@@ -785,23 +767,8 @@ def test_every_np_load_in_the_package_refuses_pickles():
         )
 
 
-def _model_class():
-    """``numba_gn.layers.Sequential`` once it has weight files (the training issue), else None."""
-    try:
-        from numba_gn.layers import Sequential
-    except ImportError:
-        return None
-    return Sequential if hasattr(Sequential, "load_weights") else None
-
-
-needs_weight_files = pytest.mark.skipif(
-    _model_class() is None or GroupNormalization is None,
-    reason="Sequential.save_weights/load_weights do not exist yet (training issue)",
-)
-
-
 def _model():
-    model = _model_class()([GroupNormalization(groups=4, name="gn")])
+    model = Sequential([GroupNormalization(groups=4, name="gn")])
     model(np.ones((2, 5, 8), np.float32))
     return model
 
@@ -877,7 +844,6 @@ BAD_WEIGHT_FILES = [
 N_BAD_WEIGHT_FILES = len(BAD_WEIGHT_FILES)
 
 
-@needs_weight_files
 @pytest.mark.parametrize("kind", BAD_WEIGHT_FILES)
 def test_bad_weight_file_is_refused_clearly(kind, tmp_path):
     model = _model()
@@ -911,7 +877,6 @@ def test_bad_weight_file_is_refused_clearly(kind, tmp_path):
         assert _same(a, b)
 
 
-@needs_weight_files
 def test_weight_file_errors_name_the_problem(tmp_path):
     model = _model()
     model.save_weights(tmp_path / "good.npz")
@@ -936,7 +901,7 @@ def test_weight_file_errors_name_the_problem(tmp_path):
 
 
 def count_bad_inputs() -> dict[str, int]:
-    """How many bad inputs this module tries (for the issue's closing note)."""
+    """How many bad inputs this module tries."""
     n_layout = len(LAYOUTS) * len(DTYPES)
     counts = {
         "nonfinite gamma/beta": n_layout * len(NONFINITE) * len(PARAMS) + 1,
@@ -947,21 +912,19 @@ def count_bad_inputs() -> dict[str, int]:
         "tape": len(BAD_TAPE),
         "param configs": 3 * len(MALICIOUS_PARAM_CONFIGS) * 2,
     }
-    if GroupNormalization is not None:
-        counts["layer"] = (
-            2 * len(LAYER_BAD_DTYPES)
-            + 2 * len(LAYER_CAST_DTYPES)
-            + len(LAYER_BAD_SHAPES)
-            + 2
-            + len(BAD_SET_WEIGHTS)
-            + len(BAD_CONFIGS)
-            + 4
-            + len(BAD_MASKS)
-            + 3 * len(MALICIOUS_PARAM_CONFIGS)
-        )
-    if _model_class() is not None:
-        counts["weight files"] = N_BAD_WEIGHT_FILES
-        counts["model configs"] = N_MALICIOUS_MODEL_CONFIGS + 1
+    counts["layer"] = (
+        2 * len(LAYER_BAD_DTYPES)
+        + 2 * len(LAYER_CAST_DTYPES)
+        + len(LAYER_BAD_SHAPES)
+        + 2
+        + len(BAD_SET_WEIGHTS)
+        + len(BAD_CONFIGS)
+        + 4
+        + len(BAD_MASKS)
+        + 3 * len(MALICIOUS_PARAM_CONFIGS)
+    )
+    counts["weight files"] = N_BAD_WEIGHT_FILES
+    counts["model configs"] = N_MALICIOUS_MODEL_CONFIGS + 1
     counts["total"] = sum(counts.values())
     return counts
 
@@ -982,7 +945,6 @@ def _malicious_layer_entries(good):
 N_MALICIOUS_MODEL_CONFIGS = 7
 
 
-@needs_weight_files
 def test_model_from_config_never_imports_or_evaluates(import_spy):
     model = _model()
     config = model.get_config()
@@ -992,19 +954,19 @@ def test_model_from_config_never_imports_or_evaluates(import_spy):
     with import_spy:
         for entry in entries:
             with pytest.raises((TypeError, ValueError)):
-                _model_class().from_config(config | {"layers": [entry]})
+                Sequential.from_config(config | {"layers": [entry]})
         # A foreign "module" with a known class name is never imported: it is either refused
         # or resolved to numba_gn's own class.
         foreign = good | {"module": "numba_gn_evil.layers", "class_name": "GroupNormalization"}
         try:
-            rebuilt = _model_class().from_config(config | {"layers": [foreign]})
+            rebuilt = Sequential.from_config(config | {"layers": [foreign]})
         except (TypeError, ValueError):
             pass
         else:
             assert all(type(layer) is GroupNormalization for layer in rebuilt.layers)
     import_spy.assert_nothing_suspicious()
     # the unmodified config still rebuilds the model
-    clone = _model_class().from_config(config)
+    clone = Sequential.from_config(config)
     x = np.random.default_rng(0).standard_normal((2, 5, 8)).astype(np.float32)
     clone(x)
     clone.set_weights(model.get_weights())

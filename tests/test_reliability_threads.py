@@ -1,4 +1,4 @@
-"""Issue 6, points 1 and 3: concurrent Python threads and determinism across thread counts.
+"""Concurrent Python threads and determinism across thread counts.
 
 Each threading layer runs in its own interpreter (``NUMBA_THREADING_LAYER`` set in the child's
 environment): ``workqueue`` aborts the whole process on concurrent parallel launches unless the
@@ -14,7 +14,6 @@ sequential one (bitwise equality).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import numba
@@ -24,7 +23,6 @@ from _subprocess import check_python, last_json_line, layer_probe, run_python
 
 THREADS = 8
 CALLS = 200  # per thread and per operation
-HAS_LAYER = importlib.util.find_spec("numba_gn.layers") is not None
 
 # Shared by the thread and determinism children: cases and the operations run on them.
 _COMMON = r"""
@@ -35,10 +33,7 @@ import numba_gn
 from numba_gn import group_norm, group_norm_backward
 from numba_gn import autograd as ag
 
-try:  # the layer (issue 3) may not exist yet
-    from numba_gn.layers import GroupNormalization
-except ImportError:
-    GroupNormalization = None
+from numba_gn.layers import GroupNormalization
 
 # (shape, axis, groups, dtype); the "par" ones have >= 32768 elements (parallel kernels).
 CASES = [
@@ -116,18 +111,17 @@ def op_layer(i):
     grads = tape.gradient(loss, [xt, *layer.trainable_weights])
     return digest(np.asarray(y), *grads)
 
-OPS = {"group_norm": op_forward, "group_norm_backward": op_backward, "tape": op_tape}
-if GroupNormalization is not None:
-    OPS["layer"] = op_layer
+OPS = {
+    "group_norm": op_forward, "group_norm_backward": op_backward, "tape": op_tape, "layer": op_layer
+}
 """
 
 _CHILD = (
     _COMMON
     + r"""
 THREADS, CALLS = int(sys.argv[1]), int(sys.argv[2])
-if GroupNormalization is not None:
-    for i in range(len(CASES)):
-        LAYERS[i] = layer_for(i)  # built in the main thread, called by all threads
+for i in range(len(CASES)):
+    LAYERS[i] = layer_for(i)  # built in the main thread, called by all threads
 
 results = [[] for _ in range(THREADS)]
 errors = []
@@ -167,7 +161,6 @@ print(json.dumps({
     "n_mismatches": len(mismatches),
     "errors": errors,
     "hung": hung,
-    "has_layer": GroupNormalization is not None,
 }))
 sys.stdout.flush()
 os._exit(0 if not errors and not hung else 1)
@@ -190,7 +183,7 @@ def test_concurrent_threads_bitwise_equal_sequential(layer):
     assert not res.timed_out and res.rc == 0, res.describe()
     report = last_json_line(res.stdout)
     assert report["layer"] == layer
-    assert report["has_layer"] == HAS_LAYER
+    assert "layer" in report["calls"]
     assert report["errors"] == [] and report["hung"] == 0
     assert report["n_mismatches"] == 0, report["mismatches"]
     for name, n in report["calls"].items():
@@ -199,15 +192,14 @@ def test_concurrent_threads_bitwise_equal_sequential(layer):
 
 
 # ----------------------------------------------------------------------------------------------
-# Point 3: determinism across thread counts
+# Determinism across thread counts
 
 _DETERMINISM_CHILD = (
     _COMMON
     + r"""
 MAX = numba.config.NUMBA_NUM_THREADS
-if GroupNormalization is not None:
-    for i in range(len(CASES)):
-        LAYERS[i] = layer_for(i)
+for i in range(len(CASES)):
+    LAYERS[i] = layer_for(i)
 by_count = {}
 for k in range(1, MAX + 1):
     numba.set_num_threads(k)
@@ -232,7 +224,7 @@ def test_bitwise_identical_for_every_thread_count(layer):
     report = last_json_line(res.stdout)
     assert report["max"] == 8 and report["layer"] == layer
     assert {"group_norm", "group_norm_backward", "tape"} <= set(report["ops"])
-    assert ("layer" in report["ops"]) == HAS_LAYER
+    assert "layer" in report["ops"]
     assert all(not keys for keys in report["diff"].values()), report["diff"]
 
 
@@ -257,17 +249,16 @@ def test_set_num_threads_in_process_is_bitwise_stable():
             loss = ag.sum(ag.group_norm(xt, 32, gt, None, axis=1) * dy)
         tgrads = tape.gradient(loss, [xt, gt])
         out = [y, m, r, *grads, *tgrads]
-        if HAS_LAYER:
-            from numba_gn.layers import GroupNormalization
+        from numba_gn.layers import GroupNormalization
 
-            layer = GroupNormalization(groups=32, axis=1)
-            layer(x)
-            layer.set_weights([gamma.astype(np.float32), beta.astype(np.float32)])
-            with ag.GradientTape() as tape:
-                tape.watch(xt)
-                yl = layer(xt)
-                loss = ag.sum(yl * dy)
-            out += [yl.numpy(), *tape.gradient(loss, [xt, *layer.trainable_weights])]
+        layer = GroupNormalization(groups=32, axis=1)
+        layer(x)
+        layer.set_weights([gamma.astype(np.float32), beta.astype(np.float32)])
+        with ag.GradientTape() as tape:
+            tape.watch(xt)
+            yl = layer(xt)
+            loss = ag.sum(yl * dy)
+        out += [yl.numpy(), *tape.gradient(loss, [xt, *layer.trainable_weights])]
         return out
 
     try:

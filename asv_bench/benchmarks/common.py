@@ -23,7 +23,7 @@ SEED = 20240607
 SIZES = {
     "tiny": (2, 8, 8, 32),  # 16 KiB in float32: per-call overhead
     "small": (4, 32, 32, 64),  # 1 MiB: fits in cache
-    "medium": (8, 64, 64, 256),  # 32 MiB: the issue's target shape
+    "medium": (8, 64, 64, 256),  # 32 MiB: the speed targets' shape
     "large": (16, 64, 64, 512),  # 128 MiB (>= 100 MB): out of every cache
 }
 LAYOUTS = ["channels-last", "channels-first", "middle axis", "tuple axis"]
