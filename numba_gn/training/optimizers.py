@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 import re
 import threading
 import weakref
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from numba_gn import _checks
 from numba_gn._locks import FreshLocks
 from numba_gn.autograd.tensor import Tensor
 from numba_gn.params import Variable
@@ -47,42 +47,6 @@ LearningRate = float | Callable[[int], float]
 # -- argument checks ------------------------------------------------------------------------------
 
 
-def _real(name: str, value: Any) -> float:
-    """``value`` as a finite float; TypeError for non-numbers, ValueError for nan/inf/overflow."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"Argument `{name}` must be a real number, got {type(value).__name__}: "
-            f"{name}={value!r}"
-        )
-    try:
-        f = float(value)
-    except OverflowError:  # ints beyond float range, e.g. 10**400
-        raise ValueError(
-            f"Argument `{name}` is too large for a float. Received: {name}={value!r}"
-        ) from None
-    if not math.isfinite(f):
-        raise ValueError(f"Argument `{name}` must be finite. Received: {name}={value!r}")
-    return f
-
-
-def _in_range(name: str, value: Any, low: float, high: float, *, high_open: bool = False) -> float:
-    """A finite float in ``[low, high]`` (``[low, high)`` with ``high_open``)."""
-    f = _real(name, value)
-    if f < low or f > high or (high_open and f == high):
-        bracket = ")" if high_open else "]"
-        raise ValueError(
-            f"Argument `{name}` must be in [{low}, {high}{bracket}. Received: {name}={value!r}"
-        )
-    return f
-
-
-def _non_negative(name: str, value: Any) -> float:
-    f = _real(name, value)
-    if f < 0:
-        raise ValueError(f"Argument `{name}` must be >= 0. Received: {name}={value!r}")
-    return f
-
-
 def _positive_or_none(name: str, value: Any) -> float | None:
     """Clipping thresholds: None (off) or a finite float > 0.
 
@@ -91,21 +55,7 @@ def _positive_or_none(name: str, value: Any) -> float | None:
     """
     if value is None:
         return None
-    f = _real(name, value)
-    if f <= 0:
-        raise ValueError(
-            f"Argument `{name}` must be > 0 (or None for no clipping). Received: {name}={value!r}"
-        )
-    return f
-
-
-def _flag(name: str, value: Any) -> bool:
-    """A bool (numpy's too); ints and strings are refused, since "False" would read as true."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(
-            f"Argument `{name}` must be a bool, got {type(value).__name__}: {name}={value!r}"
-        )
-    return bool(value)
+    return _checks.real(value, name, low=0, low_open=True)
 
 
 def _learning_rate_value(value: Any) -> LearningRate:
@@ -117,7 +67,7 @@ def _learning_rate_value(value: Any) -> LearningRate:
     """
     if callable(value):
         return value
-    return _non_negative("learning_rate", value)
+    return _checks.real(value, "learning_rate", low=0)
 
 
 def _name(value: Any, default: str) -> str:
@@ -231,13 +181,9 @@ class CosineDecay:
         alpha: float = 0.0,
         name: str = "CosineDecay",
     ) -> None:
-        initial = _non_negative("initial_learning_rate", initial_learning_rate)
-        steps = _real("decay_steps", decay_steps)
-        if steps <= 0:
-            raise ValueError(
-                f"Argument `decay_steps` must be > 0. Received: decay_steps={decay_steps!r}"
-            )
-        alpha_ = _in_range("alpha", alpha, 0.0, 1.0)
+        initial = _checks.real(initial_learning_rate, "initial_learning_rate", low=0)
+        steps = _checks.real(decay_steps, "decay_steps", low=0, low_open=True)
+        alpha_ = _checks.real(alpha, "alpha", low=0, high=1)
         self.initial_learning_rate = initial
         # Keras divides by decay_steps as given; only whole numbers are stored as ints.
         self.decay_steps: int | float = int(steps) if steps.is_integer() else steps
@@ -311,7 +257,8 @@ class Optimizer(FreshLocks):
         name: str | None = None,
     ) -> None:
         lr = _learning_rate_value(learning_rate)
-        weight_decay = None if weight_decay is None else _non_negative("weight_decay", weight_decay)
+        if weight_decay is not None:
+            weight_decay = _checks.real(weight_decay, "weight_decay", low=0)
         clipnorm = _positive_or_none("clipnorm", clipnorm)
         clipvalue = _positive_or_none("clipvalue", clipvalue)
         global_clipnorm = _positive_or_none("global_clipnorm", global_clipnorm)
@@ -357,7 +304,7 @@ class Optimizer(FreshLocks):
         if isinstance(value, np.ndarray) and value.ndim == 0:
             value = value.item()
         try:
-            return _non_negative("learning_rate", value)
+            return _checks.real(value, "learning_rate", low=0)
         except (TypeError, ValueError) as exc:
             raise type(exc)(
                 f"The learning-rate schedule {lr!r} returned {value!r} at step "
@@ -639,8 +586,8 @@ class SGD(Optimizer):
         global_clipnorm: float | None = None,
         name: str = "SGD",
     ) -> None:
-        momentum_ = _in_range("momentum", momentum, 0.0, 1.0)
-        nesterov_ = _flag("nesterov", nesterov)
+        momentum_ = _checks.real(momentum, "momentum", low=0, high=1)
+        nesterov_ = _checks.boolean(nesterov, "nesterov")
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name)
         self.momentum = momentum_
         self.nesterov = nesterov_
@@ -696,12 +643,10 @@ class Adam(Optimizer):
         global_clipnorm: float | None = None,
         name: str = "adam",
     ) -> None:
-        beta_1_ = _in_range("beta_1", beta_1, 0.0, 1.0, high_open=True)
-        beta_2_ = _in_range("beta_2", beta_2, 0.0, 1.0, high_open=True)
-        epsilon_ = _real("epsilon", epsilon)
-        if epsilon_ <= 0:
-            raise ValueError(f"Argument `epsilon` must be > 0. Received: epsilon={epsilon!r}")
-        amsgrad_ = _flag("amsgrad", amsgrad)
+        beta_1_ = _checks.real(beta_1, "beta_1", low=0, high=1, high_open=True)
+        beta_2_ = _checks.real(beta_2, "beta_2", low=0, high=1, high_open=True)
+        epsilon_ = _checks.real(epsilon, "epsilon", low=0, low_open=True)
+        amsgrad_ = _checks.boolean(amsgrad, "amsgrad")
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name)
         self.beta_1 = beta_1_
         self.beta_2 = beta_2_
