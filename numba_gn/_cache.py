@@ -209,6 +209,8 @@ def install(dispatcher: Any) -> Any:
 
     Returns the dispatcher. Without any usable folder it stays uncached, with one warning.
     """
+    if not hasattr(dispatcher, "py_func"):  # NUMBA_DISABLE_JIT: a plain function, no cache
+        return dispatcher
     root = _the_root()
     if root.path is None:
         _warn_once(

@@ -324,3 +324,24 @@ def test_a_changed_helper_file_invalidates_cached_kernels(read_only_install, tmp
     after = last_json_line(check_python(_WORK, env=env, timeout=180, cwd=tmp_path).stdout)
     assert (after["hits"], after["misses"]) == (0, 2)
     assert after["digest"] == first["digest"] == _expected_digest()
+
+
+def test_disable_jit_runs_the_python_kernels():
+    """Under NUMBA_DISABLE_JIT there are no dispatchers to cache: the Python bodies run."""
+    code = r"""
+import json
+import numpy as np
+import numba_gn
+from numba_gn.numpy_reference import group_norm_numpy
+x = np.random.default_rng(7).standard_normal((2, 8, 6, 5)).astype(np.float32)
+errors = []
+for axis in (1, -1):
+    groups = 4 if axis == 1 else 5
+    y, mean, rstd = numba_gn.group_norm(x, groups, axis=axis, return_stats=True)
+    numba_gn.group_norm_backward(np.cos(x), x, mean, rstd, groups, axis=axis)
+    ref = group_norm_numpy(x.astype(np.float64), groups, axis=axis)
+    errors.append(float(np.max(np.abs(y - ref))))
+print(json.dumps({"errors": errors}))
+"""
+    res = check_python(code, env={"NUMBA_DISABLE_JIT": "1"}, timeout=300)
+    assert max(last_json_line(res.stdout)["errors"]) < 1e-5
