@@ -22,9 +22,8 @@ _FLOATS = (types.float32, types.float64)
 
 def fma(a, b, c):
     """``a*b + c`` with a single rounding (Python definition, used under NUMBA_DISABLE_JIT)."""
-    kind = type(np.result_type(a, b, c).type(0))
     exact = Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))
-    return kind(float(exact))
+    return np.result_type(a, b, c).type(float(exact))
 
 
 def llvm_fma(builder: ir.IRBuilder, ty: ir.Type) -> ir.Function:
