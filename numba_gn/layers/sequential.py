@@ -506,18 +506,15 @@ def _layer_entry(layer: Layer, input_shape: Shape | None) -> dict[str, Any]:
 
 
 def _layer_classes() -> dict[str, type[Layer]]:
-    """Every layer class a config may name (looked up, never imported by name)."""
-    from numba_gn.layers.conv import Conv1D, Conv2D
-    from numba_gn.layers.core import Activation, Dropout, Flatten
-    from numba_gn.layers.dense import Dense
-    from numba_gn.layers.group_normalization import GroupNormalization
-    from numba_gn.layers.pooling import GlobalAveragePooling1D, GlobalAveragePooling2D
+    """Every layer class a config may name: the public layers (looked up, never imported)."""
+    import numba_gn.layers as public
 
-    classes: list[type[Layer]] = [
-        Activation, Conv1D, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling1D,
-        GlobalAveragePooling2D, GroupNormalization, InputLayer, Sequential,
-    ]
-    return {c.__name__: c for c in classes}
+    classes = (getattr(public, name) for name in public.__all__)
+    return {
+        c.__name__: c
+        for c in classes
+        if isinstance(c, type) and issubclass(c, Layer) and c is not Layer
+    } | {"InputLayer": InputLayer, "Sequential": Sequential}
 
 
 def _layer_from_entry(entry: Mapping[str, Any]) -> Layer:
