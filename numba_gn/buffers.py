@@ -2,21 +2,21 @@
 
 Fresh memory is expensive: the operating system zero-fills every page of it on first touch,
 which costs 1.3 to 2.3 ms per 32 MiB on the 2-core test machine, as much as a whole group-norm
-forward pass. glibc's ``malloc`` gives large blocks back to the system when they are freed: every
-block of 32 MiB or more (it is its own ``mmap``), and smaller ones whenever the free space at
+forward pass. glibc's `malloc` gives large blocks back to the system when they are freed: every
+block of 32 MiB or more (it is its own `mmap`), and smaller ones whenever the free space at
 the top of the heap passes the trim threshold, as happens when a forward and a backward pass
 free their 8 MiB results together (0.8 ms into preallocated outputs, 2.5 ms allocating).
 
-So the results numba_gn allocates (``y``, ``dx`` and contiguous copies of inputs) of
-:data:`MIN_BYTES` or more come from a small cache of buffers. A buffer is handed out again only
-once no array uses it any more: each array's memory is owned by a ``bytearray`` that every view
+So the results numba_gn allocates (`y`, `dx` and contiguous copies of inputs) of
+`MIN_BYTES` or more come from a small cache of buffers. A buffer is handed out again only
+once no array uses it any more: each array's memory is owned by a `bytearray` that every view
 of the array references (directly or through the array it was made from), so CPython's reference
-count of the ``bytearray`` says exactly whether any array, view or ``memoryview`` still uses it.
-Idle buffers are kept up to :func:`limit` bytes in total; :func:`release` drops them, and
-``set_limit(0)`` turns the cache off.
+count of the `bytearray` says exactly whether any array, view or `memoryview` still uses it.
+Idle buffers are kept up to `limit` bytes in total; `release` drops them, and
+`set_limit(0)` turns the cache off.
 
-Observable differences from ``np.empty``: such an array's ``.base`` is not None, and up to
-:func:`limit` bytes stay allocated after the arrays are gone.
+Observable differences from `np.empty`: such an array's `.base` is not None, and up to
+`limit` bytes stay allocated after the arrays are gone.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import numpy as np
 
 __all__ = ["IDLE_SECONDS", "MIN_BYTES", "empty", "limit", "release", "set_limit", "stats"]
 
-#: Arrays smaller than this are plain ``np.empty`` (cheap next to the work on them).
-MIN_BYTES = 4 << 20
+#: Arrays smaller than this are plain `np.empty` (cheap next to the work on them).
+MIN_BYTES = 512 << 10
 #: Idle buffers unused for this many seconds are dropped at the next call.
 IDLE_SECONDS = 60.0
 
@@ -56,7 +56,7 @@ def limit() -> int:
 
 
 def set_limit(max_bytes: int) -> None:
-    """Hold at most ``max_bytes`` of buffers (0 turns reuse off and drops idle buffers)."""
+    """Hold at most `max_bytes` of buffers (0 turns reuse off and drops idle buffers)."""
     global _limit
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
         raise ValueError(f"`max_bytes` must be an int >= 0, got {max_bytes!r}.")
@@ -74,14 +74,14 @@ def release() -> int:
 
 
 def stats() -> dict[str, int]:
-    """``{"buffers", "bytes", "in_use"}`` of the cache right now."""
+    """`{"buffers", "bytes", "in_use"}` of the cache right now."""
     with _lock:
         busy = sum(1 for i in range(len(_entries)) if not _idle(i))
         return {"buffers": len(_entries), "bytes": _held(), "in_use": busy}
 
 
 def empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """An uninitialised C-contiguous array, from the cache when it is at least :data:`MIN_BYTES`."""
+    """An uninitialised C-contiguous array, from the cache when it is at least `MIN_BYTES`."""
     dtype = np.dtype(dtype)
     count = 1
     for s in shape:
@@ -122,7 +122,7 @@ def _take(nbytes: int) -> bytearray | None:
 
 
 def _trim(room: int, drop_all_idle: bool = False) -> None:
-    """Drop idle buffers, stale ones first, until ``room`` more bytes fit under the limit."""
+    """Drop idle buffers, stale ones first, until `room` more bytes fit under the limit."""
     now = time.monotonic()
     order = sorted(range(len(_entries)), key=lambda i: _entries[i][2])
     drop = set()

@@ -1,9 +1,10 @@
 """Activations and normalised exponentials: tanh, sigmoid, relu, silu, gelu, softmax, log_softmax.
 
-Formulas follow Keras 3: ``gelu`` defaults to the exact erf form (``approximate=False``) and its
-tanh approximation uses Keras's constant 0.044715; ``relu'(0) = 0``. Sigmoid uses SciPy's
-overflow-free ``expit``; softmax and log_softmax subtract the maximum first (log-sum-exp).
-Constants are Python floats so float32 inputs stay float32.
+Formulas follow Keras 3: `gelu` defaults to the exact erf form (`approximate=False`) and its
+tanh approximation uses Keras's constant 0.044715; `relu'(0) = 0`. Softmax and log_softmax
+subtract the maximum first (log-sum-exp). Constants are Python floats so float32 inputs stay
+float32. ReLU, SiLU and sigmoid on float32 arrays run as one-pass Numba kernels
+(`numba_gn.kernels.activations`), forward and backward; other dtypes use NumPy.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import numpy as np
 
 from numba_gn.autograd.function import Context, Function
 from numba_gn.autograd.tensor import Tensor
+from numba_gn.kernels import activations
 
 __all__ = ["gelu", "log_softmax", "relu", "sigmoid", "silu", "softmax", "tanh"]
 
 
 def _special():
-    """``scipy.special``, imported on first use: it costs ~0.1 s at ``import numba_gn``."""
+    """`scipy.special`, imported on first use: it costs ~0.1 s at `import numba_gn`."""
     from scipy import special
 
     return special
@@ -47,9 +49,9 @@ class Tanh(Function):
 
 
 def _sigmoid(x: Any) -> np.ndarray:
-    """``1 / (1 + exp(-x))``, on NumPy's SIMD ``exp`` for float arrays.
+    """`1 / (1 + exp(-x))`, on NumPy's SIMD `exp` for float arrays.
 
-    About 4x faster than SciPy's ``expit`` and within 1 ulp of it; ``exp(-x)`` overflowing to
+    About 4x faster than SciPy's `expit` and within 1 ulp of it; `exp(-x)` overflowing to
     inf gives the right limit, 0.
     """
     x = np.asarray(x)
@@ -61,47 +63,63 @@ def _sigmoid(x: Any) -> np.ndarray:
     return np.reciprocal(s, out=s)
 
 
+def _on_kernel(*arrays: Any) -> bool:
+    """Whether the one-pass kernels of `numba_gn.kernels.activations` take these arrays.
+
+    They compute in float32 (their exponential is float32's); other dtypes keep NumPy's code.
+    """
+    return all(isinstance(a, np.ndarray) and a.dtype == np.float32 for a in arrays)
+
+
 class Sigmoid(Function):
-    """Logistic sigmoid ``1 / (1 + exp(-x))``."""
+    """Logistic sigmoid `1 / (1 + exp(-x))`."""
 
     @staticmethod
     def forward(ctx: Context, x: Any) -> np.ndarray:
-        out = _sigmoid(x)
+        out = activations.forward("sigmoid", x) if _on_kernel(x) else _sigmoid(x)
         ctx.save_for_backward(out)
         return out
 
     @staticmethod
     def backward(ctx: Context, g: np.ndarray) -> np.ndarray:
         (s,) = ctx.saved_tensors
+        if _on_kernel(g, s):
+            return activations.backward("sigmoid", g, s)
         return g * (s * (1.0 - s))
 
 
 class Relu(Function):
-    """``max(x, 0)``; gradient 0 at 0."""
+    """`max(x, 0)`; gradient 0 at 0."""
 
     @staticmethod
     def forward(ctx: Context, x: Any) -> np.ndarray:
         ctx.save_for_backward(x)
-        return np.maximum(x, 0)
+        return activations.forward("relu", x) if _on_kernel(x) else np.maximum(x, 0)
 
     @staticmethod
     def backward(ctx: Context, g: np.ndarray) -> np.ndarray:
         (x,) = ctx.saved_tensors
+        if _on_kernel(g, x):
+            return activations.backward("relu", g, x)
         return g * (np.asarray(x) > 0)
 
 
 class Silu(Function):
-    """``x * sigmoid(x)`` (swish)."""
+    """`x * sigmoid(x)` (swish). The backward recomputes the sigmoid rather than keep it."""
 
     @staticmethod
     def forward(ctx: Context, x: Any) -> np.ndarray:
-        s = _sigmoid(x)
-        ctx.save_for_backward(x, s)
-        return x * s
+        ctx.save_for_backward(x)
+        if _on_kernel(x):
+            return activations.forward("silu", x)
+        return x * _sigmoid(x)
 
     @staticmethod
     def backward(ctx: Context, g: np.ndarray) -> np.ndarray:
-        x, s = ctx.saved_tensors
+        (x,) = ctx.saved_tensors
+        if _on_kernel(g, x):
+            return activations.backward("silu", g, x)
+        s = _sigmoid(x)
         return g * (s * (1.0 + x * (1.0 - s)))
 
 
@@ -129,7 +147,7 @@ class Gelu(Function):
 
 
 class Softmax(Function):
-    """``exp(x) / sum(exp(x))`` along ``axis``."""
+    """`exp(x) / sum(exp(x))` along `axis`."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, *, axis: int = -1) -> np.ndarray:
@@ -147,7 +165,7 @@ class Softmax(Function):
 
 
 class LogSoftmax(Function):
-    """``x - logsumexp(x)`` along ``axis``."""
+    """`x - logsumexp(x)` along `axis`."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, *, axis: int = -1) -> np.ndarray:
@@ -170,30 +188,30 @@ def tanh(x: Any) -> Tensor:
 
 
 def sigmoid(x: Any) -> Tensor:
-    """Logistic sigmoid, stable for large ``|x|``."""
+    """Logistic sigmoid, stable for large `|x|`."""
     return Sigmoid.apply(x)
 
 
 def relu(x: Any) -> Tensor:
-    """Rectified linear unit ``max(x, 0)`` (``relu'(0) = 0``)."""
+    """Rectified linear unit `max(x, 0)` (`relu'(0) = 0`)."""
     return Relu.apply(x)
 
 
 def silu(x: Any) -> Tensor:
-    """``x * sigmoid(x)``."""
+    """`x * sigmoid(x)`."""
     return Silu.apply(x)
 
 
 def gelu(x: Any, approximate: bool = False) -> Tensor:
-    """GELU as ``keras.activations.gelu``: exact erf form unless ``approximate=True``."""
+    """GELU as `keras.activations.gelu`: exact erf form unless `approximate=True`."""
     return Gelu.apply(x, approximate=bool(approximate))
 
 
 def softmax(x: Any, axis: int = -1) -> Tensor:
-    """Softmax along ``axis`` (max-subtracted, so large logits do not overflow)."""
+    """Softmax along `axis` (max-subtracted, so large logits do not overflow)."""
     return Softmax.apply(x, axis=axis)
 
 
 def log_softmax(x: Any, axis: int = -1) -> Tensor:
-    """Log of the softmax along ``axis``, via log-sum-exp."""
+    """Log of the softmax along `axis`, via log-sum-exp."""
     return LogSoftmax.apply(x, axis=axis)
