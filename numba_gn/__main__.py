@@ -1,4 +1,4 @@
-"""``python -m numba_gn`` runs the ``numba-gn`` command."""
+"""`python -m numba_gn` runs the `numba-gn` command."""
 
 import sys
 

@@ -1,6 +1,6 @@
 """Validation of user arguments: every failure is a ValueError/TypeError naming the argument.
 
-Used by :mod:`numba_gn.functional` and by the layers, so both report problems the same way.
+Used by `numba_gn.functional` and by the layers, so both report problems the same way.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ _FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64
 def check_groups_value(groups: object) -> None:
     """Keras's construction-time rule: a positive int, or -1 for one group per channel.
 
-    Stricter than Keras: bools and ints beyond ``sys.maxsize`` (no axis can be that long) are
-    rejected too, all with Keras's ``ValueError``.
+    Stricter than Keras: bools and ints beyond `sys.maxsize` (no axis can be that long) are
+    rejected too, all with Keras's `ValueError`.
     """
     if (
         isinstance(groups, (bool, np.bool_))
@@ -37,7 +37,7 @@ def check_groups_value(groups: object) -> None:
 
 
 def check_group_size_value(group_size: object) -> None:
-    """``group_size`` is None or a positive int."""
+    """`group_size` is None or a positive int."""
     if group_size is None:
         return
     if (
@@ -53,14 +53,14 @@ def check_group_size_value(group_size: object) -> None:
 
 
 def resolve_groups(groups: object, group_size: object, channels: int, *, default: int = 32) -> int:
-    """The number of groups for ``channels`` channels, from ``groups`` or ``group_size``.
+    """The number of groups for `channels` channels, from `groups` or `group_size`.
 
-    ``group_size`` wins when set; ``groups`` must then be left at its default (or None), or
+    `group_size` wins when set; `groups` must then be left at its default (or None), or
     agree with it.
 
-    Zero channels give zero groups for ``groups=-1`` (one group per channel) and for any
-    ``group_size``: the normalisation of an empty channel axis is empty, not an error. A
-    positive ``groups`` still cannot exceed the (zero) channels.
+    Zero channels give zero groups for `groups=-1` (one group per channel) and for any
+    `group_size`: the normalisation of an empty channel axis is empty, not an error. A
+    positive `groups` still cannot exceed the (zero) channels.
     """
     check_group_size_value(group_size)
     if group_size is not None:
@@ -129,9 +129,9 @@ def normalize_axes(axis: object, ndim: int) -> tuple[int, ...]:
 
 
 def as_float_array(x: object, name: str, *, masked_hint: str = "") -> np.ndarray:
-    """``x`` as a native-byte-order float16/32/64 base-class ndarray (lists, scalars converted).
+    """`x` as a native-byte-order float16/32/64 base-class ndarray (lists, scalars converted).
 
-    ndarray subclasses are viewed as plain ndarrays (see :func:`_asarray`); ``masked_hint`` is
+    ndarray subclasses are viewed as plain ndarrays (see `_asarray`); `masked_hint` is
     appended to the error refusing a masked array.
     """
     arr = x if type(x) is np.ndarray else _asarray(x, name, masked_hint=masked_hint)
@@ -146,10 +146,10 @@ def as_float_array(x: object, name: str, *, masked_hint: str = "") -> np.ndarray
 
 
 def _asarray(x: object, name: str, *, masked_hint: str = "") -> np.ndarray:
-    """``x`` as a base-class ndarray, sharing memory with ``x`` when it is already an array.
+    """`x` as a base-class ndarray, sharing memory with `x` when it is already an array.
 
-    The kernels are compiled for plain ndarrays only, and subclasses change what ``reshape``
-    and friends return (``np.matrix`` stays 2-D), so a subclass (``np.memmap``, ``np.matrix``,
+    The kernels are compiled for plain ndarrays only, and subclasses change what `reshape`
+    and friends return (`np.matrix` stays 2-D), so a subclass (`np.memmap`, `np.matrix`,
     a user's) is seen through a plain ndarray view of its memory. A masked array is refused:
     viewing it would silently drop its mask.
     """
@@ -165,7 +165,7 @@ def _asarray(x: object, name: str, *, masked_hint: str = "") -> np.ndarray:
 
 
 def check_not_masked(x: object, name: str, hint: str = "") -> None:
-    """Refuse a ``numpy.ma.MaskedArray`` for argument ``name``: its mask would be ignored."""
+    """Refuse a `numpy.ma.MaskedArray` for argument `name`: its mask would be ignored."""
     # numpy.ma is imported lazily by NumPy; if nobody imported it, no masked array exists.
     ma = sys.modules.get("numpy.ma")
     if ma is not None and isinstance(x, ma.MaskedArray):
@@ -176,7 +176,7 @@ def check_not_masked(x: object, name: str, hint: str = "") -> None:
 
 
 def frozen(a: np.ndarray) -> np.ndarray:
-    """``a``, a view or array this package just made, flagged read-only (and returned).
+    """`a`, a view or array this package just made, flagged read-only (and returned).
 
     Numba compiles a kernel separately for read-only and for writeable arrays, so every input
     handed to the kernels is read-only: one specialisation per dtype, whatever the caller's
@@ -186,8 +186,17 @@ def frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def param_array(p: object, name: str, shape: tuple[int, ...], fill: float) -> np.ndarray:
-    """gamma/beta as a flat float64 array of ``prod(shape)`` values (``fill`` when None)."""
+def param_array(
+    p: object,
+    name: str,
+    shape: tuple[int, ...],
+    fill: float,
+    x_shape: tuple[int, ...] | None = None,
+) -> np.ndarray:
+    """gamma/beta as a flat float64 array of `prod(shape)` values (`fill` when None).
+
+    `x_shape`, the input's shape, only improves the message of a shape mismatch.
+    """
     if p is None:
         return _constant(math.prod(shape), fill)
     arr = p if type(p) is np.ndarray else _asarray(p, name)
@@ -196,19 +205,37 @@ def param_array(p: object, name: str, shape: tuple[int, ...], fill: float) -> np
     if arr.shape != shape:
         raise ValueError(
             f"`{name}` must have shape {shape} (the shape of the channel axes), "
-            f"got shape {arr.shape}."
+            f"got shape {arr.shape}.{_batch_axis_hint(name, arr.shape, x_shape)}"
         )
     return frozen(np.ascontiguousarray(arr, dtype=np.float64).reshape(-1))
 
 
+def _batch_axis_hint(name: str, p_shape: tuple[int, ...], x_shape: tuple[int, ...] | None) -> str:
+    """Why gamma/beta may not fit: their shape is the input's leading axes, so no batch axis.
+
+    Axis 0 is always the batch axis, never a channel axis; parameters shaped like it mean a
+    single sample, e.g. one channels-first `(C, H, W)` image, was passed without its batch.
+    """
+    k = len(p_shape)
+    if x_shape is None or not 0 < k < len(x_shape) or tuple(x_shape[:k]) != p_shape:
+        return ""
+    axes = "axis 0" if k == 1 else f"axes 0 to {k - 1}"
+    axis = 1 if k == 1 else tuple(range(1, k + 1))
+    return (
+        f" `{name}` has the shape of the input's {axes} (input shape {tuple(x_shape)}), but axis "
+        "0 is the batch axis, never a channel axis: if the input is a single sample, it is "
+        f"missing its batch axis; add one with `x[None]` and pass axis={axis}."
+    )
+
+
 @functools.lru_cache(maxsize=64)
 def _constant(size: int, fill: float) -> np.ndarray:
-    """A shared read-only array of ``size`` copies of ``fill``."""
+    """A shared read-only array of `size` copies of `fill`."""
     return frozen(np.full(size, fill, dtype=np.float64))
 
 
 def check_epsilon(epsilon: object) -> float:
-    """``epsilon`` as a float: finite and >= 0."""
+    """`epsilon` as a float: finite and >= 0."""
     if type(epsilon) is float and 0.0 <= epsilon < math.inf:  # the common case, quickly
         return epsilon
     if isinstance(epsilon, (bool, np.bool_)) or not isinstance(epsilon, numbers.Real):

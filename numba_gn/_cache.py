@@ -1,26 +1,26 @@
 """Where compiled kernels are kept on disk, and how a cache in a read-only folder is still used.
 
-Numba's own ``cache=True`` only uses a folder it can write to: a cache filled when a container
+Numba's own `cache=True` only uses a folder it can write to: a cache filled when a container
 image was built, or by an administrator in a shared install, is ignored once the folder is
 read-only, and every process compiles every kernel again. It also writes into the package's
-own ``__pycache__`` folders, which ``pip uninstall`` does not know about and leaves behind.
+own `__pycache__` folders, which `pip uninstall` does not know about and leaves behind.
 
 numba_gn gives its kernels their own cache, with Numba's file format and Numba's checks (Numba
 version, CPU) and a source stamp that covers every file the kernels are compiled from (Numba's
 own covers only the file that defines a kernel, not its helpers), in one folder chosen once per
 process:
 
-1. ``NUMBA_CACHE_DIR`` when it is set, with Numba's layout inside it;
-2. otherwise ``numba_gn`` in the user's cache directory (``$XDG_CACHE_HOME`` or ``~/.cache`` on
-   Linux, ``~/Library/Caches`` on macOS, ``%LOCALAPPDATA%`` on Windows), never the package's
+1. `NUMBA_CACHE_DIR` when it is set, with Numba's layout inside it;
+2. otherwise `numba_gn` in the user's cache directory (`$XDG_CACHE_HOME` or `~/.cache` on
+   Linux, `~/Library/Caches` on macOS, `%LOCALAPPDATA%` on Windows), never the package's
    own folder.
 
 A folder that exists but cannot be written is still *read*: kernels found there are loaded,
-and a kernel missing from it is compiled in memory with one :class:`KernelCacheWarning` per
+and a kernel missing from it is compiled in memory with one `KernelCacheWarning` per
 process saying what that costs and how to fill the cache. When no folder can be used at all,
 kernels are compiled in memory, with one warning as well.
 
-This module uses Numba's cache classes (``numba.core.caching``), which are not a documented
+This module uses Numba's cache classes (`numba.core.caching`), which are not a documented
 extension point; the test suite exercises it on the oldest and newest Numba versions allowed.
 """
 
@@ -60,7 +60,7 @@ def _user_cache_dir() -> str:
 
 
 def _writable(path: str) -> bool:
-    """Whether files can be created in ``path`` (made if missing), as Numba probes it."""
+    """Whether files can be created in `path` (made if missing), as Numba probes it."""
     try:
         os.makedirs(path, exist_ok=True)
         tempfile.TemporaryFile(dir=path).close()
@@ -70,7 +70,7 @@ def _writable(path: str) -> bool:
 
 
 class _Root:
-    """The folder chosen for this process (``path`` None: no folder could be used)."""
+    """The folder chosen for this process (`path` None: no folder could be used)."""
 
     def __init__(self) -> None:
         if config.CACHE_DIR:
@@ -132,8 +132,8 @@ def _source_stamp(py_file: str) -> str:
 
     Numba stamps a cached kernel with its own file only, so a kernel whose helpers changed in
     another file (an upgrade, an edited checkout) would load stale machine code. The kernels'
-    helpers all live in :mod:`numba_gn.kernels`, and their options and switches in ``_jit`` and
-    ``_knobs``: all of them go into the stamp.
+    helpers all live in `numba_gn.kernels`, and their options and switches in `_jit` and
+    `_knobs`: all of them go into the stamp.
     """
     files = sorted(glob.glob(os.path.join(_PACKAGE, "kernels", "*.py")))
     files += [os.path.join(_PACKAGE, name) for name in ("_jit.py", "_knobs.py")]
@@ -146,7 +146,7 @@ def _source_stamp(py_file: str) -> str:
 
 
 class _Locator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
-    """Numba's locator interface, pointing at :func:`cache_root` whether or not it is writable.
+    """Numba's locator interface, pointing at `cache_root` whether or not it is writable.
 
     Inside the root, each source folder gets Numba's own sub-folder name (parent folder name and
     a hash of its path), so two installs or checkouts never share files.
@@ -205,7 +205,7 @@ class KernelCache(caching.FunctionCache):
 
 
 def install(dispatcher: Any) -> Any:
-    """Give a ``numba.njit`` dispatcher (made with ``cache=False``) numba_gn's disk cache.
+    """Give a `numba.njit` dispatcher (made with `cache=False`) numba_gn's disk cache.
 
     Returns the dispatcher. Without any usable folder it stays uncached, with one warning.
     """

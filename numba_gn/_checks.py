@@ -1,23 +1,23 @@
 """Checks of scalar constructor and call arguments, shared by every public entry point.
 
-Every failure is a ``ValueError`` (a number out of range, not finite, or too large for a float)
-or a ``TypeError`` (not a number at all, or a bool where a number is meant) whose message names
+Every failure is a `ValueError` (a number out of range, not finite, or too large for a float)
+or a `TypeError` (not a number at all, or a bool where a number is meant) whose message names
 the argument, so a bad hyper-parameter is reported where it is given rather than as a crash deep
-inside a computation (``float(10**400)`` overflows, ``nan`` compares false with everything).
+inside a computation (`float(10**400)` overflows, `nan` compares false with everything).
 
 The rules, by kind of argument:
 
-* real numbers (:func:`real`): ``int``/``float``/NumPy reals, never bools; finite (``nan``,
-  ``inf`` and ints beyond the float range are rejected); optional bounds;
-* counts (:func:`integer`): ints, never bools, at most ``sys.maxsize`` (no array dimension can
+* real numbers (`real`): `int`/`float`/NumPy reals, never bools; finite (`nan`,
+  `inf` and ints beyond the float range are rejected); optional bounds;
+* counts (`integer`): ints, never bools, at most `sys.maxsize` (no array dimension can
   be larger);
-* flags (:func:`boolean`): ``True``/``False`` (NumPy bools too), not truthy objects;
-* seeds (:func:`seed`): ``None`` or any int;
-* axes (:func:`axis`, :func:`int_sequence`): ints that can index some NumPy array's
+* flags (`boolean`): `True`/`False` (NumPy bools too), not truthy objects;
+* seeds (`seed`): `None` or any int;
+* axes (`axis`, `int_sequence`): ints that can index some NumPy array's
   dimensions; the exact range needs the input's rank and is checked where that is known.
 
-Some Keras entry points raise ``ValueError`` for a wrong type; callers matching them pass
-``type_error=ValueError``.
+Some Keras entry points raise `ValueError` for a wrong type; callers matching them pass
+`type_error=ValueError`.
 """
 
 from __future__ import annotations
@@ -35,12 +35,12 @@ __all__ = ["MAX_NDIM", "axis", "boolean", "int_sequence", "integer", "real", "se
 # (Python limits int-to-str conversions), and 400 digits make an unreadable message anyway.
 _SHOW_MAX_BITS = 128
 
-#: NumPy's limit on the number of dimensions of an array (``NPY_MAXDIMS`` in NumPy 2).
+#: NumPy's limit on the number of dimensions of an array (`NPY_MAXDIMS` in NumPy 2).
 MAX_NDIM = 64
 
 
 def show(value: object) -> str:
-    """A short, safe ``repr`` of an argument value for an error message."""
+    """A short, safe `repr` of an argument value for an error message."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         v = int(value)
         if v.bit_length() > _SHOW_MAX_BITS:
@@ -67,9 +67,9 @@ def real(
     high_open: bool = False,
     type_error: type[Exception] = TypeError,
 ) -> float:
-    """``value`` as a finite float within the given bounds, else an error naming ``name``.
+    """`value` as a finite float within the given bounds, else an error naming `name`.
 
-    ``low``/``high`` are inclusive unless ``low_open``/``high_open``.
+    `low`/`high` are inclusive unless `low_open`/`high_open`.
     """
     if _is_bool(value) or not isinstance(value, numbers.Real):
         raise type_error(f"`{name}` must be a real number, got {name}={show(value)}.")
@@ -103,7 +103,7 @@ def integer(
     high: int = sys.maxsize,
     type_error: type[Exception] = TypeError,
 ) -> int:
-    """``value`` as a Python int in ``[low, high]``, else an error naming ``name``."""
+    """`value` as a Python int in `[low, high]`, else an error naming `name`."""
     if _is_bool(value) or not isinstance(value, numbers.Integral):
         raise type_error(f"`{name}` must be an integer, got {name}={show(value)}.")
     v = int(value)
@@ -116,7 +116,7 @@ def integer(
 
 
 def boolean(value: object, name: str) -> bool:
-    """``value`` as a bool: only ``True``/``False`` (or NumPy bools) are accepted."""
+    """`value` as a bool: only `True`/`False` (or NumPy bools) are accepted."""
     if not _is_bool(value):
         raise TypeError(f"`{name}` must be a bool, got {name}={show(value)}.")
     return bool(value)
@@ -125,9 +125,9 @@ def boolean(value: object, name: str) -> bool:
 def seed(
     value: object, name: str = "seed", *, type_error: type[Exception] = ValueError
 ) -> int | None:
-    """``None`` or an int (any size: generators reduce it modulo 2**64), as a Python int.
+    """`None` or an int (any size: generators reduce it modulo 2**64), as a Python int.
 
-    A wrong type is a ``ValueError`` by default, as Keras raises for seeds.
+    A wrong type is a `ValueError` by default, as Keras raises for seeds.
     """
     if value is None:
         return None
@@ -137,10 +137,10 @@ def seed(
 
 
 def axis(value: object, name: str = "axis") -> int:
-    """An int that can be an axis of some NumPy array: in ``[-MAX_NDIM, MAX_NDIM - 1]``.
+    """An int that can be an axis of some NumPy array: in `[-MAX_NDIM, MAX_NDIM - 1]`.
 
     The exact range needs the input's rank, known only at the call; this bound keeps a huge
-    int from reaching NumPy, which would fail with an ``OverflowError`` naming nothing.
+    int from reaching NumPy, which would fail with an `OverflowError` naming nothing.
     """
     return integer(value, name, low=-MAX_NDIM, high=MAX_NDIM - 1)
 
@@ -148,7 +148,7 @@ def axis(value: object, name: str = "axis") -> int:
 def int_sequence(value: object, name: str, *, allow_int: bool = True) -> int | tuple[int, ...]:
     """An axis-like argument: an int, or a non-empty list/tuple of ints, each a possible axis.
 
-    Each entry is in ``[-MAX_NDIM, MAX_NDIM - 1]`` (see :func:`axis`).
+    Each entry is in `[-MAX_NDIM, MAX_NDIM - 1]` (see `axis`).
     """
     if allow_int and isinstance(value, numbers.Integral) and not _is_bool(value):
         return axis(value, name)

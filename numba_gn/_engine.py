@@ -1,7 +1,7 @@
 """Run the kernels on arrays that are already validated: layout, kernel choice, launches.
 
 Every input is seen through a *canonical view*: a C-contiguous array whose axes are ordered
-``(batch, before..., channels..., after...)``, flattened to ``(N, A, C, B)``. When the caller's
+`(batch, before..., channels..., after...)`, flattened to `(N, A, C, B)`. When the caller's
 memory is already in such an order (C-contiguous input, or a channels-last array seen through a
 transposed NCHW view) the view costs nothing; otherwise one copy is made.
 """
@@ -22,7 +22,7 @@ from numba_gn.kernels import LANES, rows, slab
 
 
 class Canonical:
-    """How an array maps onto the kernels' flat ``(N, A, C, B)`` view."""
+    """How an array maps onto the kernels' flat `(N, A, C, B)` view."""
 
     __slots__ = ("perm", "inverse", "N", "A", "C", "B", "size", "families")
 
@@ -42,7 +42,7 @@ class Canonical:
         self.B = math.prod(ordered[first + k :])
 
     def view(self, a: np.ndarray) -> np.ndarray:
-        """``a`` in canonical order as a flat C-contiguous array (a copy only if needed)."""
+        """`a` in canonical order as a flat C-contiguous array (a copy only if needed)."""
         if self.inverse is None and a.flags.c_contiguous:  # the common case, without a transpose
             return a.reshape(-1)
         t = a.transpose(self.perm)
@@ -53,13 +53,13 @@ class Canonical:
         return t.reshape(-1)
 
     def is_view(self, a: np.ndarray) -> bool:
-        """Whether :meth:`view` of ``a`` shares memory with ``a`` (no copy)."""
+        """Whether `view` of `a` shares memory with `a` (no copy)."""
         return a.transpose(self.perm).flags.c_contiguous
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """A new array of logical ``shape`` whose memory is in canonical order.
+        """A new array of logical `shape` whose memory is in canonical order.
 
-        Large arrays come from :mod:`numba_gn.buffers` (no page faults when a call repeats).
+        Large arrays come from `numba_gn.buffers` (no page faults when a call repeats).
         """
         if self.inverse is None:
             if self.size * dtype.itemsize < buffers.MIN_BYTES:  # small: skip the pool's checks
@@ -72,7 +72,7 @@ class Canonical:
 def _memory_order(x: np.ndarray, axes: tuple[int, ...]) -> tuple[int, ...]:
     """Axis order with batch first and the channel axes adjacent (in the given order).
 
-    Prefer an order in which ``x`` is already C-contiguous (no copy): its logical order, or the
+    Prefer an order in which `x` is already C-contiguous (no copy): its logical order, or the
     order of decreasing strides (a channels-last array seen through a transposed NCHW view).
     Otherwise keep the logical order with the channel axes gathered where the first one is.
     """
@@ -90,7 +90,7 @@ def _memory_order(x: np.ndarray, axes: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _wave_samples(sample_bytes: int) -> int:
-    """Samples per wave of the row kernels: about ``WAVE_BYTES`` of input, at least one.
+    """Samples per wave of the row kernels: about `WAVE_BYTES` of input, at least one.
 
     The row kernels read a sample twice (statistics, then output); doing a few samples at a time
     keeps the second read in the last-level cache. Waves only change the order of work, never
@@ -111,7 +111,7 @@ def _row_family(A: int, C: int, B: int, G: int) -> bool:
 
 
 def _lanes(dtype: np.dtype, run: int) -> int:
-    """Independent accumulators of the slab kernels' sums: :data:`LANES`, fewer for short runs.
+    """Independent accumulators of the slab kernels' sums: `LANES`, fewer for short runs.
 
     Each piece's lanes are cleared and reduced in float64 once; with runs of a few dozen
     elements, 64 lanes cost more than the sums. A quarter of the run (a power of two, at least
@@ -125,8 +125,8 @@ def _lanes(dtype: np.dtype, run: int) -> int:
 class Path(NamedTuple):
     """The kernels a call runs: family, strategy and whether outputs are streamed.
 
-    ``family`` is ``"rows"`` or ``"slab"``; ``strategy`` is ``"serial"``, ``"fused"`` (slab: one
-    slab per thread; rows: whole samples per thread) or ``"chunked"`` (slab: pieces of every
+    `family` is `"rows"` or `"slab"`; `strategy` is `"serial"`, `"fused"` (slab: one
+    slab per thread; rows: whole samples per thread) or `"chunked"` (slab: pieces of every
     slab over all threads; rows: every sample's blocks over all threads, a wave at a time).
     Every path computes the same bits.
     """
@@ -151,8 +151,8 @@ def forced(*, strategy: str | None = None, stream: bool | None = None) -> Iterat
     """Run the calls made in this block (in this thread) on the given path.
 
     A supported way for tests and benchmarks to reach every kernel on any input size:
-    ``strategy`` is one of ``"serial"``, ``"fused"``, ``"chunked"`` (see :class:`Path`; a
-    parallel strategy still runs serially in a forked child), ``stream`` forces streaming
+    `strategy` is one of `"serial"`, `"fused"`, `"chunked"` (see `Path`; a
+    parallel strategy still runs serially in a forked child), `stream` forces streaming
     stores on or off. None keeps the automatic choice.
     """
     if strategy is not None and strategy not in _STRATEGIES:
@@ -223,7 +223,7 @@ def forward(
     beta: np.ndarray,
     epsilon: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Normalise flat canonical ``xc`` into ``yc``; returns float64 ``(mean, rstd)`` of (N*G,)."""
+    """Normalise flat canonical `xc` into `yc`; returns float64 `(mean, rstd)` of (N*G,)."""
     N, A, C, B = canon.N, canon.A, canon.C, canon.B
     G = groups
     mean = np.empty(N * G, dtype=np.float64)
@@ -263,7 +263,7 @@ def backward(
     mean: np.ndarray,
     rstd: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Gradients of the canonical views; writes ``dxc``, returns float64 (dgamma, dbeta) of (C,)."""
+    """Gradients of the canonical views; writes `dxc`, returns float64 (dgamma, dbeta) of (C,)."""
     N, A, C, B = canon.N, canon.A, canon.C, canon.B
     G = groups
     dgamma = np.empty(C, dtype=np.float64)

@@ -1,20 +1,20 @@
 """The one place where Numba options are chosen.
 
-Every kernel in :mod:`numba_gn.kernels` is decorated with :func:`kernel`, so the options below
+Every kernel in `numba_gn.kernels` is decorated with `kernel`, so the options below
 hold everywhere:
 
-* a disk cache (:mod:`numba_gn._cache`): compiled machine code is kept on disk, so a new process
-  loads instead of compiling. It lives in ``NUMBA_CACHE_DIR`` when set, otherwise in the user's
+* a disk cache (`numba_gn._cache`): compiled machine code is kept on disk, so a new process
+  loads instead of compiling. It lives in `NUMBA_CACHE_DIR` when set, otherwise in the user's
   cache directory, and is still read when its folder is read-only; without any usable folder
-  the kernels are compiled in memory (:data:`cache_disabled` says why).
-* ``error_model="numpy"``: division by zero gives inf/NaN instead of a Python exception; this is
+  the kernels are compiled in memory (`cache_disabled` says why).
+* `error_model="numpy"`: division by zero gives inf/NaN instead of a Python exception; this is
   also what lets LLVM vectorise divisions.
-* no ``fastmath`` flag at all: nothing assumes the absence of NaN/Inf (``nnan``/``ninf``) or
-  reorders sums (``reassoc``), so NaN containment holds, and not even ``contract``: whether
+* no `fastmath` flag at all: nothing assumes the absence of NaN/Inf (`nnan`/`ninf`) or
+  reorders sums (`reassoc`), so NaN containment holds, and not even `contract`: whether
   LLVM fused a multiply and an add would depend on the CPU and on each loop's vectorisation.
-  The kernels ask for fused multiply-adds explicitly (:mod:`numba_gn.kernels._fma`), so every
+  The kernels ask for fused multiply-adds explicitly (`numba_gn.kernels._fma`), so every
   path gives the same bits on every CPU.
-* ``nogil=True``: kernels release the GIL, so Python threads can run them concurrently.
+* `nogil=True`: kernels release the GIL, so Python threads can run them concurrently.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ cache_disabled: str | None = None
 
 
 def _njit(f: Callable, **options: Any) -> Any:
-    """``numba.njit(**options)(f)`` with numba_gn's disk cache (see :mod:`numba_gn._cache`)."""
+    """`numba.njit(**options)(f)` with numba_gn's disk cache (see `numba_gn._cache`)."""
     global cache_disabled
     if _cache.cache_root() is None:
         cache_disabled = _cache.status()["reason"]
@@ -46,7 +46,7 @@ def _njit(f: Callable, **options: Any) -> Any:
 
 
 def kernel(fn: Callable | None = None, *, parallel: bool = False) -> Any:
-    """Compile ``fn`` with the project's Numba options (``parallel`` is the only choice left)."""
+    """Compile `fn` with the project's Numba options (`parallel` is the only choice left)."""
 
     def wrap(f: Callable) -> Any:
         return _njit(f, **JIT_OPTIONS, parallel=parallel)
@@ -62,7 +62,7 @@ def inline(fn: Callable) -> Any:
 def subroutine(fn: Callable) -> Any:
     """Compile a helper with a loop of its own once per signature, and call it.
 
-    Numba's ``inline="always"`` re-types and re-lowers a helper's whole body at every call site,
+    Numba's `inline="always"` re-types and re-lowers a helper's whole body at every call site,
     and nested helpers multiply that: the slab kernels took three times as long to compile with
     every helper inlined. A helper whose loop runs over a whole piece or channel costs nothing
     to call, and LLVM may still inline it.

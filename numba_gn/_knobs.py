@@ -2,8 +2,8 @@
 
 These numbers only choose *which* kernel runs and how work is spread over threads; none of them
 changes a result's bits (every path computes the same arithmetic in the same order, see
-:mod:`numba_gn.kernels`). The constants that do define the arithmetic (piece and lane sizes,
-rows per block) live with the kernels. Tests force a path with :func:`numba_gn._engine.forced`
+`numba_gn.kernels`). The constants that do define the arithmetic (piece and lane sizes,
+rows per block) live with the kernels. Tests force a path with `numba_gn._engine.forced`
 rather than by changing these values.
 """
 
@@ -19,11 +19,11 @@ PARALLEL_MIN_ELEMENTS = 1 << 15
 #: of half of all (docs/threads.md gives the measurements).
 PARALLEL_CHUNK = 1
 
-#: Groups whose contiguous run ``D*B`` is shorter than this use the row kernels when a sample
+#: Groups whose contiguous run `D*B` is shorter than this use the row kernels when a sample
 #: has several rows; longer runs vectorise on their own (slab kernels).
 ROW_MAX_RUN = 64
 
-#: Longest row (``C*B`` elements) the row kernels take for short channel runs: longer rows leave
+#: Longest row (`C*B` elements) the row kernels take for short channel runs: longer rows leave
 #: them too few rows per block, and their per-block float64 partial sums cost more than they
 #: save.
 ROW_MAX_ELEMENTS = 2048
@@ -47,7 +47,7 @@ WAVE_BYTES = 8 << 20
 STREAM_MIN_BYTES = 16 << 20
 
 #: The switch for the hand-written LLVM IR of the output loops (streaming stores):
-#: ``NUMBA_GN_STREAMING_STORES=0`` in the environment before import turns it off, and every
+#: `NUMBA_GN_STREAMING_STORES=0` in the environment before import turns it off, and every
 #: output loop is then plain Numba code (same bits; large outputs are written without
 #: streaming stores). It changes the compiled kernels, so it has its own disk cache folder.
 STREAMING_STORES = os.environ.get("NUMBA_GN_STREAMING_STORES", "1").strip() != "0"

@@ -7,10 +7,10 @@ from typing import Any
 
 
 class FreshLocks:
-    """Mixin: the locks named in ``_lock_names`` are not copied; copies get locks of their own.
+    """Mixin: the locks named in `_lock_names` are not copied; copies get locks of their own.
 
     A lock can be neither deep-copied nor pickled, and a copy must not share its original's: the
-    copy's state is its own. Each class lists the re-entrant locks it makes in ``__init__``;
+    copy's state is its own. Each class lists the re-entrant locks it makes in `__init__`;
     names from every class in the hierarchy are handled.
     """
 

@@ -1,8 +1,8 @@
-"""What a user would run instead of numba_gn: the peers of ``numba-gn bench`` and the asv suite.
+"""What a user would run instead of numba_gn: the peers of `numba-gn bench` and the asv suite.
 
-* NumPy: :func:`numba_gn.numpy_reference.group_norm_numpy` in the input's dtype for the forward,
-  and :func:`numpy_forward_backward` (forward then the closed-form backward, also plain NumPy);
-* PyTorch: :class:`TorchGroupNorm`, ``torch.nn.functional.group_norm`` on tensors that share
+* NumPy: `numba_gn.numpy_reference.group_norm_numpy` in the input's dtype for the forward,
+  and `numpy_forward_backward` (forward then the closed-form backward, also plain NumPy);
+* PyTorch: `TorchGroupNorm`, `torch.nn.functional.group_norm` on tensors that share
   the NumPy arrays' memory (a channels-last array is passed as a channels_last-strided view).
 
 PyTorch is optional and only ever imported here, lazily, by the benchmarks (never by the library
@@ -20,7 +20,7 @@ __all__ = ["TorchGroupNorm", "channels_to_front", "import_torch", "numpy_forward
 
 
 def channels_to_front(ndim: int, axis: int | tuple[int, ...]) -> tuple[int, ...]:
-    """The permutation ``(0, *channel axes, *other axes)``: channels right after the batch."""
+    """The permutation `(0, *channel axes, *other axes)`: channels right after the batch."""
     axes = tuple(a % ndim for a in ((axis,) if isinstance(axis, int) else axis))
     rest = tuple(a for a in range(1, ndim) if a not in axes)
     return (0, *axes, *rest)
@@ -37,11 +37,11 @@ def numpy_forward_backward(
     epsilon: float = 1e-3,
     dtype: np.dtype | type | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Forward and backward of group normalisation in plain NumPy: ``(y, dx, dgamma, dbeta)``.
+    """Forward and backward of group normalisation in plain NumPy: `(y, dx, dgamma, dbeta)`.
 
-    Computed in ``dtype`` (the input's dtype when None, as a user without numba_gn would write
-    it; float64 gives the reference the benchmarks measure backward errors against). ``y`` and
-    ``dx`` have ``x``'s shape, ``dgamma`` and ``dbeta`` the channel shape.
+    Computed in `dtype` (the input's dtype when None, as a user without numba_gn would write
+    it; float64 gives the reference the benchmarks measure backward errors against). `y` and
+    `dx` have `x`'s shape, `dgamma` and `dbeta` the channel shape.
     """
     dt = np.dtype(dtype or x.dtype)
     perm = channels_to_front(x.ndim, axis)
@@ -84,7 +84,7 @@ def _count_axes(axis: int | tuple[int, ...]) -> int:
 
 
 def import_torch() -> ModuleType | None:
-    """``torch`` if it can be imported, else None (it is an optional benchmark peer)."""
+    """`torch` if it can be imported, else None (it is an optional benchmark peer)."""
     try:
         import torch
     except ImportError:
@@ -93,7 +93,7 @@ def import_torch() -> ModuleType | None:
 
 
 class TorchGroupNorm:
-    """``torch.nn.functional.group_norm`` prepared for one NumPy input, sharing its memory.
+    """`torch.nn.functional.group_norm` prepared for one NumPy input, sharing its memory.
 
     The channel axis must be a single axis (PyTorch normalises groups of axis 1 only); it is
     moved to position 1 by a permuted *view*, so a channels-last 4-D array becomes a
@@ -136,7 +136,7 @@ class TorchGroupNorm:
             return self.F.group_norm(self.x, self.groups, self.weight, self.bias, self.epsilon)
 
     def forward_backward(self) -> tuple[Any, ...]:
-        """Forward with autograd recording, then ``(dx, dgamma, dbeta)`` for ``dy``."""
+        """Forward with autograd recording, then `(dx, dgamma, dbeta)` for `dy`."""
         y = self.F.group_norm(self.x_leaf, self.groups, self.w_leaf, self.b_leaf, self.epsilon)
         return self.torch.autograd.grad(y, (self.x_leaf, self.w_leaf, self.b_leaf), self.dy)
 

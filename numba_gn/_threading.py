@@ -1,17 +1,17 @@
 """When a parallel kernel may be launched, and how launches are made safe.
 
-Numba's threading layers differ (see ``docs/threads.md``):
+Numba's threading layers differ (see `docs/threads.md`):
 
-* ``workqueue`` aborts the whole process when two Python threads launch parallel kernels at the
+* `workqueue` aborts the whole process when two Python threads launch parallel kernels at the
   same time, so launches are serialised with a lock when it is the active layer;
-* GNU OpenMP (``omp``) kills a forked child that launches a parallel region after the parent
+* GNU OpenMP (`omp`) kills a forked child that launches a parallel region after the parent
   did, so a forked child only ever uses the serial kernels;
-* ``tbb`` is safe for both, and it does not spin while waiting, so a parallel call slows down
+* `tbb` is safe for both, and it does not spin while waiting, so a parallel call slows down
   gracefully when another process keeps a core busy.
 
-``pip install tbb`` puts ``libtbb.so.12`` in the environment's ``lib`` folder, which the dynamic
+`pip install tbb` puts `libtbb.so.12` in the environment's `lib` folder, which the dynamic
 loader does not search inside a virtual environment, so Numba cannot load its tbb layer there.
-When Numba may choose tbb and the library sits in the environment, :func:`load_pip_tbb` loads
+When Numba may choose tbb and the library sits in the environment, `load_pip_tbb` loads
 it first (by full path), so the layer the user installed is the one used. The user's
 threading-layer and thread-count settings, and environment variables, are never changed.
 """
@@ -47,12 +47,12 @@ if hasattr(os, "register_at_fork"):
 #: Numba threading-layer settings under which it may pick tbb (the others name another layer).
 _TBB_ELIGIBLE = ("default", "safe", "threadsafe", "forksafe", "tbb")
 _TBB_NAMES = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib"}
-#: The libtbb loaded by :func:`load_pip_tbb`, if any (shown by ``numba-gn info``).
+#: The libtbb loaded by `load_pip_tbb`, if any (shown by `numba-gn info`).
 pip_tbb: str | None = None
 
 
 def load_pip_tbb() -> str | None:
-    """Load a pip-installed ``libtbb`` from this environment so Numba's tbb layer can start.
+    """Load a pip-installed `libtbb` from this environment so Numba's tbb layer can start.
 
     Returns the library's path, or None when nothing was loaded: Numba's setting names another
     layer, a parallel launch already happened, there is no such file in this environment (or
@@ -79,12 +79,12 @@ def load_pip_tbb() -> str | None:
 
 
 def in_forked_child() -> bool:
-    """True in a process made by ``fork()`` from a process that imported numba_gn."""
+    """True in a process made by `fork()` from a process that imported numba_gn."""
     return _forked
 
 
 def use_parallel(size: int) -> bool:
-    """Whether an input of ``size`` elements should use the parallel kernels."""
+    """Whether an input of `size` elements should use the parallel kernels."""
     if size < _knobs.PARALLEL_MIN_ELEMENTS or _forked:
         return False
     return numba.get_num_threads() > 1
@@ -99,8 +99,8 @@ def threading_layer() -> str | None:
 def parallel_launch(chunk: int = 0) -> Iterator[None]:
     """Context for launching parallel kernels: serialised unless the layer is thread-safe.
 
-    With ``chunk > 0`` loop iterations are handed out ``chunk`` at a time instead of split
-    evenly up front (Numba's default, ``chunk=0``): when another process takes a core, the
+    With `chunk > 0` loop iterations are handed out `chunk` at a time instead of split
+    evenly up front (Numba's default, `chunk=0`): when another process takes a core, the
     thread left on it finishes fewer iterations instead of holding up the whole call. Kernels
     whose later passes rely on each thread finding its own earlier iterations in cache keep
     the even split. The caller's own chunk-size setting is restored afterwards.

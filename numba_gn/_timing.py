@@ -1,4 +1,4 @@
-"""Small wall-clock timing helpers shared by ``numba-gn check`` and ``numba-gn bench``."""
+"""Small wall-clock timing helpers shared by `numba-gn check` and `numba-gn bench`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 
 
 def median_seconds(fn: Callable[[], object], *, repeat: int = 15, min_time: float = 0.02) -> float:
-    """Median seconds per call of ``fn`` over ``repeat`` samples (after one warm-up call).
+    """Median seconds per call of `fn` over `repeat` samples (after one warm-up call).
 
-    Each sample runs ``fn`` enough times to last about ``min_time`` so timer resolution and
+    Each sample runs `fn` enough times to last about `min_time` so timer resolution and
     call jitter do not dominate tiny inputs.
     """
     fn()
@@ -30,6 +30,6 @@ def median_seconds(fn: Callable[[], object], *, repeat: int = 15, min_time: floa
 
 
 def copy_seconds(x: np.ndarray, *, repeat: int = 15) -> float:
-    """Median time of ``np.copyto(y, x)`` into a preallocated array: the bandwidth floor."""
+    """Median time of `np.copyto(y, x)` into a preallocated array: the bandwidth floor."""
     y = np.empty_like(x)
     return median_seconds(lambda: np.copyto(y, x), repeat=repeat)

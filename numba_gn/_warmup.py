@@ -4,7 +4,8 @@ A *task* is one dtype and one case: a small input whose forward and backward cal
 kernel path. Between them the cases reach every kernel: the row kernels (serial, waves of
 samples spread over all threads, whole samples per thread), the slab kernels (serial, fused,
 chunked) for channels-first data and for channels-last data with wide rows, and the
-convolution layers' ``col2im``.
+convolution layers' `col2im` and Winograd tile transforms, and the float32 activation kernels
+(ReLU, SiLU, sigmoid).
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ import numpy as np
 from numba_gn import _cache, _knobs
 from numba_gn.functional import group_norm, group_norm_backward
 
-#: The layouts a warm-up can be limited to (``conv``: the convolution layers' kernels).
+#: The layouts a warm-up can be limited to (`conv`: the kernels of the other layers:
+#: convolutions and activations).
 LAYOUTS = ("channels-last", "channels-first", "conv")
 DTYPES = ("float32", "float64", "float16")
 
 
 @dataclass(frozen=True)
 class Case:
-    """One kernel path: ``group_norm(x, groups, axis=axis)`` on an input of ``shape``."""
+    """One kernel path: `group_norm(x, groups, axis=axis)` on an input of `shape`."""
 
     name: str
     layout: str
@@ -59,6 +61,10 @@ def cases() -> tuple[Case, ...]:
         Case("slab, chunked", "channels-first", (1, 8, 4096), 1, 1, True),
         Case("col2im, serial", "conv", (1, 4, 4, 2), -1, 1, False),
         Case("col2im, parallel", "conv", (8, 34, 34, 8), -1, 1, True),
+        Case("winograd, serial", "conv", (1, 4, 4, 2), -1, 1, False),
+        Case("winograd, parallel", "conv", (8, 16, 16, 8), -1, 1, True),
+        Case("activations, serial", "conv", (2, 8), -1, 1, False),
+        Case("activations, parallel", "conv", (4, _knobs.PARALLEL_MIN_ELEMENTS), -1, 1, True),
     )
 
 
@@ -91,11 +97,11 @@ def _dispatchers() -> list[Any]:
     """Every Numba dispatcher of the kernels (entry points and the helpers they call)."""
     from numba.core.registry import CPUDispatcher
 
-    from numba_gn.kernels import rows, slab
-    from numba_gn.layers import conv_kernels
+    from numba_gn.kernels import activations, rows, slab
+    from numba_gn.kernels import conv as conv_kernels
 
     found = []
-    for module in (slab, rows, conv_kernels):
+    for module in (slab, rows, conv_kernels, activations):
         for value in vars(module).values():
             if isinstance(value, CPUDispatcher) and value.py_func.__module__ == module.__name__:
                 found.append(value)
@@ -114,8 +120,17 @@ def _counts(dispatchers: Sequence[Any]) -> dict[str, tuple[int, int]]:
 def _run_case(case: Case, dtype: str) -> None:
     size = int(np.prod(case.shape))
     x = np.linspace(-1.0, 1.0, size).reshape(case.shape).astype(dtype)
+    if case.name.startswith("winograd"):
+        _run_winograd(x)
+        return
+    if case.name.startswith("activations"):
+        from numba_gn.kernels import activations
+
+        for name in activations.CODES:
+            activations.backward(name, x, activations.forward(name, x))
+        return
     if case.layout == "conv":
-        from numba_gn.layers.conv_kernels import col2im
+        from numba_gn.kernels.conv import col2im
 
         n, h, w, c = case.shape
         cols = np.ones((n * (h - 2) * (w - 2), 9 * c), dtype=dtype)
@@ -123,6 +138,17 @@ def _run_case(case: Case, dtype: str) -> None:
         return
     y, mean, rstd = group_norm(x, case.groups, axis=case.axis, return_stats=True)
     group_norm_backward(y, x, mean, rstd, case.groups, axis=case.axis)
+
+
+def _run_winograd(x: np.ndarray) -> None:
+    """The four Winograd transforms of a "same" 3x3 convolution of `x` (N, H, W, C)."""
+    from numba_gn.kernels import conv as kc
+
+    n, h, w, c = x.shape
+    tiles = (-(-h // 2), -(-w // 2))
+    v = kc.winograd_input(x, (1, 1), tiles)
+    y = kc.winograd_output(v, np.zeros(c, dtype=x.dtype), x.shape)
+    kc.winograd_input_grad(kc.winograd_output_grad(y), x.shape, (1, 1), tiles)
 
 
 def tasks(
@@ -140,15 +166,20 @@ def tasks(
         if lay not in LAYOUTS:
             raise ValueError(f"`layouts` may hold {', '.join(LAYOUTS)}; got {lay!r}.")
     chosen = [c for c in cases() if c.layout in lays and (parallel or not c.parallel)]
-    # col2im is a float32/float64 kernel (the layers compute float16 in float32).
-    return [(d, c) for d in dts for c in chosen if not (c.layout == "conv" and d == "float16")]
+    # The conv kernels are float32/float64 only (the layers compute float16 in float32), the
+    # activation kernels float32 only (other dtypes use NumPy).
+    return [
+        (d, c) for d in dts for c in chosen
+        if not (c.layout == "conv" and d == "float16")
+        and not (c.name.startswith("activations") and d != "float32")
+    ]
 
 
 def run_tasks(
     todo: Sequence[tuple[str, Case]],
     progress: Callable[[int, int, str, Report], None] | None = None,
 ) -> Report:
-    """Run ``todo`` in this process; ``progress(done, total, label, step_report)`` after each."""
+    """Run `todo` in this process; `progress(done, total, label, step_report)` after each."""
     dispatchers = _dispatchers()
     report = Report(cache=_cache.cache_root())
     for i, (dtype, case) in enumerate(todo):
@@ -175,7 +206,7 @@ def warmup(
 
     First-call latency then moves here (application start-up, a worker's set-up, a container
     image's build step). With a warm disk cache this takes well under a second; with an empty
-    one, seconds per kernel (``numba-gn warmup --jobs N`` spreads that over processes).
+    one, seconds per kernel (`numba-gn warmup --jobs N` spreads that over processes).
 
     Parameters
     ----------

@@ -1,8 +1,8 @@
-"""Group normalisation on plain NumPy arrays: :func:`group_norm` and :func:`group_norm_backward`.
+"""Group normalisation on plain NumPy arrays: `group_norm` and `group_norm_backward`.
 
-Semantics follow Keras 3's ``GroupNormalization``: axis 0 is the batch axis; the channel axis
+Semantics follow Keras 3's `GroupNormalization`: axis 0 is the batch axis; the channel axis
 (or axes) is split into contiguous groups; mean and biased variance are taken per (sample, group)
-over every non-batch axis; ``y = (x - mean) / sqrt(var + epsilon) * gamma + beta``.
+over every non-batch axis; `y = (x - mean) / sqrt(var + epsilon) * gamma + beta`.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ _F16 = np.dtype(np.float16)
 
 
 def _flat(a: np.ndarray, canon: _engine.Canonical, *, read_only: bool = True) -> np.ndarray:
-    """The kernels' flat view of ``a``; float16 travels as its uint16 bits (see kernels._half).
+    """The kernels' flat view of `a`; float16 travels as its uint16 bits (see kernels._half).
 
-    Inputs are viewed read-only (see :func:`numba_gn._args.frozen`); outputs pass
-    ``read_only=False``.
+    Inputs are viewed read-only (see `numba_gn._args.frozen`); outputs pass
+    `read_only=False`.
     """
-    v = canon.view(a)  # always a new view object (or a copy), never ``a`` itself
+    v = canon.view(a)  # always a new view object (or a copy), never `a` itself
     if v.dtype == _F16:
         v = v.view(np.uint16)
     return _args.frozen(v) if read_only else v
@@ -52,14 +52,14 @@ _MAX_PLANS = 512
 
 
 def _typed(v: object) -> object:
-    """Hashable key part that tells ``1`` from ``True`` and ``(1,)`` from ``[1]``."""
+    """Hashable key part that tells `1` from `True` and `(1,)` from `[1]`."""
     if isinstance(v, (list, tuple)):
         return (type(v), tuple((type(a), a) for a in v))
     return (type(v), v)
 
 
 def _plan(x: np.ndarray, groups: object, group_size: object, axis: object) -> _Plan:
-    """The (cached) plan for ``x``'s shape, strides and dtype with these arguments.
+    """The (cached) plan for `x`'s shape, strides and dtype with these arguments.
 
     Validation and layout analysis cost several microseconds of Python; caching them keeps a
     call on a tiny array within a few microseconds of the kernel itself.
@@ -81,7 +81,7 @@ def _plan(x: np.ndarray, groups: object, group_size: object, axis: object) -> _P
     return plan
 
 
-#: Appended to the error refusing a masked ``x`` or ``dy``.
+#: Appended to the error refusing a masked `x` or `dy`.
 _MASKED_HINT = (
     "Use numba_gn.group_norm_masked (and group_norm_masked_backward) for statistics over the "
     "unmasked positions, or pass the data itself (`.data` or `.filled(...)`)."
@@ -136,17 +136,17 @@ def group_norm(
     out=None,
     return_stats=False,
 ):
-    """Group-normalise ``x`` (Keras semantics) and return an array of its shape and dtype.
+    """Group-normalise `x` (Keras semantics) and return an array of its shape and dtype.
 
     Parameters
     ----------
     x : array of float16, float32 or float64, ndim >= 2
         Axis 0 is the batch axis. float16 is computed in float32 and returned as float16.
     groups : int, default 32
-        Number of groups the channels are split into (contiguously: channel ``c`` is in group
-        ``c // (C/groups)``); ``-1`` means one group per channel (instance norm), ``1`` is layer
-        norm over all non-batch axes. With zero channels, ``-1`` (or a ``group_size``) means
-        zero groups: an empty ``y`` and stats of shape (N, 0).
+        Number of groups the channels are split into (contiguously: channel `c` is in group
+        `c // (C/groups)`); `-1` means one group per channel (instance norm), `1` is layer
+        norm over all non-batch axes. With zero channels, `-1` (or a `group_size`) means
+        zero groups: an empty `y` and stats of shape (N, 0).
     gamma, beta : array of the channel shape, optional
         Scale and offset per channel; None means 1 and 0.
     axis : int or tuple of ints, default -1
@@ -155,35 +155,35 @@ def group_norm(
     epsilon : float, default 1e-3
         Added to the variance inside the square root.
     group_size : int, optional
-        Channels per group, instead of ``groups`` (it wins when set).
+        Channels per group, instead of `groups` (it wins when set).
     out : array, optional
-        Preallocated output of the shape and dtype of ``x``. It may share memory with any
-        input (``x`` itself for in-place, or ``gamma``/``beta`` views of it): the result is
+        Preallocated output of the shape and dtype of `x`. It may share memory with any
+        input (`x` itself for in-place, or `gamma`/`beta` views of it): the result is
         always the one computed from copies of the inputs, as with NumPy ufuncs.
     return_stats : bool, default False
-        Also return ``mean`` and ``rstd = 1/sqrt(var + epsilon)``, float64 of shape (N, G).
+        Also return `mean` and `rstd = 1/sqrt(var + epsilon)`, float64 of shape (N, G).
 
     Returns
     -------
-    y, or (y, mean, rstd) when ``return_stats`` is true.
-        ``y`` is ``out`` itself when given, else a new plain ndarray.
+    y, or (y, mean, rstd) when `return_stats` is true.
+        `y` is `out` itself when given, else a new plain ndarray.
 
     Notes
     -----
-    ndarray subclasses are accepted as inputs and computed on as plain ndarrays (``np.memmap``,
-    ``np.matrix``, user subclasses); as ``out`` they are written into and returned as they are.
-    Masked arrays (``numpy.ma``) are refused with a TypeError, for every argument: this function
-    would ignore their mask; :func:`numba_gn.group_norm_masked` takes a mask.
+    ndarray subclasses are accepted as inputs and computed on as plain ndarrays (`np.memmap`,
+    `np.matrix`, user subclasses); as `out` they are written into and returned as they are.
+    Masked arrays (`numpy.ma`) are refused with a TypeError, for every argument: this function
+    would ignore their mask; `numba_gn.group_norm_masked` takes a mask.
 
     Raises
     ------
     TypeError, ValueError
-        Naming the offending argument; nothing is written to ``out`` when raised.
+        Naming the offending argument; nothing is written to `out` when raised.
     """
     prob = _Problem(x, groups, group_size, axis)
     plan = prob.plan
-    g = _args.param_array(gamma, "gamma", plan.channel_shape, 1.0)
-    b = _args.param_array(beta, "beta", plan.channel_shape, 0.0)
+    g = _args.param_array(gamma, "gamma", plan.channel_shape, 1.0, prob.x.shape)
+    b = _args.param_array(beta, "beta", plan.channel_shape, 0.0, prob.x.shape)
     eps = _args.check_epsilon(epsilon)
     if return_stats is not False and return_stats is not True:  # identity tests: cheap
         return_stats = _checks.boolean(return_stats, "return_stats")  # NumPy bools pass
@@ -213,12 +213,12 @@ def group_norm(
 def _target(
     out: np.ndarray | None, canon: _engine.Canonical, like: np.ndarray, inputs: tuple
 ) -> np.ndarray:
-    """Where the kernels write: ``out`` itself when that is safe and cheap, else a new array.
+    """Where the kernels write: `out` itself when that is safe and cheap, else a new array.
 
-    ``out`` is used directly when its memory is in canonical order and it is each input itself
+    `out` is used directly when its memory is in canonical order and it is each input itself
     or disjoint from it (kernels read an element before writing the same element, but a partial
-    overlap would let outputs overwrite inputs not yet read). ``inputs`` are the arrays of
-    ``out``'s shape; the small parameter arrays are separated from ``out`` by :func:`_apart`.
+    overlap would let outputs overwrite inputs not yet read). `inputs` are the arrays of
+    `out`'s shape; the small parameter arrays are separated from `out` by `_apart`.
     """
     if (
         out is not None
@@ -230,10 +230,10 @@ def _target(
 
 
 def _deliver(out: object, outb: np.ndarray | None, target: np.ndarray) -> np.ndarray:
-    """The result: ``target``, or the caller's ``out`` with ``target`` copied in if needed.
+    """The result: `target`, or the caller's `out` with `target` copied in if needed.
 
-    ``outb`` is ``out``'s plain-ndarray view; the kernels wrote there directly when ``target``
-    is ``outb``.
+    `outb` is `out`'s plain-ndarray view; the kernels wrote there directly when `target`
+    is `outb`.
     """
     if outb is None:
         return target
@@ -243,10 +243,10 @@ def _deliver(out: object, outb: np.ndarray | None, target: np.ndarray) -> np.nda
 
 
 def _apart(a: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``a`` (an input the kernels read), copied if it may share memory with ``out``.
+    """`a` (an input the kernels read), copied if it may share memory with `out`.
 
-    The kernels read gamma, beta and the statistics while they write ``out``: an input that is
-    a view of ``out`` would be read after being overwritten. A copy makes the call behave as
+    The kernels read gamma, beta and the statistics while they write `out`: an input that is
+    a view of `out` would be read after being overwritten. A copy makes the call behave as
     if every input had been copied first (NumPy's rule for ufuncs). Only inputs that can alias
     pay for the check, and only the rare aliasing ones for the copy (channel- or (N, G)-sized).
     """
@@ -264,9 +264,9 @@ def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def _check_out(out: object, prob: _Problem) -> np.ndarray:
-    """``out`` validated, as a plain-ndarray view of its memory (what the kernels can take).
+    """`out` validated, as a plain-ndarray view of its memory (what the kernels can take).
 
-    A subclass (``np.memmap``, ``np.matrix``, a user's) is written through that view, so the
+    A subclass (`np.memmap`, `np.matrix`, a user's) is written through that view, so the
     caller's object receives the result; a masked array is refused (its mask would go stale).
     """
     if type(out) is not np.ndarray:
@@ -295,39 +295,39 @@ def group_norm_backward(
     group_size: int | None = None,
     out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gradients of :func:`group_norm` with respect to ``x``, ``gamma`` and ``beta``.
+    """Gradients of `group_norm` with respect to `x`, `gamma` and `beta`.
 
     Parameters
     ----------
-    dy : array of the shape of ``x``
-        Gradient of the loss with respect to the output ``y``.
+    dy : array of the shape of `x`
+        Gradient of the loss with respect to the output `y`.
     x : array
         The forward input.
     mean, rstd : float arrays of shape (N, G)
-        The statistics returned by ``group_norm(..., return_stats=True)``.
+        The statistics returned by `group_norm(..., return_stats=True)`.
     groups, gamma, axis, group_size
-        As in the forward call (``gamma`` None means ones).
+        As in the forward call (`gamma` None means ones).
     out : array, optional
-        Preallocated ``dx`` of the shape and dtype of ``x``: saves the page faults of a fresh
-        large array on every call. It may share memory with any input (``dy`` or ``x`` itself,
-        or ``gamma``/``mean``/``rstd`` views of it): the result is always the one computed
+        Preallocated `dx` of the shape and dtype of `x`: saves the page faults of a fresh
+        large array on every call. It may share memory with any input (`dy` or `x` itself,
+        or `gamma`/`mean`/`rstd` views of it): the result is always the one computed
         from copies of the inputs.
 
     Returns
     -------
     (dx, dgamma, dbeta)
-        ``dx`` with the shape and dtype of ``x`` (``out`` itself when given); ``dgamma`` and
-        ``dbeta`` with the channel shape, in gamma's float dtype (or x's compute dtype when
+        `dx` with the shape and dtype of `x` (`out` itself when given); `dgamma` and
+        `dbeta` with the channel shape, in gamma's float dtype (or x's compute dtype when
         gamma is None). Both are always computed; callers ignore what they do not need.
 
     Notes
     -----
-    ndarray subclasses are handled as in :func:`group_norm`; masked arrays are refused with a
-    TypeError (:func:`numba_gn.group_norm_masked_backward` takes a mask).
+    ndarray subclasses are handled as in `group_norm`; masked arrays are refused with a
+    TypeError (`numba_gn.group_norm_masked_backward` takes a mask).
     """
     prob = _Problem(x, groups, group_size, axis)
     plan = prob.plan
-    g = _args.param_array(gamma, "gamma", plan.channel_shape, 1.0)
+    g = _args.param_array(gamma, "gamma", plan.channel_shape, 1.0, prob.x.shape)
     dys = _args.as_float_array(dy, "dy", masked_hint=_MASKED_HINT)
     if dys.shape != prob.x.shape:
         raise ValueError(f"`dy` must have the shape of `x` {prob.x.shape}, got {dys.shape}.")

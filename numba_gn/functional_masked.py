@@ -1,17 +1,17 @@
 """Group normalisation with a mask: statistics over the unmasked positions only (plain NumPy).
 
-``mask`` has the shape of ``x`` with the channel axes removed (``(N, T)`` for an ``(N, T, C)``
-input with ``axis=-1``): True marks a real position, False a padded one. Per (sample, group)
+`mask` has the shape of `x` with the channel axes removed (`(N, T)` for an `(N, T, C)`
+input with `axis=-1`): True marks a real position, False a padded one. Per (sample, group)
 the mean and biased variance are taken over the unmasked positions and the group's channels,
 so padding never changes the output at unmasked positions. Every position, masked or not, is
-then normalised with those statistics (Flax's ``GroupNorm(mask=...)`` behaviour).
+then normalised with those statistics (Flax's `GroupNorm(mask=...)` behaviour).
 
 A (sample, group) with no unmasked position has no statistics. It is defined to have
-``mean = 0`` and ``rstd = 0``: its output is ``beta`` (the normalised value 0) and it passes no
-gradient to ``x``. This is finite for any ``epsilon`` (including 0) and any padding values;
-``var = 0`` would instead scale padding by ``1/sqrt(epsilon)``.
+`mean = 0` and `rstd = 0`: its output is `beta` (the normalised value 0) and it passes no
+gradient to `x`. This is finite for any `epsilon` (including 0) and any padding values;
+`var = 0` would instead scale padding by `1/sqrt(epsilon)`.
 
-Computation runs in float64 with two-pass statistics; the output has ``x``'s dtype. This is the
+Computation runs in float64 with two-pass statistics; the output has `x`'s dtype. This is the
 reference-quality path for padded batches, not a Numba kernel: masked calls are rarer and
 their cost is dominated by the data movement NumPy does anyway.
 """
@@ -34,7 +34,7 @@ _MASKED_MASK_HINT = "Pass a plain boolean ndarray (True = keep)."
 
 
 class _Layout:
-    """How ``x`` maps onto the grouped view ``(N, S, G, C/G)`` used by both passes."""
+    """How `x` maps onto the grouped view `(N, S, G, C/G)` used by both passes."""
 
     __slots__ = ("axes", "channel_shape", "groups", "n", "s", "moved_shape", "mask_shape")
 
@@ -53,7 +53,7 @@ class _Layout:
         self.moved_shape = self.mask_shape + self.channel_shape
 
     def grouped(self, a: np.ndarray) -> np.ndarray:
-        """``a`` (shape of x) as float64 ``(N, S, G, C/G)``: channel axes last, in given order."""
+        """`a` (shape of x) as float64 `(N, S, G, C/G)`: channel axes last, in given order."""
         k = len(self.axes)
         moved = np.moveaxis(a, self.axes, range(a.ndim - k, a.ndim))
         G = self.groups
@@ -62,14 +62,14 @@ class _Layout:
         return np.asarray(moved, dtype=np.float64).reshape(self.n, self.s, G, per_group)
 
     def ungrouped(self, g: np.ndarray, dtype: np.dtype) -> np.ndarray:
-        """Inverse of :meth:`grouped`, cast to ``dtype``; C-contiguous in x's axis order."""
+        """Inverse of `grouped`, cast to `dtype`; C-contiguous in x's axis order."""
         k = len(self.axes)
         nd = len(self.moved_shape)
         moved = g.reshape(self.moved_shape)
         return np.ascontiguousarray(np.moveaxis(moved, range(nd - k, nd), self.axes), dtype=dtype)
 
     def mask(self, mask: object) -> np.ndarray:
-        """``mask`` validated and flattened to a bool ``(N, S, 1, 1)`` array."""
+        """`mask` validated and flattened to a bool `(N, S, 1, 1)` array."""
         if isinstance(mask, np.ndarray):
             m = _args._asarray(mask, "mask", masked_hint=_MASKED_MASK_HINT)
         else:
@@ -93,13 +93,13 @@ class _Layout:
 
 
 def _param(p: object, name: str, layout: _Layout, fill: float) -> np.ndarray:
-    """gamma/beta as float64 ``(G, C/G)``."""
+    """gamma/beta as float64 `(G, C/G)`."""
     flat = _args.param_array(p, name, layout.channel_shape, fill)
     return flat.reshape(layout.groups, -1 if layout.groups else 0)  # -1 is ambiguous for 0
 
 
 def _normalised(xg: np.ndarray, mean: np.ndarray, rstd: np.ndarray) -> np.ndarray:
-    """``(x - mean) * rstd``; exactly 0 in groups without statistics (rstd 0), even for inf x."""
+    """`(x - mean) * rstd`; exactly 0 in groups without statistics (rstd 0), even for inf x."""
     empty = (rstd == 0.0)[:, None, :, None]
     with np.errstate(invalid="ignore"):  # inf padding times rstd 0; replaced just below
         xhat = (xg - mean[:, None, :, None]) * rstd[:, None, :, None]
@@ -116,31 +116,31 @@ def group_norm_masked(
     axis: int | tuple[int, ...] = -1,
     epsilon: float = 1e-3,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Group-normalise ``x`` with statistics taken over the positions where ``mask`` is True.
+    """Group-normalise `x` with statistics taken over the positions where `mask` is True.
 
     Parameters
     ----------
     x : array of float16, float32 or float64, ndim >= 2
         Axis 0 is the batch axis.
     mask : bool array
-        The shape of ``x`` with the channel axes removed; True = real position. 0/1 integer
+        The shape of `x` with the channel axes removed; True = real position. 0/1 integer
         arrays are accepted.
     groups, gamma, beta, axis, epsilon
-        As in :func:`numba_gn.functional.group_norm`.
+        As in `numba_gn.functional.group_norm`.
 
     Returns
     -------
     (y, mean, rstd)
-        ``y`` in ``x``'s dtype and layout; ``mean`` and ``rstd = 1/sqrt(var + epsilon)`` as
-        float64 ``(N, G)``, both 0 for a (sample, group) whose positions are all masked. All
+        `y` in `x`'s dtype and layout; `mean` and `rstd = 1/sqrt(var + epsilon)` as
+        float64 `(N, G)`, both 0 for a (sample, group) whose positions are all masked. All
         are new plain ndarrays (nothing is written into an input).
 
     Notes
     -----
-    ndarray subclasses (``np.memmap``, ``np.matrix``, user subclasses) are computed on as plain
-    ndarrays. Masked arrays (``numpy.ma``) are refused with a TypeError for every argument,
-    ``x`` included: the positions to keep are given by ``mask`` alone, whose shape differs from
-    a masked ``x``'s per-element mask.
+    ndarray subclasses (`np.memmap`, `np.matrix`, user subclasses) are computed on as plain
+    ndarrays. Masked arrays (`numpy.ma`) are refused with a TypeError for every argument,
+    `x` included: the positions to keep are given by `mask` alone, whose shape differs from
+    a masked `x`'s per-element mask.
     """
     xs = _args.as_float_array(x, "x", masked_hint=_MASKED_X_HINT)
     layout = _Layout(xs.shape, axis, groups)
@@ -177,9 +177,9 @@ def group_norm_masked_backward(
     *,
     axis: int | tuple[int, ...] = -1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gradients of :func:`group_norm_masked` with respect to ``x``, ``gamma`` and ``beta``.
+    """Gradients of `group_norm_masked` with respect to `x`, `gamma` and `beta`.
 
-    With ``xhat = (x - mean) * rstd``, ``dxhat = dy * gamma`` and ``M`` the number of unmasked
+    With `xhat = (x - mean) * rstd`, `dxhat = dy * gamma` and `M` the number of unmasked
     elements of the (sample, group)::
 
         dx = rstd * (dxhat - mask / M * (sum(dxhat) + xhat * sum(dxhat * xhat)))
@@ -191,12 +191,12 @@ def group_norm_masked_backward(
     Returns
     -------
     (dx, dgamma, dbeta)
-        ``dx`` in ``x``'s dtype and shape; ``dgamma``/``dbeta`` with the channel shape, in
+        `dx` in `x`'s dtype and shape; `dgamma`/`dbeta` with the channel shape, in
         gamma's float dtype (x's compute dtype when gamma is None: float32 for float16 x).
 
     Notes
     -----
-    Array arguments are treated as in :func:`group_norm_masked` (subclasses viewed as plain
+    Array arguments are treated as in `group_norm_masked` (subclasses viewed as plain
     ndarrays, masked arrays refused).
     """
     xs = _args.as_float_array(x, "x", masked_hint=_MASKED_X_HINT)
@@ -221,7 +221,7 @@ def group_norm_masked_backward(
     s2 = np.einsum("nsgc,nsgc->ng", dxhat, xhat)
     count = w.sum(axis=(1, 2, 3)).astype(np.float64)[:, None] * xg.shape[3]
     inv_m = 1.0 / np.where(count > 0, count, 1.0)  # rstd is 0 where count is 0: dx is 0 there
-    # where(), not ``w *``: xhat may be inf at padded positions, and 0 * inf is NaN.
+    # where(), not `w *`: xhat may be inf at padded positions, and 0 * inf is NaN.
     b1, b2 = s1[:, None, :, None], s2[:, None, :, None]
     correction = np.where(w, inv_m[:, None, :, None] * (b1 + xhat * b2), 0.0)
     dx = r[:, None, :, None] * (dxhat - correction)

@@ -1,6 +1,6 @@
-"""A plain NumPy group normalisation: the float64 yardstick of ``numba-gn check``/``bench``.
+"""A plain NumPy group normalisation: the float64 yardstick of `numba-gn check`/`bench`.
 
-Computed with two-pass statistics in ``dtype`` (float64 by default). With ``dtype=None`` it runs
+Computed with two-pass statistics in `dtype` (float64 by default). With `dtype=None` it runs
 in the input's own dtype, which is what a user without numba_gn would write; the benchmarks use
 it as the NumPy peer.
 """
@@ -20,9 +20,9 @@ def group_norm_numpy(
     epsilon: float = 1e-3,
     dtype: np.dtype | type | None = np.float64,
 ) -> np.ndarray:
-    """Group-normalise ``x`` with NumPy only (Keras semantics, see :func:`numba_gn.group_norm`).
+    """Group-normalise `x` with NumPy only (Keras semantics, see `numba_gn.group_norm`).
 
-    Returns an array of ``dtype`` (or of ``x.dtype`` when ``dtype`` is None) and ``x``'s shape.
+    Returns an array of `dtype` (or of `x.dtype` when `dtype` is None) and `x`'s shape.
     """
     axes = tuple(a % x.ndim for a in ((axis,) if np.isscalar(axis) else axis))
     rest = [a for a in range(1, x.ndim) if a not in axes]

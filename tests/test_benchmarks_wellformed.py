@@ -48,7 +48,10 @@ CLASSES = [
 
 #: Run in a child interpreter: importing torch loads its own OpenMP runtime, which must not
 #: leak into the pytest process (other tests fork and check threading behaviour).
-OUT_OF_PROCESS = {"benchmarks.bench_peers.Torch"}
+OUT_OF_PROCESS = {
+    "benchmarks.bench_peers.TorchForward",
+    "benchmarks.bench_peers.TorchForwardBackward",
+}
 
 
 def _run_once_in_child(cls, params):
@@ -163,7 +166,7 @@ def test_large_arrays_run_in_float32_only_by_default(monkeypatch):
 
     monkeypatch.delenv("NUMBA_GN_ASV_ALL", raising=False)
     with pytest.raises(NotImplementedError):  # raised before any array is allocated
-        bench_groupnorm.Forward().setup("channels-last", "large", "float64")
+        bench_groupnorm.GroupNormForward().setup("large", "float64")
     assert math.prod(common.SIZES["large"]) * 4 >= 100e6
 
 
@@ -173,3 +176,78 @@ def test_every_layout_holds_the_same_elements():
     for size in common.SIZES:
         shapes = [common.layout_shape(layout, size)[0] for layout in common.LAYOUTS]
         assert len({math.prod(s) for s in shapes}) == 1, shapes
+
+
+# -- the README's Benchmarks section -----------------------------------------------------------
+
+README = ASV_DIR.parent / "README.md"
+
+
+def _asv_names():
+    """Every benchmark combination as asv's ``--bench`` regex sees it: ``name(param, ...)``.
+
+    asv (``asv.benchmarks.Benchmarks``) searches each regex in the benchmark's name relative to
+    the benchmark folder followed by its parameters' reprs, comma-separated, in parentheses.
+    """
+    names = []
+    for cls in CLASSES:
+        module = cls.__module__.split(".", 1)[1]
+        params = getattr(cls, "params", [])
+        for method in _bench_methods(cls):
+            name = f"{module}.{cls.__name__}.{method}"
+            if not params:
+                names.append(name)
+                continue
+            for combo in itertools.product(*params):
+                names.append(f"{name}({', '.join(repr(v) for v in combo)})")
+    return names
+
+
+def _benchmarks_section():
+    text = README.read_text("utf-8")
+    return text[text.index("## Benchmarks") : text.index("## Documentation")]
+
+
+def test_readme_selections_pick_what_they_say():
+    listed = re.findall(r'^- `--bench "([^"]+)"` \((\d+)\)', _benchmarks_section(), re.M)
+    assert len(listed) >= 5, "the README lists the quick-check selections"
+    names = _asv_names()
+    for regex, count in listed:
+        picked = [n for n in names if re.search(regex, n)]
+        assert len(picked) == int(count), (regex, picked)
+
+
+def test_readme_benchmark_commands_are_what_ci_runs():
+    """The asv lines of .ci/run are the README's, character for character, in the same order."""
+    readme_block = re.search(r"```bash\n(.*?)```", _benchmarks_section(), re.S)[1]
+    readme = [ln.split("   #")[0].strip() for ln in readme_block.splitlines()]
+    readme = [ln for ln in readme if ln.startswith("asv ")]
+    ci_text = (ASV_DIR.parent / ".ci" / "run").read_text()
+    ci = [ln.strip() for ln in ci_text.splitlines() if ln.strip().startswith("asv ")]
+    assert readme == ci
+    assert ci[0] == "asv machine --yes"  # a fresh machine has no answers to asv's questions
+    names = _asv_names()
+    for regex in re.findall(r'--bench "([^"]+)"', ci[-1]):  # each one runs something
+        assert any(re.search(regex, n) for n in names), regex
+
+
+def test_missing_torch_is_skipped_with_the_reason():
+    code = f"""
+import sys
+sys.modules["torch"] = None  # as if PyTorch were not installed
+sys.path.insert(0, {str(ASV_DIR)!r})
+from benchmarks import bench_peers, bench_training
+for cls in (bench_peers.TorchForward, bench_peers.TorchForwardBackward):
+    try:
+        cls().setup("tiny", "float32")
+    except NotImplementedError as exc:
+        print(exc)
+try:
+    bench_training.TorchTrainingStep().setup()
+except NotImplementedError as exc:
+    print(exc)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines == ["PyTorch not installed: pip install torch to compare"] * 3

@@ -149,3 +149,25 @@ def test_startup_is_measured_next_to_the_numba_floor():
     assert set(startup) == {"warm_import_s", "warm_first_call_s", "numba_floor_s"}
     assert 0 < startup["warm_import_s"] < startup["warm_first_call_s"] < 60
     assert 0 < startup["numba_floor_s"] < 60
+
+
+def test_missing_torch_is_said_once(monkeypatch, capsys):
+    """Without PyTorch, one line says how to get the comparison (not only "-" cells)."""
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    monkeypatch.setitem(sys.modules, "torch", None)  # find_spec -> None, import -> ImportError
+    # Timing is not what this test is about: every timed call runs twice and counts 1 ms.
+    monkeypatch.setattr(bench._Timer, "__call__", lambda self, fn: (fn(), fn(), 1e-3)[-1])
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    assert bench.run(parser.parse_args(["--quick"])) == 0  # no --threads: keep this process's
+    out = capsys.readouterr().out
+    assert out.count(bench.TORCH_MISSING) == 1
+    assert bench.TORCH_MISSING == "PyTorch not installed: pip install torch to compare"
+    assert bench.run(parser.parse_args(["--quick", "--no-torch"])) == 0
+    assert "PyTorch not installed" not in capsys.readouterr().out  # left out on purpose
+
+
+def test_installed_torch_prints_no_missing_line(quick):
+    proc, report = quick
+    has_torch = report["facts"]["torch"] != "not used"
+    assert (bench.TORCH_MISSING in proc.stdout) == (not has_torch)

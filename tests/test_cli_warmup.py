@@ -46,9 +46,9 @@ def test_warmup_fills_an_empty_cache(warmed):
     assert first.returncode == 0, first.stderr
     summary = json.loads(first.stdout.strip().splitlines()[-1])
     tasks = _warmup.tasks(["float64"], _warmup.LAYOUTS, parallel=False)
-    assert summary["tasks"] == len(tasks) == 4
+    assert summary["tasks"] == len(tasks) == 5  # float64: no activation kernels
     assert summary["jobs"] == 2 and summary["failed"] is False
-    # forward and backward of the serial row and slab kernels, col2im, and their helpers
+    # forward and backward of the serial row and slab kernels, the conv kernels, their helpers
     assert summary["compiled"] >= 5
     assert summary["cache"] == str(cache) and summary["cache_writable"] is True
     assert any(cache.rglob("*.nbc"))
@@ -60,9 +60,10 @@ def test_second_process_loads_without_compiling(warmed):
     assert second.returncode == 0, second.stderr
     summary = json.loads(second.stdout.strip().splitlines()[-1])
     assert summary["compiled"] == 0
-    # forward and backward of the serial row and slab kernels, and col2im: the helpers they
-    # call are part of their cached machine code and are not loaded separately
-    assert summary["loaded"] == 5
+    # forward and backward of the serial row and slab kernels, col2im and the four Winograd
+    # transforms: the helpers they call are part of their cached machine code and are not
+    # loaded separately
+    assert summary["loaded"] == 9
 
 
 def test_info_compiles_nothing(tmp_path):

@@ -14,9 +14,9 @@ import pytest
 
 from numba_gn import GradientTape, Tensor, functional, gradcheck
 from numba_gn import autograd as ag
+from numba_gn.autograd.ops_masked import masked_group_norm
 from numba_gn.functional_masked import group_norm_masked, group_norm_masked_backward
 from numba_gn.layers import DTypePolicy, GroupNormalization, InputSpec, Layer
-from numba_gn.layers._masked_op import masked_group_norm
 from numba_gn.params import Variable, constraints, initializers, regularizers
 
 

@@ -32,9 +32,9 @@ from numba_gn.layers import (
     GroupNormalization,
     Input,
     Layer,
-    Sequential,
 )
 from numba_gn.layers._tracking import TrackedDict, TrackedList
+from numba_gn.models import Sequential
 from numba_gn.training import optimizers
 
 OURS_OPS = types.SimpleNamespace(mean=ag.mean, concatenate=ag.concatenate)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from numba_gn import gradcheck
+from numba_gn.autograd.ops_conv import conv, conv_padding
 from numba_gn.layers import Conv1D, Conv2D, Dense
-from numba_gn.layers.conv_ops import conv, conv_padding
 
 
 @pytest.fixture(scope="module")
@@ -249,10 +249,10 @@ def test_invalid_arguments():
         Conv2D(2, 3, padding="causal")
     with pytest.raises(ValueError, match="dilation_rate"):
         Conv2D(2, 3, strides=2, dilation_rate=2)
-    with pytest.raises(NotImplementedError, match="channels_last"):
-        Conv2D(2, 3, data_format="channels_first")
-    with pytest.raises(NotImplementedError, match="groups"):
-        Conv2D(2, 3, groups=2)
+    with pytest.raises(ValueError, match="data_format"):
+        Conv2D(2, 3, data_format="channels_middle")
+    with pytest.raises(ValueError, match="groups"):
+        Conv2D(3, 3, groups=2)  # filters not divisible by groups
     with pytest.raises(ValueError, match="incompatible"):
         layer = Conv2D(2, 3)
         layer(np.zeros((1, 5, 5, 3), np.float32))

@@ -4,7 +4,7 @@
 * the names shared with Keras are the same kind of object, and importable as Keras imports them
   (``from numba_gn.optimizers import Adam``);
 * ``import numba_gn`` pulls in no optional package, and each level of the package imports only
-  the levels below it (kernels, functional, autograd, params, layers, training);
+  the levels below it (kernels, functional, autograd, params, layers, training, models);
 * every ``:::`` entry of ``docs/api.md`` names an existing object, and no object twice.
 """
 
@@ -58,7 +58,9 @@ def test_keras_quickstart_runs_with_keras_replaced_by_numba_gn():
 
 
 def test_keras_names_are_reachable_as_attributes_and_as_modules():
-    assert numba_gn.Sequential is numba_gn.layers.Sequential
+    assert numba_gn.Sequential is numba_gn.models.Sequential
+    assert numba_gn.Model is numba_gn.models.Model
+    assert not hasattr(numba_gn.layers, "Sequential")  # one name per thing, as in Keras
     assert numba_gn.Input is numba_gn.layers.Input
     assert numba_gn.Layer is numba_gn.layers.Layer
     assert numba_gn.optimizers is numba_gn.training.optimizers
@@ -68,8 +70,12 @@ def test_keras_names_are_reachable_as_attributes_and_as_modules():
     assert numba_gn.initializers is numba_gn.params.initializers
     # Imported as modules, the way Keras code imports them: the same module objects.
     for name in ("activations", "constraints", "initializers", "losses", "metrics",
-                 "optimizers", "regularizers"):
+                 "models", "optimizers", "regularizers"):
         assert importlib.import_module(f"numba_gn.{name}") is getattr(numba_gn, name)
+    from numba_gn.models import Model, Sequential, model_from_json
+
+    assert (Model, Sequential) == (numba_gn.Model, numba_gn.Sequential)
+    assert callable(model_from_json)
     from numba_gn.initializers import GlorotUniform
     from numba_gn.losses import MeanSquaredError
     from numba_gn.metrics import Accuracy
@@ -91,12 +97,14 @@ def _kind(obj: object) -> str:
 
 def test_names_shared_with_keras_are_the_same_kind(keras):
     shared = [n for n in numba_gn.__all__ if hasattr(keras, n) and not n.startswith("_")]
-    assert {"Sequential", "Input", "Layer", "Variable", "layers", "optimizers", "losses",
-            "metrics", "activations", "initializers", "regularizers",
-            "constraints"} <= set(shared)
+    assert {"Model", "Sequential", "Input", "KerasTensor", "Layer", "Variable", "layers",
+            "models", "optimizers", "losses", "metrics", "activations", "initializers",
+            "regularizers", "constraints"} <= set(shared)
     kinds = {n: (_kind(getattr(numba_gn, n)), _kind(getattr(keras, n))) for n in shared}
-    # keras.Input is a function returning a symbolic tensor; ours returns an InputLayer.
     assert {n: k for n, k in kinds.items() if k[0] != k[1]} == {}
+    # Input returns a symbolic tensor in both.
+    assert isinstance(numba_gn.Input((3,)), numba_gn.KerasTensor)
+    assert isinstance(keras.Input((3,)), keras.KerasTensor)
 
 
 # The names Keras code most often reaches for, in each Keras-named module.
@@ -112,6 +120,7 @@ COMMON = {
     "initializers": ["GlorotUniform", "HeNormal", "Zeros", "Ones", "get"],
     "regularizers": ["L1", "L2", "L1L2", "get"],
     "constraints": ["NonNeg", "MaxNorm", "get"],
+    "models": ["Model", "Sequential", "model_from_json"],
 }
 
 
@@ -145,16 +154,19 @@ def test_import_is_light_and_each_entry_point_imports_alone():
         """
     )
     assert last_json_line(res.stdout) == {"optional": []}
-    for module in ("numba_gn.layers.sequential", "numba_gn.training.model",
+    for module in ("numba_gn.models.sequential", "numba_gn.models.functional",
+                   "numba_gn.models", "numba_gn.layers.input_layer", "numba_gn.training.model",
                    "numba_gn.layers.base", "numba_gn.params.variable"):
         res = check_python(f"import {module}, json; print(json.dumps({{'ok': True}}))")
         assert json.loads(res.stdout.strip().splitlines()[-1]) == {"ok": True}, module
 
 
 # The levels, lowest first: a module may import its own level and those below, never above.
-LEVELS = ["kernels", "functional", "autograd", "params", "layers", "training"]
-# Sequential is a layer with the training loop mixed in: the one accepted upward import.
-ALLOWED_UPWARD = {("layers/sequential.py", "training")}
+# Models sit on top: they are layers with the training loop mixed in, so they import both;
+# layers import neither models nor training, and training imports no model.
+LEVELS = ["kernels", "functional", "autograd", "params", "layers", "training", "models"]
+# Upward imports accepted as exceptions, as (file, level) pairs: none.
+ALLOWED_UPWARD: set[tuple[str, str]] = set()
 
 
 def _level(module: str) -> int | None:
@@ -201,6 +213,18 @@ def test_each_level_imports_only_the_levels_below_it():
                         ALLOWED_UPWARD:
                     violations.append(f"{rel} imports {module}")
     assert violations == []
+
+
+def test_the_levels_checked_include_models_above_layers_and_training():
+    # The check above only means something if the packages are where the levels say.
+    order = {name: i for i, name in enumerate(LEVELS)}
+    assert order["layers"] < order["training"] < order["models"]
+    assert (PACKAGE / "models").is_dir()
+    imported = {m for p in (PACKAGE / "models").glob("*.py") for m in _module_level_imports(p)}
+    assert {"numba_gn.training.model", "numba_gn.layers.base"} <= imported
+    for path in (PACKAGE / "layers").glob("*.py"):
+        assert not [m for m in _module_level_imports(path)
+                    if m.startswith(("numba_gn.models", "numba_gn.training"))], path
 
 
 # -- the API page ----------------------------------------------------------------------------------
@@ -255,5 +279,6 @@ def test_every_api_page_entry_exists_and_documents_one_thing_once():
         seen[id(obj)] = target
     # The Keras-shaped names are documented under those names.
     documented = {t for t, _ in entries}
-    assert {"numba_gn.Sequential", "numba_gn.Input", "numba_gn.Layer", "numba_gn.optimizers",
+    assert {"numba_gn.Model", "numba_gn.Sequential", "numba_gn.Input", "numba_gn.Layer",
+            "numba_gn.models.model_from_json", "numba_gn.optimizers",
             "numba_gn.losses", "numba_gn.metrics", "numba_gn.activations"} <= documented

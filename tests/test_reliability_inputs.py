@@ -27,7 +27,8 @@ import pytest
 import numba_gn
 from numba_gn import autograd as ag
 from numba_gn import group_norm, group_norm_backward
-from numba_gn.layers import GroupNormalization, Sequential
+from numba_gn.layers import GroupNormalization
+from numba_gn.models import Sequential
 
 # name -> (shape, axis, groups): serial and parallel (>= 32768 elements), both kernel families.
 LAYOUTS = {

@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 
 import numba_gn
-from numba_gn import autograd, layers
+from numba_gn import autograd, layers, models
 from numba_gn.params import Variable, constraints, initializers, regularizers
 from numba_gn.training import losses, metrics, optimizers
 
@@ -51,6 +51,8 @@ SWEEP: dict[str, Any] = {
 }
 
 REJECT, OK, LATE, UNSUPPORTED = "reject", "ok", "late", "unsupported"
+# Valid values that Keras also answers with a deprecation warning.
+WARNS = {("LayerNormalization", "rms_scaling", "bool")}
 
 # Arguments that are not scalars: data, names, dtypes, and identifiers resolved by a registry
 # (swept by the registries' own tests).
@@ -82,14 +84,20 @@ REQUIRED: dict[str, Any] = {
     "learning_rate": 0.1,
     "initial_learning_rate": 0.1,
     "decay_steps": 10,
+    "pool_size": 2,
+    "target_shape": (4,),
 }
 BASE: dict[str, dict[str, Any]] = {
     "GroupNormalization": {"groups": 2},  # the default 32 is more than the 4 test channels
     "Variable": {"shape": (2,)},
     "InputLayer": {"shape": (3,)},
+    "Input": {"shape": (3,)},
 }
 # Base values left out when another argument is swept (the two would conflict).
-CONFLICTS: dict[str, tuple[str, ...]] = {"InputLayer.batch_shape": ("shape",)}
+CONFLICTS: dict[str, tuple[str, ...]] = {
+    "InputLayer.batch_shape": ("shape",),
+    "Input.batch_shape": ("shape",),
+}
 
 SEEDS = {"zero": OK, "minus_one": OK, "huge": OK}  # any int; generators reduce it mod 2**64
 FLAG = {"bool": OK}
@@ -106,6 +114,12 @@ EXPECT: dict[str, dict[str, str]] = {
     "trainable": FLAG,
     "autocast": FLAG,
     "use_bias": FLAG,
+    "center": FLAG,
+    "BatchNormalization.scale": FLAG,
+    "LayerNormalization.scale": FLAG,
+    "LayerNormalization.rms_scaling": FLAG,
+    "renorm": FLAG,
+    "validation_freq": {"list": OK},  # Keras: an int, or the epochs to validate at
     "keepdims": FLAG,
     "from_logits": FLAG,
     "nesterov": FLAG,
@@ -138,6 +152,17 @@ EXPECT: dict[str, dict[str, str]] = {
     "Conv1D.kernel_size": {"list": OK},
     "Conv1D.strides": {"list": OK},
     "Conv1D.dilation_rate": {"list": OK},
+    "MaxPooling1D.pool_size": {"list": OK},
+    "MaxPooling1D.strides": {"list": OK},
+    "AveragePooling1D.pool_size": {"list": OK},
+    "AveragePooling1D.strides": {"list": OK},
+    "Concatenate.axis": {"zero": OK, "minus_one": OK},  # ints only: no list
+    "ZeroPadding2D.padding": ZERO_OK,
+    "Cropping2D.cropping": ZERO_OK,
+    "Reshape.target_shape": {"list": LATE},
+    "BatchNormalization.axis": {"zero": OK, "minus_one": OK},  # one axis, as in Keras
+    "BatchNormalization.renorm_momentum": ZERO_OK,
+    "Conv2DTranspose.output_padding": ZERO_OK,  # (1,) does not fit a sample of 4
     "noise_shape": {"list": LATE},  # a rank-1 noise shape for a rank-2 input
     "InputSpec.ndim": ZERO_OK,
     "InputSpec.min_ndim": ZERO_OK,
@@ -147,6 +172,10 @@ EXPECT: dict[str, dict[str, str]] = {
     "InputLayer.ragged": {"bool": UNSUPPORTED},
     "InputLayer.optional": {"bool": UNSUPPORTED},
     "Input.shape": {"list": OK},
+    "Input.batch_shape": {"list": OK},
+    "Input.sparse": {"bool": UNSUPPORTED},
+    "Input.ragged": {"bool": UNSUPPORTED},
+    "Input.optional": {"bool": UNSUPPORTED},
     "Variable.shape": {"zero": OK, "list": OK},
     # -- losses and metrics
     "Loss.axis": {"zero": OK, "minus_one": OK},
@@ -240,12 +269,23 @@ _LAYER_INPUTS = {
     "GlobalAveragePooling1D": (2, 3, 2),
     "GlobalAveragePooling2D": (2, 3, 3, 2),
     "Flatten": (2, 3, 2),
+    "MaxPooling1D": (2, 4, 2),
+    "AveragePooling1D": (2, 4, 2),
+    "MaxPooling2D": (2, 4, 4, 2),
+    "AveragePooling2D": (2, 4, 4, 2),
+    "ZeroPadding2D": (2, 3, 3, 2),
+    "Cropping2D": (2, 3, 3, 2),
+    "UpSampling1D": (2, 3, 2),
+    "UpSampling2D": (2, 3, 3, 2),
+    "Conv2DTranspose": (2, 4, 4, 2),
+    "DepthwiseConv2D": (2, 4, 4, 2),
 }
 # Classes only constructed: abstract bases and containers with nothing to call on their own.
 _CONSTRUCT_ONLY = {
     initializers.Initializer,
     layers.Layer,
-    layers.Sequential,
+    models.Model,
+    models.Sequential,
     layers.InputLayer,
     losses.Loss,
     metrics.Metric,
@@ -255,6 +295,8 @@ _CONSTRUCT_ONLY = {
 
 def _use_layer(layer: Any) -> Any:
     shape = _LAYER_INPUTS.get(type(layer).__name__, (2, 4))
+    if layer._takes_input_list:  # the merging layers take a list of inputs
+        return layer([_f32(*shape), _f32(*shape)], training=True)
     return layer(_f32(*shape), training=True)
 
 
@@ -285,6 +327,7 @@ def _class_targets() -> list[Target]:
         ("regularizers", regularizers, regularizers.Regularizer, lambda r: r(_f32(2, 3))),
         ("constraints", constraints, constraints.Constraint, lambda c: c(_f32(2, 3))),
         ("layers", layers, layers.Layer, _use_layer),
+        ("models", models, models.Model, None),
         ("losses", losses, losses.Loss, _use_loss),
         ("metrics", metrics, metrics.Metric, _use_metric),
         ("optimizers", optimizers, optimizers.Optimizer, _use_optimizer),
@@ -318,7 +361,8 @@ def _class_targets() -> list[Target]:
                 base=BASE.get(cls.__name__, {}),
             )
         )
-    out.append(Target(id="Input", make=layers.Input, signature_of=layers.Input, mro=("Input",)))
+    out.append(Target(id="Input", make=layers.Input, signature_of=layers.Input, mro=("Input",),
+                      base=BASE["Input"]))
     return out
 
 
@@ -387,7 +431,7 @@ def _function_targets() -> list[Target]:
 
 
 def _model() -> Any:
-    model = layers.Sequential([layers.Dense(2, kernel_initializer="ones")])
+    model = models.Sequential([layers.Dense(2, kernel_initializer="ones")])
     model.compile(optimizer="sgd", loss="mse")
     model.build((None, 3))
     return model
@@ -415,7 +459,7 @@ def _model_targets() -> list[Target]:
         Target(
             id=f"Sequential.{method}",
             make=_model_call(method),
-            signature_of=getattr(layers.Sequential, method),
+            signature_of=getattr(models.Sequential, method),
             mro=(method,),
         )
         for method in ("fit", "evaluate", "predict")
@@ -467,7 +511,11 @@ def test_argument(target: Target, arg: str, label: str) -> None:
         assert _names(message, arg), f"the message does not name `{arg}`: {message!r}"
         return
 
-    obj = target.make(**kwargs)  # OK and LATE values are valid at construction
+    if (target.mro[0], arg, label) in WARNS:
+        with pytest.warns(UserWarning, match=arg):
+            obj = target.make(**kwargs)
+    else:
+        obj = target.make(**kwargs)  # OK and LATE values are valid at construction
     if expected == OK:
         if target.use is not None:
             target.use(obj)

@@ -17,7 +17,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from numba_gn.layers import Dense, Input, Sequential, activations, dtype_policy
+from numba_gn.layers import Dense, Input, activations, dtype_policy
+from numba_gn.models import Sequential
 from numba_gn.params import Variable
 from numba_gn.training import losses, metrics, optimizers, saving
 

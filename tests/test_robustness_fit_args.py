@@ -14,7 +14,8 @@ import math
 import numpy as np
 import pytest
 
-from numba_gn.layers import Dense, GroupNormalization, Input, Sequential
+from numba_gn.layers import Dense, GroupNormalization, Input
+from numba_gn.models import Sequential
 from numba_gn.training import metrics, optimizers
 
 N = 20
@@ -211,7 +212,9 @@ def test_validation_split_leaving_an_empty_part(model, data, value):
 def _bad_validation_data(x, y):
     return {
         "one item": ((x,), ValueError),
-        "three items": ((x, y, np.ones(N)), ValueError),
+        "four items": ((x, y, np.ones(N), np.ones(N)), ValueError),
+        "weight count": ((x, y, np.ones(N - 1)), ValueError),
+        "weight values": ((x, y, np.full(N, np.nan)), ValueError),
         "an array": (x, ValueError),
         "a dict": ({"x": x, "y": y}, ValueError),
         "feature shape": ((x[:, :3], y), ValueError),

@@ -16,7 +16,8 @@ import threading
 import numpy as np
 import pytest
 
-from numba_gn.layers import Dense, Dropout, GroupNormalization, Sequential
+from numba_gn.layers import Dense, Dropout, GroupNormalization
+from numba_gn.models import Sequential
 from numba_gn.training import optimizers
 
 TRIALS = 20

@@ -8,9 +8,11 @@ import json
 import numpy as np
 import pytest
 
+from numba_gn import callbacks
 from numba_gn.cli.demo import build_demo_model, compile_demo_model
-from numba_gn.layers import Dense, Dropout, Flatten, GroupNormalization, Input, Sequential
-from numba_gn.training import History, losses, optimizers
+from numba_gn.layers import Dense, Dropout, Flatten, GroupNormalization, Input
+from numba_gn.models import Sequential
+from numba_gn.training import losses, optimizers
 
 
 def _digits_like(rng, n=192):
@@ -33,7 +35,7 @@ def test_demo_model_training_lowers_the_loss(data):
     before = model.evaluate(x, y, verbose=0)
     history = model.fit(x, y, batch_size=32, epochs=8, verbose=0, seed=0)
     after = model.evaluate(x, y, verbose=0)
-    assert isinstance(history, History)
+    assert isinstance(history, callbacks.History)
     assert set(history.history) == {"loss", "accuracy"}
     assert len(history.history["loss"]) == 8
     assert after[0] < 0.5 * before[0], (before, after)
@@ -62,7 +64,9 @@ def test_validation_history_keys_and_progress_output(data):
     assert set(h.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     text = out.getvalue()
     assert "Epoch 1/2" in text and "Epoch 2/2" in text
-    assert "3/3 [" in text and "ms/step" in text and "val_accuracy:" in text  # 144/64 -> 3
+    # Not a terminal: one line per epoch, Keras's format, no carriage returns.
+    assert "\r" not in text and len(text.splitlines()) == 4
+    assert "3/3 ━━━━" in text and "s/step" in text and "val_accuracy:" in text  # 144/64 -> 3
     silent = io.StringIO()
     model.fit(x, y, epochs=1, verbose=0, validation_data=(x[:10], y[:10]), stream=silent)
     assert silent.getvalue() == ""

@@ -2,7 +2,7 @@
 
 Prints a Markdown table of the max abs error of the forward output (and relative errors of the
 backward for numba_gn and PyTorch) against a float64 reference, on float32 inputs
-``offset + N(0, 1)``. PyTorch and Keras are used when importable (Keras with the NumPy backend).
+`offset + N(0, 1)`. PyTorch and Keras are used when importable (Keras with the NumPy backend).
 
     python tools/accuracy_table.py                  # print the table
     python tools/accuracy_table.py --write docs/numerics.md   # replace the marked block
@@ -48,7 +48,7 @@ def _rel(a, b):
 
 
 def _implementations():
-    """Map a name to ``run(x_nhwc, dy_nhwc) -> (y, dx or None, dgamma or None)``."""
+    """Map a name to `run(x_nhwc, dy_nhwc) -> (y, dx or None, dgamma or None)`."""
     impls = {}
 
     def ours(axis_first):

@@ -4,10 +4,10 @@
 
 Both sides run the same model (Conv2D(16,3,same) → GN(4) → SiLU → Conv2D(32,3,s2,same) → GN(8)
 → SiLU → global average pool → Dense(10)), the same loss (softmax cross-entropy on logits) and
-optimizer (Adam, eps 1e-7) on the same fixed batch. Each repeat times ``--steps`` consecutive
+optimizer (Adam, eps 1e-7) on the same fixed batch. Each repeat times `--steps` consecutive
 steps of one side, then of the other (interleaved, so machine noise hits both alike); the
 printed numbers are the medians over repeats of the mean step time. PyTorch is optional
-(benchmark-only: ``pip install torch``); without it only numba_gn is timed.
+(benchmark-only: `pip install torch`); without it only numba_gn is timed.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def torch_step(threads: int = 2) -> Callable[[], None]:
 
 
 def time_steps(step: Callable[[], None], n: int, blas: int | None = None) -> float:
-    """Mean seconds per step over ``n`` consecutive steps (BLAS limited as ``fit`` does)."""
+    """Mean seconds per step over `n` consecutive steps (BLAS limited as `fit` does)."""
     with blas_threads(blas):
         t0 = time.perf_counter()
         for _ in range(n):

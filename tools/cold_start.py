@@ -1,12 +1,12 @@
 """First-call times with an empty kernel cache: what a new install, worker or CI job waits.
 
-Each measurement runs in a fresh process with a new, empty ``NUMBA_CACHE_DIR``:
+Each measurement runs in a fresh process with a new, empty `NUMBA_CACHE_DIR`:
 
-* the first ``group_norm`` and the first ``group_norm_backward`` on a channels-last and a
+* the first `group_norm` and the first `group_norm_backward` on a channels-last and a
   channels-first float32 batch of 8x32x32x64 (the parallel kernels) and of 2x8x8x32 (serial);
-* ``numba-gn warmup --dtype float32 --jobs 2`` (every float32 kernel);
-* with a warm cache, ``import numba_gn`` plus a first call, next to Numba's own floor (import
-  Numba and call one trivial cached parallel function), as ``numba-gn bench`` measures them.
+* `numba-gn warmup --dtype float32 --jobs 2` (every float32 kernel);
+* with a warm cache, `import numba_gn` plus a first call, next to Numba's own floor (import
+  Numba and call one trivial cached parallel function), as `numba-gn bench` measures them.
 
     python tools/cold_start.py               # medians of 3 runs
     python tools/cold_start.py --repeat 1 --json cold.json
@@ -74,7 +74,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as cache:
             warm = [py, "-m", "numba_gn", "warmup", "--dtype", "float32", "--jobs", "2", "--json"]
             add("warmup float32 --jobs 2", _run(warm, cache)[1])
-        # The warm start next to Numba's own floor, as ``numba-gn bench`` measures them.
+        # The warm start next to Numba's own floor, as `numba-gn bench` measures them.
         startup = measure_startup(runs=1)
         add("warm cache: import + first call", startup["warm_first_call_s"])
         add("Numba's floor: import + cached parallel call", startup["numba_floor_s"])

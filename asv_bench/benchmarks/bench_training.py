@@ -119,7 +119,7 @@ class TorchTrainingStep(Benchmark):
 
     def setup(self):
         if importlib.util.find_spec("torch") is None:
-            raise NotImplementedError("PyTorch is not installed")
+            raise NotImplementedError("PyTorch not installed: pip install torch to compare")
 
     def timeraw_steps_x100(self):
         return _TORCH_CODE, _TORCH_SETUP

@@ -1,4 +1,4 @@
-"""A small tape-based autograd on NumPy arrays, in the style of ``tf.GradientTape``.
+"""A small tape-based autograd on NumPy arrays, in the style of `tf.GradientTape`.
 
 >>> from numba_gn import autograd as ag
 >>> x = ag.Tensor([1.0, 2.0, 3.0])
@@ -8,8 +8,8 @@
 >>> tape.gradient(y, x)
 array([2., 4., 6.])
 
-New ops are :class:`Function` subclasses (``forward(ctx, *arrays)`` / ``backward(ctx, grad)``);
-check them with :func:`gradcheck`.
+New ops are `Function` subclasses (`forward(ctx, *arrays)` / `backward(ctx, grad)`);
+check them with `gradcheck`.
 """
 
 from numba_gn.autograd.function import Context, Function
@@ -50,6 +50,10 @@ from numba_gn.autograd.ops import (
     unbroadcast,
     where,
 )
+from numba_gn.autograd.ops_conv import conv, conv_transpose, depthwise_conv
+from numba_gn.autograd.ops_norm import batch_norm, batch_normalization, layer_norm
+from numba_gn.autograd.ops_pool import avg_pool, max_pool
+from numba_gn.autograd.ops_resize import repeat, resize_linear
 from numba_gn.autograd.tape import GradientTape, no_record, stop_gradient, stop_recording
 from numba_gn.autograd.tensor import Tensor
 
@@ -60,18 +64,26 @@ __all__ = [
     "Tensor",
     "abs",
     "add",
+    "avg_pool",
+    "batch_norm",
+    "batch_normalization",
     "cast",
     "clip",
     "concatenate",
+    "conv",
+    "conv_transpose",
+    "depthwise_conv",
     "div",
     "exp",
     "gelu",
     "getitem",
     "gradcheck",
     "group_norm",
+    "layer_norm",
     "log",
     "log_softmax",
     "matmul",
+    "max_pool",
     "maximum",
     "mean",
     "minimum",
@@ -81,7 +93,9 @@ __all__ = [
     "pad",
     "pow",
     "relu",
+    "repeat",
     "reshape",
+    "resize_linear",
     "sigmoid",
     "silu",
     "softmax",

@@ -1,6 +1,6 @@
-"""``Function`` (one differentiable op: a forward and its vector-Jacobian product) and ``Context``.
+"""`Function` (one differentiable op: a forward and its vector-Jacobian product) and `Context`.
 
-Write a new op by subclassing :class:`Function` with two static methods on plain ndarrays::
+Write a new op by subclassing `Function` with two static methods on plain ndarrays::
 
     class Cube(Function):
         @staticmethod
@@ -13,11 +13,11 @@ Write a new op by subclassing :class:`Function` with two static methods on plain
             (x,) = ctx.saved_tensors
             return 3 * x**2 * grad
 
-    y = Cube.apply(t)   # a Tensor; recorded on every recording tape that watches ``t``
+    y = Cube.apply(t)   # a Tensor; recorded on every recording tape that watches `t`
 
-``apply`` unwraps Tensor inputs to their arrays (other inputs, such as Python scalars or None,
-are passed through unchanged), runs ``forward``, wraps the result in a Tensor and, only when a
-recording tape watches one of the inputs, appends a node ``(cls, ctx, output, inputs)`` to that
+`apply` unwraps Tensor inputs to their arrays (other inputs, such as Python scalars or None,
+are passed through unchanged), runs `forward`, wraps the result in a Tensor and, only when a
+recording tape watches one of the inputs, appends a node `(cls, ctx, output, inputs)` to that
 tape. With no tape recording, nothing but the output is kept.
 """
 
@@ -37,7 +37,7 @@ _NO_GRADS = tuple((False,) * n for n in range(9))
 
 
 class Context:
-    """Per-call scratch space shared by ``forward`` and ``backward`` of one op application.
+    """Per-call scratch space shared by `forward` and `backward` of one op application.
 
     Attributes
     ----------
@@ -45,9 +45,9 @@ class Context:
         One flag per input: whether any recording tape wants its gradient (forward may skip
         saving what backward would only need for inputs without a gradient).
     saved_tensors : tuple
-        What :meth:`save_for_backward` stored.
+        What `save_for_backward` stored.
 
-    Any other attribute may be set freely (``ctx.axis = axis``) to pass static data to backward.
+    Any other attribute may be set freely (`ctx.axis = axis`) to pass static data to backward.
     """
 
     __slots__ = ("needs_input_grad", "saved_tensors", "__dict__")
@@ -57,36 +57,36 @@ class Context:
         self.saved_tensors: tuple = ()
 
     def save_for_backward(self, *arrays: Any) -> None:
-        """Keep ``arrays`` (residuals) for ``backward``; read them back from ``saved_tensors``."""
+        """Keep `arrays` (residuals) for `backward`; read them back from `saved_tensors`."""
         self.saved_tensors = arrays
 
 
 class Function:
-    """Base class of differentiable ops; subclasses define ``forward`` and ``backward``.
+    """Base class of differentiable ops; subclasses define `forward` and `backward`.
 
-    ``forward(ctx, *arrays, **kwargs) -> ndarray`` receives ndarrays (plus whatever non-Tensor
+    `forward(ctx, *arrays, **kwargs) -> ndarray` receives ndarrays (plus whatever non-Tensor
     values were passed) and keyword-only static arguments, and returns one array (ops have a
-    single output; keep auxiliary results such as statistics on ``ctx``).
+    single output; keep auxiliary results such as statistics on `ctx`).
 
-    ``backward(ctx, grad)`` receives the gradient of the output (an ndarray of the output's
+    `backward(ctx, grad)` receives the gradient of the output (an ndarray of the output's
     shape) and returns one gradient per positional input, as a tuple (or a bare array for a
-    one-input op); ``None`` means "no gradient" and is always allowed. Each gradient must have
-    its input's shape: reduce broadcasting with :func:`numba_gn.autograd.unbroadcast`.
+    one-input op); `None` means "no gradient" and is always allowed. Each gradient must have
+    its input's shape: reduce broadcasting with `numba_gn.autograd.unbroadcast`.
     """
 
     @staticmethod
     def forward(ctx: Context, *args: Any, **kwargs: Any) -> np.ndarray:
-        """Compute the output from ndarrays; save residuals on ``ctx``."""
+        """Compute the output from ndarrays; save residuals on `ctx`."""
         raise NotImplementedError("Function subclasses must implement forward(ctx, *arrays)")
 
     @staticmethod
     def backward(ctx: Context, grad: np.ndarray) -> Any:
-        """Return the gradient of each input given the output gradient ``grad``."""
+        """Return the gradient of each input given the output gradient `grad`."""
         raise NotImplementedError("Function subclasses must implement backward(ctx, grad)")
 
     @classmethod
     def apply(cls, *inputs: Any, **kwargs: Any) -> Tensor:
-        """Run the op on ``inputs`` (Tensors, arrays, scalars) and record it where needed."""
+        """Run the op on `inputs` (Tensors, arrays, scalars) and record it where needed."""
         arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
         tapes = STATE.active
         if not tapes:
@@ -117,7 +117,7 @@ class Function:
 
 
 def _wrap(out: Any) -> Tensor:
-    """A Tensor around ``out`` without going through ``__init__`` (no checks, no copy)."""
+    """A Tensor around `out` without going through `__init__` (no checks, no copy)."""
     if type(out) is not np.ndarray:
         out = np.asarray(out)  # NumPy reductions return scalars; Tensors always hold ndarrays
     t = _new(Tensor)

@@ -1,7 +1,7 @@
-"""``gradcheck``: compare tape gradients with central finite differences, in float64.
+"""`gradcheck`: compare tape gradients with central finite differences, in float64.
 
-Public so that authors of new :class:`~numba_gn.autograd.Function` subclasses can test their
-``backward`` the way the built-in ops are tested (PyTorch's defaults: eps 1e-6, atol 1e-5,
+Public so that authors of new `Function` subclasses can test their
+`backward` the way the built-in ops are tested (PyTorch's defaults: eps 1e-6, atol 1e-5,
 rtol 1e-3).
 """
 
@@ -28,7 +28,7 @@ def gradcheck(
     raise_exception: bool = True,
     seed: int = 0,
 ) -> bool:
-    """Check the gradient of ``f`` at ``inputs`` against central finite differences.
+    """Check the gradient of `f` at `inputs` against central finite differences.
 
     Parameters
     ----------
@@ -38,12 +38,12 @@ def gradcheck(
         Copied and cast to float64 (finite differences need double precision).
     eps, atol, rtol : float
         Step of the differences; an element passes when
-        ``|analytic - numeric| <= atol + rtol * |numeric|``.
+        `|analytic - numeric| <= atol + rtol * |numeric|`.
     raise_exception : bool, default True
-        Raise ``AssertionError`` on a mismatch (naming the worst element) instead of
+        Raise `AssertionError` on a mismatch (naming the worst element) instead of
         returning False.
     seed : int, default 0
-        Seed of the random cotangent ``r``.
+        Seed of the random cotangent `r`.
 
     Returns
     -------
@@ -51,9 +51,9 @@ def gradcheck(
 
     Notes
     -----
-    The analytic side is the tape's gradient of ``sum(f(*inputs) * r)`` for a fixed random
-    ``r`` (passed as ``output_gradients``), so every output element is weighted differently;
-    the numeric side perturbs each input element by ``±eps``. Cost: two calls of ``f`` per
+    The analytic side is the tape's gradient of `sum(f(*inputs) * r)` for a fixed random
+    `r` (passed as `output_gradients`), so every output element is weighted differently;
+    the numeric side perturbs each input element by `±eps`. Cost: two calls of `f` per
     input element, so keep the inputs small.
     """
     if isinstance(inputs, (Tensor, np.ndarray)):
@@ -63,7 +63,7 @@ def gradcheck(
         np.array(x.data if isinstance(x, Tensor) else x, dtype=np.float64, order="C")
         for x in inputs
     ]
-    tensors = [Tensor(a) for a in arrays]  # share memory with ``arrays``: perturbing them works
+    tensors = [Tensor(a) for a in arrays]  # share memory with `arrays`: perturbing them works
 
     with GradientTape() as tape:
         tape.watch(tensors)
@@ -80,7 +80,7 @@ def gradcheck(
 
     for k, (a, ga) in enumerate(zip(arrays, analytic, strict=True)):
         numeric = np.empty_like(a)
-        flat = a.reshape(-1)  # a view: ``a`` is a fresh C-contiguous copy
+        flat = a.reshape(-1)  # a view: `a` is a fresh C-contiguous copy
         for i in range(flat.size):
             orig = flat[i]
             flat[i] = orig + eps

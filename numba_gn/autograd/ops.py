@@ -1,7 +1,7 @@
-"""Every differentiable op function in one namespace (``numba_gn.autograd.ops.add`` etc.).
+"""Every differentiable op function in one namespace (`numba_gn.autograd.ops.add` etc.).
 
-The implementations live in small modules by family: :mod:`ops_elementwise`, :mod:`ops_reduce`,
-:mod:`ops_shape`, :mod:`ops_nn` and :mod:`ops_groupnorm`. Each function accepts Tensors,
+The implementations live in small modules by family: `ops_elementwise`, `ops_reduce`,
+`ops_shape`, `ops_nn` and `ops_groupnorm`. Each function accepts Tensors,
 ndarrays or Python scalars and returns a Tensor.
 """
 

@@ -1,9 +1,9 @@
 """Elementwise ops with NumPy broadcasting: arithmetic, powers, exp/log, min/max, where, clip.
 
-Every binary backward sums its gradient back to each input's shape with :func:`unbroadcast`.
-Subgradients follow TensorFlow/Keras: ``abs'(0) = 0``; ``maximum``/``minimum`` send the gradient
-of a tie to the first argument (TF selects ``x >= y`` for maximum, ``x <= y`` for minimum);
-``clip`` passes the gradient where ``lo <= x <= hi`` (bounds included).
+Every binary backward sums its gradient back to each input's shape with `unbroadcast`.
+Subgradients follow TensorFlow/Keras: `abs'(0) = 0`; `maximum`/`minimum` send the gradient
+of a tie to the first argument (TF selects `x >= y` for maximum, `x <= y` for minimum);
+`clip` passes the gradient where `lo <= x <= hi` (bounds included).
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ __all__ = [
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Sum ``grad`` over the axes that broadcasting added or stretched, down to ``shape``.
+    """Sum `grad` over the axes that broadcasting added or stretched, down to `shape`.
 
-    The adjoint of ``np.broadcast_to(x, grad.shape)`` for an ``x`` of ``shape``.
+    The adjoint of `np.broadcast_to(x, grad.shape)` for an `x` of `shape`.
     """
     if grad.shape == shape:
         return grad
@@ -52,7 +52,7 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 class Add(Function):
-    """``x + y``."""
+    """`x + y`."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, y: Any) -> np.ndarray:
@@ -67,7 +67,7 @@ class Add(Function):
 
 
 class Sub(Function):
-    """``x - y``."""
+    """`x - y`."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, y: Any) -> np.ndarray:
@@ -82,7 +82,7 @@ class Sub(Function):
 
 
 class Mul(Function):
-    """``x * y``."""
+    """`x * y`."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, y: Any) -> np.ndarray:
@@ -100,7 +100,7 @@ class Mul(Function):
 
 
 class Div(Function):
-    """``x / y``."""
+    """`x / y`."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, y: Any) -> np.ndarray:
@@ -120,7 +120,7 @@ class Div(Function):
 
 
 class Neg(Function):
-    """``-x``."""
+    """`-x`."""
 
     @staticmethod
     def forward(ctx: Context, x: Any) -> np.ndarray:
@@ -132,7 +132,7 @@ class Neg(Function):
 
 
 class Pow(Function):
-    """``x ** y``; the gradient in ``y`` is ``x**y * log(x)`` where ``x > 0`` and 0 elsewhere."""
+    """`x ** y`; the gradient in `y` is `x**y * log(x)` where `x > 0` and 0 elsewhere."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, y: Any) -> np.ndarray:
@@ -169,7 +169,7 @@ class Pow(Function):
 
 
 class Abs(Function):
-    """``|x|``; gradient ``sign(x)`` (0 at 0)."""
+    """`|x|`; gradient `sign(x)` (0 at 0)."""
 
     @staticmethod
     def forward(ctx: Context, x: Any) -> np.ndarray:
@@ -183,7 +183,7 @@ class Abs(Function):
 
 
 class Sqrt(Function):
-    """``sqrt(x)``."""
+    """`sqrt(x)`."""
 
     @staticmethod
     def forward(ctx: Context, x: Any) -> np.ndarray:
@@ -198,7 +198,7 @@ class Sqrt(Function):
 
 
 class Square(Function):
-    """``x * x``."""
+    """`x * x`."""
 
     @staticmethod
     def forward(ctx: Context, x: Any) -> np.ndarray:
@@ -212,7 +212,7 @@ class Square(Function):
 
 
 class Exp(Function):
-    """``exp(x)``."""
+    """`exp(x)`."""
 
     @staticmethod
     def forward(ctx: Context, x: Any) -> np.ndarray:
@@ -241,7 +241,7 @@ class Log(Function):
 
 
 class Maximum(Function):
-    """Elementwise maximum; ties send the gradient to ``x`` (TF's ``x >= y``)."""
+    """Elementwise maximum; ties send the gradient to `x` (TF's `x >= y`)."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, y: Any) -> np.ndarray:
@@ -255,7 +255,7 @@ class Maximum(Function):
 
 
 class Minimum(Function):
-    """Elementwise minimum; ties send the gradient to ``x`` (TF's ``x <= y``)."""
+    """Elementwise minimum; ties send the gradient to `x` (TF's `x <= y`)."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, y: Any) -> np.ndarray:
@@ -269,7 +269,7 @@ class Minimum(Function):
 
 
 class Where(Function):
-    """``where(condition, x, y)``; ``condition`` is a static (non-differentiable) argument."""
+    """`where(condition, x, y)`; `condition` is a static (non-differentiable) argument."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, y: Any, *, condition: np.ndarray) -> np.ndarray:
@@ -284,7 +284,7 @@ class Where(Function):
 
 
 class Clip(Function):
-    """``clip(x, lo, hi)``; gradient 1 where ``lo <= x <= hi`` (no gradient to the bounds)."""
+    """`clip(x, lo, hi)`; gradient 1 where `lo <= x <= hi` (no gradient to the bounds)."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, *, lo: Any, hi: Any) -> np.ndarray:
@@ -305,7 +305,7 @@ class Clip(Function):
 
 
 def _select_grads(ctx: Context, g: np.ndarray, mask: Any, x: Any, y: Any) -> tuple:
-    """Route ``g`` to ``x`` where ``mask`` holds and to ``y`` elsewhere (summed to shapes)."""
+    """Route `g` to `x` where `mask` holds and to `y` elsewhere (summed to shapes)."""
     nx, ny = ctx.needs_input_grad
     mask = np.broadcast_to(mask, g.shape)
     zero = np.zeros((), dtype=g.dtype)
@@ -323,37 +323,37 @@ def _raw(x: Any) -> Any:
 
 
 def add(x: Any, y: Any) -> Tensor:
-    """``x + y`` with broadcasting."""
+    """`x + y` with broadcasting."""
     return Add.apply(x, y)
 
 
 def sub(x: Any, y: Any) -> Tensor:
-    """``x - y`` with broadcasting."""
+    """`x - y` with broadcasting."""
     return Sub.apply(x, y)
 
 
 def mul(x: Any, y: Any) -> Tensor:
-    """``x * y`` with broadcasting."""
+    """`x * y` with broadcasting."""
     return Mul.apply(x, y)
 
 
 def div(x: Any, y: Any) -> Tensor:
-    """``x / y`` with broadcasting (true division)."""
+    """`x / y` with broadcasting (true division)."""
     return Div.apply(x, y)
 
 
 def neg(x: Any) -> Tensor:
-    """``-x``."""
+    """`-x`."""
     return Neg.apply(x)
 
 
 def pow(x: Any, y: Any) -> Tensor:  # noqa: A001 - the op's natural name, as in NumPy/Keras
-    """``x ** y`` with broadcasting; differentiable in both (in ``y`` only where ``x > 0``)."""
+    """`x ** y` with broadcasting; differentiable in both (in `y` only where `x > 0`)."""
     return Pow.apply(x, y)
 
 
 def abs(x: Any) -> Tensor:  # noqa: A001
-    """``|x|``, with ``abs'(0) = 0``."""
+    """`|x|`, with `abs'(0) = 0`."""
     return Abs.apply(x)
 
 
@@ -363,12 +363,12 @@ def sqrt(x: Any) -> Tensor:
 
 
 def square(x: Any) -> Tensor:
-    """Elementwise ``x * x``."""
+    """Elementwise `x * x`."""
     return Square.apply(x)
 
 
 def exp(x: Any) -> Tensor:
-    """Elementwise ``e ** x``."""
+    """Elementwise `e ** x`."""
     return Exp.apply(x)
 
 
@@ -378,22 +378,22 @@ def log(x: Any) -> Tensor:
 
 
 def maximum(x: Any, y: Any) -> Tensor:
-    """Elementwise maximum; a tie's gradient goes to ``x``."""
+    """Elementwise maximum; a tie's gradient goes to `x`."""
     return Maximum.apply(x, y)
 
 
 def minimum(x: Any, y: Any) -> Tensor:
-    """Elementwise minimum; a tie's gradient goes to ``x``."""
+    """Elementwise minimum; a tie's gradient goes to `x`."""
     return Minimum.apply(x, y)
 
 
 def where(condition: Any, x: Any, y: Any) -> Tensor:
-    """``x`` where ``condition`` holds, else ``y`` (differentiable in ``x`` and ``y``)."""
+    """`x` where `condition` holds, else `y` (differentiable in `x` and `y`)."""
     return Where.apply(x, y, condition=np.asarray(_raw(condition), dtype=bool))
 
 
 def clip(x: Any, min_value: Any = None, max_value: Any = None) -> Tensor:
-    """Clip ``x`` to ``[min_value, max_value]`` (either may be None); bounds get no gradient."""
+    """Clip `x` to `[min_value, max_value]` (either may be None); bounds get no gradient."""
     if min_value is None and max_value is None:
         raise ValueError("clip() needs min_value or max_value.")
     return Clip.apply(x, lo=_raw(min_value), hi=_raw(max_value))

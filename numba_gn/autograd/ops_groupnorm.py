@@ -1,7 +1,7 @@
-"""The differentiable group normalisation op, a thin wrapper over :mod:`numba_gn.functional`.
+"""The differentiable group normalisation op, a thin wrapper over `numba_gn.functional`.
 
 The forward keeps the engine's per-(sample, group) statistics as residuals, so the backward
-runs one fused kernel pass (``group_norm_backward``) and recomputes nothing.
+runs one fused kernel pass (`group_norm_backward`) and recomputes nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ __all__ = ["group_norm"]
 
 
 class GroupNorm(Function):
-    """``y = (x - mean) * rstd * gamma + beta`` per (sample, group), Keras semantics."""
+    """`y = (x - mean) * rstd * gamma + beta` per (sample, group), Keras semantics."""
 
     @staticmethod
     def forward(
@@ -67,10 +67,10 @@ def group_norm(
     epsilon: float = 1e-3,
     group_size: int | None = None,
 ) -> Tensor:
-    """Group-normalise ``x`` on the tape (see :func:`numba_gn.functional.group_norm`).
+    """Group-normalise `x` on the tape (see `numba_gn.functional.group_norm`).
 
-    Same arguments, in the same order, as the array function. ``gamma``/``beta`` have the
-    channel shape (the shape of the ``axis`` dims); None means 1 and 0 and gets no gradient.
+    Same arguments, in the same order, as the array function. `gamma`/`beta` have the
+    channel shape (the shape of the `axis` dims); None means 1 and 0 and gets no gradient.
     Axis 0 is the batch axis.
     """
     return GroupNorm.apply(

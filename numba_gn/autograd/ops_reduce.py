@@ -1,4 +1,4 @@
-"""Reductions (``sum``, ``mean``) and the matrix product (``matmul``, NumPy semantics)."""
+"""Reductions (`sum`, `mean`) and the matrix product (`matmul`, NumPy semantics)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ Axis = int | tuple[int, ...] | None
 
 
 def _axes(axis: Axis, ndim: int) -> tuple[int, ...]:
-    """``axis`` as a tuple of non-negative ints (all axes for None)."""
+    """`axis` as a tuple of non-negative ints (all axes for None)."""
     if axis is None:
         return tuple(range(ndim))
     if isinstance(axis, (tuple, list)):
@@ -33,7 +33,7 @@ def _expand_grad(g: np.ndarray, shape: tuple[int, ...], axis: Axis, keepdims: bo
 
 
 class Sum(Function):
-    """Sum over ``axis``."""
+    """Sum over `axis`."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, *, axis: Axis = None, keepdims: bool = False) -> np.ndarray:
@@ -48,7 +48,7 @@ class Sum(Function):
 
 
 class Mean(Function):
-    """Arithmetic mean over ``axis``."""
+    """Arithmetic mean over `axis`."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, *, axis: Axis = None, keepdims: bool = False) -> np.ndarray:
@@ -64,7 +64,7 @@ class Mean(Function):
 
 
 class MatMul(Function):
-    """``x @ y`` (NumPy ``matmul``: 1-D operands promoted, batch axes broadcast)."""
+    """`x @ y` (NumPy `matmul`: 1-D operands promoted, batch axes broadcast)."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, y: Any) -> np.ndarray:
@@ -94,15 +94,15 @@ class MatMul(Function):
 
 
 def sum(x: Any, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
-    """Sum of ``x`` over ``axis`` (all axes when None)."""
+    """Sum of `x` over `axis` (all axes when None)."""
     return Sum.apply(x, axis=axis, keepdims=keepdims)
 
 
 def mean(x: Any, axis: Axis = None, keepdims: bool = False) -> Tensor:
-    """Mean of ``x`` over ``axis`` (all axes when None)."""
+    """Mean of `x` over `axis` (all axes when None)."""
     return Mean.apply(x, axis=axis, keepdims=keepdims)
 
 
 def matmul(x: Any, y: Any) -> Tensor:
-    """Matrix product with NumPy's ``matmul`` rules."""
+    """Matrix product with NumPy's `matmul` rules."""
     return MatMul.apply(x, y)

@@ -23,7 +23,7 @@ def _raw(x: Any) -> Any:
 
 
 class Reshape(Function):
-    """``x.reshape(shape)``."""
+    """`x.reshape(shape)`."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, *, shape: tuple[int, ...]) -> np.ndarray:
@@ -37,7 +37,7 @@ class Reshape(Function):
 
 
 class Transpose(Function):
-    """``x.transpose(axes)`` (axes reversed when None)."""
+    """`x.transpose(axes)` (axes reversed when None)."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, *, axes: Sequence[int] | None = None) -> np.ndarray:
@@ -51,7 +51,7 @@ class Transpose(Function):
 
 
 class GetItem(Function):
-    """``x[index]`` for basic slicing, integer-array and boolean indexing."""
+    """`x[index]` for basic slicing, integer-array and boolean indexing."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, *, index: Any) -> np.ndarray:
@@ -79,7 +79,7 @@ def _has_int_array(index: Any) -> bool:
 
 
 class Cast(Function):
-    """``x.astype(dtype)``; the gradient is cast back (none for non-float input or output)."""
+    """`x.astype(dtype)`; the gradient is cast back (none for non-float input or output)."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, *, dtype: np.dtype) -> np.ndarray:
@@ -96,7 +96,7 @@ class Cast(Function):
 
 
 class Copy(Function):
-    """A copy of ``x`` (identity gradient); used for snapshots such as ``Variable.value``."""
+    """A copy of `x` (identity gradient); used for snapshots such as `Variable.value`."""
 
     @staticmethod
     def forward(ctx: Context, x: Any) -> np.ndarray:
@@ -108,7 +108,7 @@ class Copy(Function):
 
 
 class Concatenate(Function):
-    """``np.concatenate(xs, axis)``."""
+    """`np.concatenate(xs, axis)`."""
 
     @staticmethod
     def forward(ctx: Context, *xs: Any, axis: int = 0) -> np.ndarray:
@@ -124,7 +124,7 @@ class Concatenate(Function):
 
 
 class Stack(Function):
-    """``np.stack(xs, axis)``."""
+    """`np.stack(xs, axis)`."""
 
     @staticmethod
     def forward(ctx: Context, *xs: Any, axis: int = 0) -> np.ndarray:
@@ -138,7 +138,7 @@ class Stack(Function):
 
 
 class Pad(Function):
-    """Constant padding with zeros (``np.pad`` ``pad_width`` forms)."""
+    """Constant padding with zeros (`np.pad` `pad_width` forms)."""
 
     @staticmethod
     def forward(ctx: Context, x: Any, *, pad_width: Any) -> np.ndarray:
@@ -157,7 +157,7 @@ class Pad(Function):
 
 
 def reshape(x: Any, shape: int | Sequence[int]) -> Tensor:
-    """``x`` with a new shape (``-1`` infers one dimension); a view when NumPy allows."""
+    """`x` with a new shape (`-1` infers one dimension); a view when NumPy allows."""
     return Reshape.apply(x, shape=shape)
 
 
@@ -167,7 +167,7 @@ def transpose(x: Any, axes: Sequence[int] | None = None) -> Tensor:
 
 
 def getitem(x: Any, index: Any) -> Tensor:
-    """``x[index]``; Tensors inside ``index`` are used as arrays (indices get no gradient)."""
+    """`x[index]`; Tensors inside `index` are used as arrays (indices get no gradient)."""
     if isinstance(index, tuple):
         index = tuple(_raw(i) for i in index)
     else:
@@ -176,20 +176,20 @@ def getitem(x: Any, index: Any) -> Tensor:
 
 
 def cast(x: Any, dtype: DTypeLike) -> Tensor:
-    """``x`` converted to ``dtype`` (differentiable between float dtypes)."""
+    """`x` converted to `dtype` (differentiable between float dtypes)."""
     return Cast.apply(x, dtype=np.dtype(dtype))
 
 
 def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
-    """Join ``tensors`` along an existing ``axis``."""
+    """Join `tensors` along an existing `axis`."""
     return Concatenate.apply(*tensors, axis=axis)
 
 
 def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
-    """Join ``tensors`` (same shape) along a new ``axis``."""
+    """Join `tensors` (same shape) along a new `axis`."""
     return Stack.apply(*tensors, axis=axis)
 
 
 def pad(x: Any, pad_width: Any) -> Tensor:
-    """Pad ``x`` with zeros; ``pad_width`` as in ``np.pad`` (int, pair, or one pair per axis)."""
+    """Pad `x` with zeros; `pad_width` as in `np.pad` (int, pair, or one pair per axis)."""
     return Pad.apply(x, pad_width=pad_width)

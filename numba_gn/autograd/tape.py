@@ -1,11 +1,11 @@
-"""``GradientTape``: TensorFlow-style recording of ops and an iterative reverse sweep.
+"""`GradientTape`: TensorFlow-style recording of ops and an iterative reverse sweep.
 
-While a tape is entered (``with GradientTape() as tape:``) in a thread, every op whose input the
+While a tape is entered (`with GradientTape() as tape:`) in a thread, every op whose input the
 tape watches is appended to the tape's list of nodes, and the op's output becomes watched in
 turn. The recording order is a topological order (an op's inputs exist before it runs), so
 walking the list backwards is a deterministic reverse topological order, obtained without any
-recursion (HIPS autograd's ``backward_pass`` idea over a Wengert list). Gradients live in a local
-dict keyed by tensor identity and are summed, never assigned, so fan-out (``x * x``, ``a + a``)
+recursion (HIPS autograd's `backward_pass` idea over a Wengert list). Gradients live in a local
+dict keyed by tensor identity and are summed, never assigned, so fan-out (`x * x`, `a + a`)
 is exact.
 
 The recording state is thread-local: a tape records only the ops run by the thread that entered
@@ -33,23 +33,23 @@ _ONE_SHOT = (
 
 
 class GradientTape:
-    """Record ops on watched Tensors and compute gradients, like ``tf.GradientTape``.
+    """Record ops on watched Tensors and compute gradients, like `tf.GradientTape`.
 
     Parameters
     ----------
     persistent : bool, default False
-        Allow several :meth:`gradient` calls; otherwise the tape frees its recording after the
-        first one and a second call raises ``RuntimeError``.
+        Allow several `gradient` calls; otherwise the tape frees its recording after the
+        first one and a second call raises `RuntimeError`.
     watch_accessed_variables : bool, default True
-        Watch trainable :class:`~numba_gn.params.Variable` objects automatically when an op
+        Watch trainable `Variable` objects automatically when an op
         uses them inside the tape. Non-trainable Variables and plain Tensors are watched only
-        through :meth:`watch`.
+        through `watch`.
 
     Notes
     -----
     Gradients are first-order: the backward pass runs on ndarrays and is not itself recorded.
     Arrays saved for backward alias the op inputs, so assigning to a Variable between the
-    forward computation and :meth:`gradient` changes the gradient.
+    forward computation and `gradient` changes the gradient.
     """
 
     def __init__(self, persistent: bool = False, watch_accessed_variables: bool = True) -> None:
@@ -82,7 +82,7 @@ class GradientTape:
 
     @contextlib.contextmanager
     def stop_recording(self) -> Iterator[None]:
-        """Context in which this tape (only) records nothing, as ``tape.stop_recording()``."""
+        """Context in which this tape (only) records nothing, as `tape.stop_recording()`."""
         active = STATE.active
         if self not in active:
             raise RuntimeError("stop_recording() called on a GradientTape that is not recording.")
@@ -147,24 +147,24 @@ class GradientTape:
         output_gradients: Any = None,
         unconnected_gradients: Literal["none", "zero"] = "none",
     ) -> Any:
-        """Gradients of ``target`` with respect to ``sources``, in the structure of ``sources``.
+        """Gradients of `target` with respect to `sources`, in the structure of `sources`.
 
         Parameters
         ----------
         target : Tensor or list/tuple/dict of Tensors
             What to differentiate; a non-scalar target is treated as the sum of its elements
-            (weighted by ``output_gradients`` when given); several targets are summed.
+            (weighted by `output_gradients` when given); several targets are summed.
         sources : Tensor, Variable, or a (nested) list/tuple/dict of them
             The result has the same structure, one ndarray per source, with the source's shape
             and dtype.
-        output_gradients : array-like or structure like ``target``, optional
+        output_gradients : array-like or structure like `target`, optional
             Cotangent of each target (default ones).
         unconnected_gradients : {"none", "zero"}
-            What a source that ``target`` does not depend on (or a non-float source) gets.
+            What a source that `target` does not depend on (or a non-float source) gets.
 
         Returns
         -------
-        The gradients as ndarrays (or None), structured like ``sources``.
+        The gradients as ndarrays (or None), structured like `sources`.
         """
         if unconnected_gradients not in ("none", "zero"):
             raise ValueError(
@@ -194,11 +194,11 @@ class GradientTape:
 
 
 def backward_pass(nodes: list[tuple], grads: dict[int, np.ndarray], keep: set[int]) -> None:
-    """Propagate ``grads`` (id of Tensor -> gradient) backwards through ``nodes``, in place.
+    """Propagate `grads` (id of Tensor -> gradient) backwards through `nodes`, in place.
 
-    ``nodes`` are ``(fn, ctx, output, inputs)`` in recording order; ``inputs`` holds the input
+    `nodes` are `(fn, ctx, output, inputs)` in recording order; `inputs` holds the input
     Tensor where the tape tracks it and None elsewhere. Gradients of outputs are dropped once
-    used unless their id is in ``keep`` (the sources), which bounds memory on long tapes.
+    used unless their id is in `keep` (the sources), which bounds memory on long tapes.
     """
     ndarray = np.ndarray
     for fn, ctx, out, inputs in reversed(nodes):
@@ -226,7 +226,7 @@ def backward_pass(nodes: list[tuple], grads: dict[int, np.ndarray], keep: set[in
                     f"input of shape {data.shape}; reduce broadcast axes with unbroadcast()."
                 )
             dtype = data.dtype
-            # ``is`` first: builtin dtypes are singletons and ``!=`` on dtypes is slow.
+            # `is` first: builtin dtypes are singletons and `!=` on dtypes is slow.
             if ig.dtype is not dtype and ig.dtype != dtype and dtype.kind == "f":
                 ig = ig.astype(dtype)  # keep each gradient in its tensor's dtype
             k = id(inp)
@@ -292,7 +292,7 @@ def _rebuild(struct: Any, it: Iterator[Any]) -> Any:
 
 
 def _pair_targets(target: Any, og: Any) -> list[tuple[Tensor, Any]]:
-    """(target tensor, its output gradient or None) for every Tensor in ``target``."""
+    """(target tensor, its output gradient or None) for every Tensor in `target`."""
     if isinstance(target, Tensor):
         return [(target, og)]
     if isinstance(target, dict):
@@ -318,10 +318,10 @@ def no_record() -> Iterator[None]:
         STATE.active = saved
 
 
-#: Alias of :func:`no_record`, after TensorFlow's ``tape.stop_recording()``.
+#: Alias of `no_record`, after TensorFlow's `tape.stop_recording()`.
 stop_recording: Callable[[], contextlib.AbstractContextManager[None]] = no_record
 
 
 def stop_gradient(x: Any) -> Tensor:
-    """A new Tensor sharing ``x``'s data that no tape tracks: gradients stop here."""
+    """A new Tensor sharing `x`'s data that no tape tracks: gradients stop here."""
     return _wrap(x.data if isinstance(x, Tensor) else np.asarray(x))

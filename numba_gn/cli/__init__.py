@@ -1,7 +1,7 @@
-"""The ``numba-gn`` command: ``info``, ``warmup``, ``check``, ``demo`` and ``bench``.
+"""The `numba-gn` command: `info`, `warmup`, `check`, `demo` and `bench`.
 
-Each subcommand lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``;
-heavy imports happen inside ``run`` so ``numba-gn --help`` stays instant.
+Each subcommand lives in its own module with `add_arguments(parser)` and `run(args) -> int`;
+heavy imports happen inside `run` so `numba-gn --help` stays instant.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``numba-gn``; returns the process exit code."""
+    """Entry point of `numba-gn`; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

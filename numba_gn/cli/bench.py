@@ -1,26 +1,26 @@
-"""``numba-gn bench``: speed and accuracy of numba_gn next to ``np.copyto``, NumPy and PyTorch.
+"""`numba-gn bench`: speed and accuracy of numba_gn next to `np.copyto`, NumPy and PyTorch.
 
 For each case (shape, channel axis, dtype; 32 groups, affine gamma/beta) and each pass (forward,
 forward + backward) it measures the median time per call and reports:
 
-* effective GB/s: ideal bytes / time, where the ideal is ``2 * x.nbytes`` for the forward (read
-  ``x``, write ``y``) and ``5 * x.nbytes`` for forward + backward (the backward also reads ``dy``
-  and ``x`` and writes ``dx``);
-* ``x copy``: time / the time of ``np.copyto`` of the same array into a preallocated one (the
+* effective GB/s: ideal bytes / time, where the ideal is `2 * x.nbytes` for the forward (read
+  `x`, write `y`) and `5 * x.nbytes` for forward + backward (the backward also reads `dy`
+  and `x` and writes `dx`);
+* `x copy`: time / the time of `np.copyto` of the same array into a preallocated one (the
   bandwidth floor: a forward cannot beat it);
-* ``vs torch`` / ``vs numpy``: the peer's time / numba_gn's time (above 1: numba_gn is faster),
-  for ``torch.nn.functional.group_norm`` at the same thread count (if torch is installed) and
-  plain NumPy in the input dtype (:mod:`numba_gn.numpy_reference`);
-* the max abs error of each implementation at offset 1e4 (``x = 1e4 + N(0, 1)``) against a
-  float64 NumPy reference computed from the same rounded input (``y`` for the forward, ``dx``
+* `vs torch` / `vs numpy`: the peer's time / numba_gn's time (above 1: numba_gn is faster),
+  for `torch.nn.functional.group_norm` at the same thread count (if torch is installed) and
+  plain NumPy in the input dtype (`numba_gn.numpy_reference`);
+* the max abs error of each implementation at offset 1e4 (`x = 1e4 + N(0, 1)`) against a
+  float64 NumPy reference computed from the same rounded input (`y` for the forward, `dx`
   for forward + backward).
 
-The numba_gn times shown write into preallocated outputs (``out=``, like the copy); the ratios
+The numba_gn times shown write into preallocated outputs (`out=`, like the copy); the ratios
 to the peers use numba_gn's allocating calls, since the peers allocate their results too.
 
 Phases: numba_gn, the copy and NumPy are timed first; PyTorch is timed in a separate Python
 process, so that its OpenMP pool and Numba's never compete for the cores (an idle pool that
-spins, as with ``OMP_WAIT_POLICY=active``, would take a core from the other); accuracy last
+spins, as with `OMP_WAIT_POLICY=active`, would take a core from the other); accuracy last
 (untimed).
 """
 
@@ -44,7 +44,7 @@ GROUPS = 32
 EPSILON = 1e-3
 OFFSET = 1e4
 PASSES = ("forward", "forward+backward")
-#: ideal bytes moved per pass, in units of ``x.nbytes``
+#: ideal bytes moved per pass, in units of `x.nbytes`
 IDEAL_BYTES = {"forward": 2, "forward+backward": 5}
 SCHEMA = 1
 #: What the numbers mean (also stored in the JSON output).
@@ -69,7 +69,7 @@ class Case:
 
     @property
     def layout(self) -> str:
-        """``channels-last`` (channel axis last) or ``channels-first`` (axis 1)."""
+        """`channels-last` (channel axis last) or `channels-first` (axis 1)."""
         return "channels-first" if self.axis == 1 else "channels-last"
 
     @property
@@ -93,18 +93,18 @@ TARGET_CASES = (
     Case("float16 channels-last", (8, 64, 64, 256), -1, "float16"),
     Case("float16 channels-first", (8, 256, 64, 64), 1, "float16"),
 )
-#: ``--quick``: tiny arrays only (what the tests run).
+#: `--quick`: tiny arrays only (what the tests run).
 QUICK_CASES = (
     Case("tiny channels-last", (2, 8, 8, 32), -1),
     Case("tiny channels-first", (2, 32, 8, 8), 1),
     Case("tiny float16", (2, 8, 8, 32), -1, "float16"),
 )
-#: ``--sweep``: (N, H=W) with C=256 from 64 KiB to 128 MiB of float32, in both layouts.
+#: `--sweep`: (N, H=W) with C=256 from 64 KiB to 128 MiB of float32, in both layouts.
 SWEEP_SIZES = ((1, 8), (1, 16), (4, 16), (4, 32), (4, 64), (16, 64), (32, 64))
 
 
 def sweep_cases(sizes: Iterable[tuple[int, int]] = SWEEP_SIZES) -> tuple[Case, ...]:
-    """The ``--sweep`` series: throughput against size for both layouts (float32)."""
+    """The `--sweep` series: throughput against size for both layouts (float32)."""
     cases = []
     for n, s in sizes:
         cases.append(Case(f"sweep NHWC {n}x{s}x{s}x256", (n, s, s, 256), -1, series="sweep"))
@@ -122,7 +122,7 @@ class Row:
     error: dict[str, float | None] = field(default_factory=dict)
 
     def ratios(self) -> dict[str, float | None]:
-        """``x_copy`` (time / copy time) and the peers' speed-ups over numba_gn."""
+        """`x_copy` (time / copy time) and the peers' speed-ups over numba_gn."""
         s = self.seconds
         own = s.get("numba_gn")
         alloc = s.get("numba_gn_alloc") or own
@@ -137,7 +137,7 @@ class Row:
         }
 
     def gbps(self) -> dict[str, float | None]:
-        """Effective GB/s of every timed implementation (the copy moves ``2 * nbytes``)."""
+        """Effective GB/s of every timed implementation (the copy moves `2 * nbytes`)."""
         ideal = IDEAL_BYTES[self.pass_] * self.case.nbytes
         out: dict[str, float | None] = {}
         for name, t in self.seconds.items():
@@ -146,7 +146,7 @@ class Row:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (see ``--json``)."""
+        """A JSON-ready dict (see `--json`)."""
         c = self.case
         return {
             "label": c.label,
@@ -194,7 +194,7 @@ class Progress:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``bench`` options."""
+    """`bench` options."""
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     parser.add_argument(
         "--threads", type=int, metavar="N", help="threads for Numba and PyTorch (default: Numba's)"
@@ -212,6 +212,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     parser.add_argument(
+        "--models",
+        action="store_true",
+        help="instead: training step and inference of a small ResNet and UNet next to PyTorch "
+        "(numba_gn.cli.bench_models)",
+    )
+    parser.add_argument(
         "--cold-start",
         action="store_true",
         help="also time import + first call with an empty kernel cache (compiles for seconds)",
@@ -224,7 +230,7 @@ def _set_wait_policy() -> str | None:
     GNU OpenMP puts idle worker threads to sleep after a short spin; on a busy, shared VM waking
     them again adds 0.1 ms to several ms to a call, which then measures the scheduler instead of
     the kernel. libgomp reads the variable when it is loaded, i.e. at the first parallel launch
-    (Numba) or at ``import torch``, so this runs before either.
+    (Numba) or at `import torch`, so this runs before either.
     """
     if "OMP_WAIT_POLICY" in os.environ:
         return None
@@ -234,6 +240,19 @@ def _set_wait_policy() -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     """Measure every case, print the tables, optionally write JSON; 0 on success."""
+    if args.models:
+        from numba_gn.cli import bench_models
+
+        rows_ = bench_models.measure(
+            steps=3 if args.quick else 10, repeat=min(args.repeat, 2) if args.quick else
+            args.repeat, threads=args.threads or 2, with_torch=not args.no_torch,
+            batch=8 if args.quick else 64,
+        )
+        bench_models.print_table(rows_)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows_, f, indent=2)
+        return 0
     wait_policy_set = _set_wait_policy()  # first: before anything can start an OpenMP pool
     import numba
 
@@ -254,7 +273,8 @@ def run(args: argparse.Namespace) -> int:
     repeat = max(1, min(args.repeat, 3) if quick else args.repeat)
     timer = _Timer(repeat=repeat, min_time=0.002 if quick else 0.02, budget=0.3 if quick else 4.0)
     # Only looked up here: torch is imported in its own phase, after numba_gn's timings.
-    use_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
+    torch_missing = not args.no_torch and importlib.util.find_spec("torch") is None
+    use_torch = not args.no_torch and not torch_missing
 
     rows = [Row(c, p) for c in cases for p in PASSES]
     with_errors = [c for c in cases if c.series == "targets"]
@@ -306,7 +326,7 @@ def run(args: argparse.Namespace) -> int:
         startup = measure_startup(cold=args.cold_start)
     progress.close()
 
-    _print_tables(rows, facts, startup)
+    _print_tables(rows, facts, startup, note=TORCH_MISSING if torch_missing else None)
     if args.json:
         report = {
             "schema": SCHEMA,
@@ -340,7 +360,7 @@ def _time_torch_elsewhere(
     by_case: dict[Case, dict[str, Row]],
     progress: Progress,
 ) -> str:
-    """Time PyTorch on every case in a fresh interpreter (:func:`torch_worker`); its version.
+    """Time PyTorch on every case in a fresh interpreter (`torch_worker`); its version.
 
     The worker reports each step as a JSON line, so the progress bar keeps moving.
     """
@@ -377,8 +397,8 @@ def _time_torch_elsewhere(
 def torch_worker() -> None:
     """Time PyTorch on the cases read as JSON from stdin; report JSON lines on stdout.
 
-    Runs in its own interpreter (see :func:`_time_torch_elsewhere`) on the same inputs
-    (:class:`_Data`) with the same timer settings as the numba_gn measurements.
+    Runs in its own interpreter (see `_time_torch_elsewhere`) on the same inputs
+    (`_Data`) with the same timer settings as the numba_gn measurements.
     """
     request = json.load(sys.stdin)
     from numba_gn import _peers
@@ -403,7 +423,7 @@ def torch_worker() -> None:
 
 
 class _Timer:
-    """Median seconds per call, with fewer samples for slow calls (at most ~``budget`` s each)."""
+    """Median seconds per call, with fewer samples for slow calls (at most ~`budget` s each)."""
 
     def __init__(self, repeat: int, min_time: float, budget: float):
         self.repeat, self.min_time, self.budget = repeat, min_time, budget
@@ -527,7 +547,7 @@ class _Data:
         )
 
     def errors(self, with_torch: bool) -> dict[str, dict[str, float | None]]:
-        """Max abs error of ``y`` (forward) and ``dx`` (forward + backward) per implementation."""
+        """Max abs error of `y` (forward) and `dx` (forward + backward) per implementation."""
         y64, dx64, _, _ = self.numpy_forward_backward(dtype=np.float64)
 
         def err(a: np.ndarray, ref: np.ndarray) -> float:
@@ -590,11 +610,11 @@ print(t1 - t0, t2 - t0)
 
 
 def measure_startup(cold: bool = False, runs: int = 3) -> dict[str, float]:
-    """Seconds for ``import numba_gn`` and import + first call, in fresh interpreters.
+    """Seconds for `import numba_gn` and import + first call, in fresh interpreters.
 
-    Warm: the on-disk kernel cache is populated (one unmeasured run first), median of ``runs``;
-    ``numba_floor_s`` is the same for a trivial cached Numba function (what any Numba library
-    costs at start-up). Cold (``cold=True``): one run with ``NUMBA_CACHE_DIR`` at an empty
+    Warm: the on-disk kernel cache is populated (one unmeasured run first), median of `runs`;
+    `numba_floor_s` is the same for a trivial cached Numba function (what any Numba library
+    costs at start-up). Cold (`cold=True`): one run with `NUMBA_CACHE_DIR` at an empty
     temporary folder, so the kernels the call needs are compiled.
     """
     import tempfile
@@ -648,12 +668,22 @@ def _fmt_err(e: float | None) -> str:
     return "-" if e is None else f"{e:.1e}"
 
 
-def _print_tables(rows: list[Row], facts: dict[str, str], startup: dict | None) -> None:
+#: Printed once, under the machine facts, when the PyTorch peer cannot be timed for lack of it
+#: (its cells then read "-"); `--no-torch` leaves it out on purpose and prints nothing.
+TORCH_MISSING = "PyTorch not installed: pip install torch to compare"
+
+
+def _print_tables(
+    rows: list[Row], facts: dict[str, str], startup: dict | None, note: str | None = None
+) -> None:
     print(
         f"numba_gn {facts['numba_gn']}, numba {facts['numba']}, numpy {facts['numpy']}, "
         f"torch {facts['torch']}; {facts['threads']} threads ({facts['threading layer']}) on "
-        f"{facts['cpus']} CPUs ({facts['cpu']}); OMP_WAIT_POLICY={facts['OMP_WAIT_POLICY']}\n"
+        f"{facts['cpus']} CPUs ({facts['cpu']}); OMP_WAIT_POLICY={facts['OMP_WAIT_POLICY']}"
     )
+    if note:
+        print(note)
+    print()
     head = (
         f"{'case':<24} {'shape':<18} {'dtype':<7} {'pass':<8} {'time':>10} {'GB/s':>6} "
         f"{'x copy':>7} {'vs torch':>8} {'vs numpy':>8}"

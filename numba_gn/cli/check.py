@@ -1,8 +1,8 @@
-"""``numba-gn check``: accuracy against a float64 NumPy reference and speed against a copy.
+"""`numba-gn check`: accuracy against a float64 NumPy reference and speed against a copy.
 
 Normalises a float32 batch on every layout (channels-last, channels-first, a middle axis, a
 tuple of axes), at offsets 0 and 1e4, and prints the max abs error and the time per call next to
-``np.copyto`` of the same array. Exits with status 1 if any error exceeds the tolerance.
+`np.copyto` of the same array. Exits with status 1 if any error exceeds the tolerance.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ TOLERANCE = 1e-5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``check`` options."""
+    """`check` options."""
     parser.add_argument(
         "--repeat", type=int, default=15, help="timing samples per case (median is shown)"
     )

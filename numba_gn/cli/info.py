@@ -1,4 +1,4 @@
-"""``numba-gn info``: what numba_gn runs on (versions, threads, cache)."""
+"""`numba-gn info`: what numba_gn runs on (versions, threads, cache)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import platform
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``info`` takes no arguments."""
+    """`info` takes no arguments."""
 
 
 def collect() -> dict[str, str]:
-    """The facts ``info`` prints, as strings (also used by ``bench`` to label results).
+    """The facts `info` prints, as strings (also used by `bench` to label results).
 
     Nothing is compiled: the threading layer is started (Numba does that on the first call of
     any parallel kernel, in milliseconds) but no kernel runs.

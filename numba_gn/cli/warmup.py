@@ -1,8 +1,8 @@
-"""``numba-gn warmup``: compile (or load) kernels now, in parallel processes, with progress.
+"""`numba-gn warmup`: compile (or load) kernels now, in parallel processes, with progress.
 
-Run it where the kernel cache is writable (after ``pip install``, in a container image's build
+Run it where the kernel cache is writable (after `pip install`, in a container image's build
 step, before starting workers) so that later processes load every kernel instead of compiling
-it. ``--jobs N`` spreads the compilation over N processes writing into the same cache.
+it. `--jobs N` spreads the compilation over N processes writing into the same cache.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ _CHILD = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``warmup`` options."""
+    """`warmup` options."""
     from numba_gn._warmup import DTYPES, LAYOUTS
 
     parser.add_argument(
@@ -83,7 +83,7 @@ class _Progress:
 
 
 def _run_jobs(todo: list, jobs: int, progress: _Progress):
-    """Split ``todo`` round-robin over ``jobs`` child processes and gather their reports."""
+    """Split `todo` round-robin over `jobs` child processes and gather their reports."""
     from dataclasses import astuple
 
     from numba_gn._warmup import Report

@@ -1,16 +1,16 @@
 """Scalar helpers shared by both kernel families (all inlined into the kernels).
 
-Numerical scheme (see ``docs/numerics.md``):
+Numerical scheme (see `docs/numerics.md`):
 
-* statistics are *shifted* sums ``S = sum(x - K)`` and ``Q = sum((x - K)**2)`` with a shift ``K``
+* statistics are *shifted* sums `S = sum(x - K)` and `Q = sum((x - K)**2)` with a shift `K`
   taken from the data of the same group, so there is no catastrophic cancellation at large
   offsets;
-* inside one piece of at most :data:`PIECE` elements the sums run in the input dtype over
-  ``lanes`` independent accumulators (so LLVM vectorises them without ``reassoc``); each piece's
+* inside one piece of at most `PIECE` elements the sums run in the input dtype over
+  `lanes` independent accumulators (so LLVM vectorises them without `reassoc`); each piece's
   sums are widened to float64 and pieces are merged by sequential float64 addition in a fixed
   order, so the result does not depend on how pieces are spread over threads;
-* the output is ``(x - m_hi) * a + b'`` with the mean split into a high part in the input dtype
-  and a float64 low part folded into ``b'``, which keeps float32 outputs exact to ~4e-7 even at
+* the output is `(x - m_hi) * a + b'` with the mean split into a high part in the input dtype
+  and a float64 low part folded into `b'`, which keeps float32 outputs exact to ~4e-7 even at
   offset 1e4.
 """
 
@@ -44,19 +44,19 @@ def load(v):
 
 
 def store(value, like):
-    """A compute value as an element of the storage array ``like`` (float32 -> float16 bits)."""
+    """A compute value as an element of the storage array `like` (float32 -> float16 bits)."""
     if like.dtype == np.uint16:
         return np.array(value, dtype=np.float16).view(np.uint16)[()]
     return value
 
 
 def compute_zeros(like, n):
-    """Zeros of length ``n`` in the compute dtype of the storage array ``like``."""
+    """Zeros of length `n` in the compute dtype of the storage array `like`."""
     return np.zeros(n, dtype=np.float32 if like.dtype == np.uint16 else like.dtype)
 
 
 def compute_empty(like, shape):
-    """An empty array of ``shape`` in the compute dtype of the storage array ``like``."""
+    """An empty array of `shape` in the compute dtype of the storage array `like`."""
     return np.empty(shape, dtype=np.float32 if like.dtype == np.uint16 else like.dtype)
 
 
@@ -94,10 +94,10 @@ def _compute_empty_impl(like, shape):
 
 @inline
 def shifted_sums(seg, K, acc):
-    """Return float64 ``(sum(seg - K), sum((seg - K)**2))`` of a contiguous 1-D ``seg``.
+    """Return float64 `(sum(seg - K), sum((seg - K)**2))` of a contiguous 1-D `seg`.
 
-    ``acc`` is caller-provided scratch of shape (2, lanes) in the compute dtype (allocating it
-    per call costs as much as summing a piece): ``lanes`` independent accumulators, updated four
+    `acc` is caller-provided scratch of shape (2, lanes) in the compute dtype (allocating it
+    per call costs as much as summing a piece): `lanes` independent accumulators, updated four
     rows at a time (a quarter of the accumulator loads and stores, which bound this loop), then
     widened to float64.
     """
@@ -143,11 +143,11 @@ def shifted_sums(seg, K, acc):
 
 @inline
 def dy_sums(dys, xs, mh, ml, acc):
-    """Return float64 ``(sum(dy), sum(dy * (x - mean)))`` over contiguous 1-D runs.
+    """Return float64 `(sum(dy), sum(dy * (x - mean)))` over contiguous 1-D runs.
 
-    ``mh`` is the mean rounded to the input dtype and ``ml`` the rest, so ``(x - mh) - ml`` is the
-    centred value without the cancellation of ``x*dy - mean*dy``. Four rows per accumulator
-    update and caller-provided scratch ``acc``, as in :func:`shifted_sums`.
+    `mh` is the mean rounded to the input dtype and `ml` the rest, so `(x - mh) - ml` is the
+    centred value without the cancellation of `x*dy - mean*dy`. Four rows per accumulator
+    update and caller-provided scratch `acc`, as in `shifted_sums`.
     """
     lanes = acc.shape[1]
     nrows = xs.size // lanes
@@ -196,7 +196,7 @@ def dy_sums(dys, xs, mh, ml, acc):
 
 @inline
 def finish_stats(K, S, Q, count, eps):
-    """Turn shifted sums into ``(mean, rstd)`` in float64 (variance clamped at zero)."""
+    """Turn shifted sums into `(mean, rstd)` in float64 (variance clamped at zero)."""
     dm = S / count
     var = Q / count - dm * dm
     if var < 0.0:
@@ -205,7 +205,7 @@ def finish_stats(K, S, Q, count, eps):
 
 
 def rounded(value, like):
-    """Round the float64 ``value`` to the compute dtype of the storage array ``like``."""
+    """Round the float64 `value` to the compute dtype of the storage array `like`."""
     return (np.float32 if like.dtype in (np.float32, np.uint16) else np.float64)(value)
 
 
@@ -220,7 +220,7 @@ def _rounded_impl(value, like):
 
 @inline
 def param_grads(db, ds, rstd, N, G, C, dgamma, dbeta):
-    """Per channel ``dgamma = sum_n rstd*ds`` and ``dbeta = sum_n db``, sequential in n.
+    """Per channel `dgamma = sum_n rstd*ds` and `dbeta = sum_n db`, sequential in n.
 
     Samples in the outer loop, so the inner one runs along contiguous channels (vectorised);
     each channel's sum still adds its samples in order.

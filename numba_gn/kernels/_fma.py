@@ -1,9 +1,9 @@
-"""``fma(a, b, c)``: ``a*b + c`` rounded once, the same bits on every CPU and every path.
+"""`fma(a, b, c)`: `a*b + c` rounded once, the same bits on every CPU and every path.
 
-The kernels are compiled without ``fastmath`` contraction, so LLVM never fuses a multiply and
+The kernels are compiled without `fastmath` contraction, so LLVM never fuses a multiply and
 an add on its own (whether it did depended on the CPU having FMA instructions and on how each
 loop was vectorised). Where a fused multiply-add is wanted, the kernels say so with this
-function; it becomes ``llvm.fma``, one instruction on CPUs with FMA and an exact library call
+function; it becomes `llvm.fma`, one instruction on CPUs with FMA and an exact library call
 elsewhere, in scalar and vector code alike.
 """
 
@@ -21,13 +21,13 @@ _FLOATS = (types.float32, types.float64)
 
 
 def fma(a, b, c):
-    """``a*b + c`` with a single rounding (Python definition, used under NUMBA_DISABLE_JIT)."""
+    """`a*b + c` with a single rounding (Python definition, used under NUMBA_DISABLE_JIT)."""
     exact = Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))
     return np.result_type(a, b, c).type(float(exact))
 
 
 def llvm_fma(builder: ir.IRBuilder, ty: ir.Type) -> ir.Function:
-    """The ``llvm.fma`` declaration for a float or double scalar or vector type ``ty``."""
+    """The `llvm.fma` declaration for a float or double scalar or vector type `ty`."""
     element = ty.element if isinstance(ty, ir.VectorType) else ty
     bits = 32 if isinstance(element, ir.FloatType) else 64
     suffix = f"v{ty.count}f{bits}" if isinstance(ty, ir.VectorType) else f"f{bits}"

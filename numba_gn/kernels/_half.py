@@ -1,11 +1,11 @@
 """Bit-exact float16 <-> float32 conversion inside kernels (Numba has no CPU float16 type).
 
-float16 arrays reach the kernels as ``uint16`` views; values are widened to float32 when loaded
+float16 arrays reach the kernels as `uint16` views; values are widened to float32 when loaded
 and rounded back (round to nearest even, like NumPy) when stored, so a float16 call reads and
-writes half the bytes of a float32 one instead of paying two NumPy ``astype`` passes.
+writes half the bytes of a float32 one instead of paying two NumPy `astype` passes.
 
-Where the CPU converts in hardware (x86 F16C, AArch64) LLVM's ``fpext``/``fptrunc`` on the
-``half`` type are used (one instruction per vector); elsewhere a branch-free bitwise version
+Where the CPU converts in hardware (x86 F16C, AArch64) LLVM's `fpext`/`fptrunc` on the
+`half` type are used (one instruction per vector); elsewhere a branch-free bitwise version
 (vectorised, about 9x slower) gives the same bits.
 """
 
@@ -43,7 +43,7 @@ def _f32_as_u32(typingctx, v):
 
 @intrinsic
 def _hw_half_to_float(typingctx, v):
-    """uint16 half bits -> float32 with LLVM's ``fpext`` (one F16C instruction per vector)."""
+    """uint16 half bits -> float32 with LLVM's `fpext` (one F16C instruction per vector)."""
     sig = types.float32(types.uint16)
 
     def codegen(context, builder, signature, args):
@@ -54,7 +54,7 @@ def _hw_half_to_float(typingctx, v):
 
 @intrinsic
 def _hw_float_to_half(typingctx, v):
-    """float32 -> uint16 half bits with LLVM's ``fptrunc`` (round to nearest even)."""
+    """float32 -> uint16 half bits with LLVM's `fptrunc` (round to nearest even)."""
     sig = types.uint16(types.float32)
 
     def codegen(context, builder, signature, args):
@@ -65,7 +65,7 @@ def _hw_float_to_half(typingctx, v):
 
 @inline
 def _mask(cond):
-    """All ones if ``cond`` else all zeros (branch-free selects vectorise)."""
+    """All ones if `cond` else all zeros (branch-free selects vectorise)."""
     return np.uint32(0) - np.uint32(cond)
 
 

@@ -1,22 +1,22 @@
 """The output passes' inner loops, with optional *streaming* (non-temporal) stores.
 
 A normal store first reads the destination's cache line (write-allocate), so writing an output
-that does not fit in the cache costs a read as well as a write; ``np.copyto`` avoids that read
+that does not fit in the cache costs a read as well as a write; `np.copyto` avoids that read
 with non-temporal stores, which is why a plain Numba output loop is slower than the copy it is
 measured against. LLVM's loop vectoriser refuses non-temporal stores unless it can prove their
 alignment, so the float32/float64 loops are written directly in LLVM IR: a scalar head up to a
-cache-line aligned output address, 32-byte vectors with ``!nontemporal`` stores over whole
-lines, a scalar tail. With ``stream=False`` the same loop uses ordinary stores (for outputs
+cache-line aligned output address, 32-byte vectors with `!nontemporal` stores over whole
+lines, a scalar tail. With `stream=False` the same loop uses ordinary stores (for outputs
 that should stay in the cache for whoever reads them next). The ordinary-store loop could be
 plain Numba code, but it is kept in IR because it compiles faster: typing a Numba loop through
 the storage-dtype helpers at every call site made a kernel's first compilation about 1.5 times
 as long.
 
-This IR is behind one switch: ``NUMBA_GN_STREAMING_STORES=0`` in the environment before import
-makes every output loop plain Numba code (:func:`_affine_plain`, :func:`_affine_grad_plain`),
+This IR is behind one switch: `NUMBA_GN_STREAMING_STORES=0` in the environment before import
+makes every output loop plain Numba code (`_affine_plain`, `_affine_grad_plain`),
 with the same bits; float16 data (uint16 storage) always takes those. Both kinds compute with
-explicit fused multiply-adds (:func:`~numba_gn.kernels._fma.fma` in the plain loops,
-``llvm.fma`` in the IR). A kernel that streams calls :func:`store_fence` after its last
+explicit fused multiply-adds (`fma` in the plain loops,
+`llvm.fma` in the IR). A kernel that streams calls `store_fence` after its last
 streaming store of a parallel iteration: non-temporal stores are weakly ordered, and the fence
 makes them visible before the thread reports that its work is done.
 """
@@ -36,9 +36,9 @@ from numba_gn._knobs import STREAMING_STORES
 from numba_gn.kernels._common import load, store
 from numba_gn.kernels._fma import fma, llvm_fma
 
-#: Vector width of the IR loops in bytes (AVX registers; what ``movntps ymm`` stores at once).
+#: Vector width of the IR loops in bytes (AVX registers; what `movntps ymm` stores at once).
 VECTOR_BYTES = 32
-#: Cache-line size: streaming stores fill whole lines (see :func:`_emit_rows`).
+#: Cache-line size: streaming stores fill whole lines (see `_emit_rows`).
 LINE_BYTES = 64
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 _FLOATS = (types.float32, types.float64)
@@ -57,9 +57,9 @@ def _window(v, start, n):
 
 
 def affine(y, x, lo, n, m, a, b, clo, stream):
-    """``y[lo+j] = (x[lo+j] - m) * a + b`` for ``j < n``, one rounding (fused multiply-add).
+    """`y[lo+j] = (x[lo+j] - m) * a + b` for `j < n`, one rounding (fused multiply-add).
 
-    ``m``, ``a`` and ``b`` are each a scalar or an array read at ``clo + j``; ``stream`` selects
+    `m`, `a` and `b` are each a scalar or an array read at `clo + j`; `stream` selects
     non-temporal stores for float32/float64 outputs.
     """
     for j in range(n):
@@ -68,9 +68,9 @@ def affine(y, x, lo, n, m, a, b, clo, stream):
 
 
 def affine_grad(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo, stream):
-    """``dx = c1*dy + (c2*((x - mh) - ml) + c3)`` over ``[lo, lo+n)``, two fused multiply-adds.
+    """`dx = c1*dy + (c2*((x - mh) - ml) + c3)` over `[lo, lo+n)`, two fused multiply-adds.
 
-    Coefficients are scalars or arrays read at ``clo + j``, as in :func:`affine`.
+    Coefficients are scalars or arrays read at `clo + j`, as in `affine`.
     """
     for j in range(n):
         k = clo + j
@@ -80,7 +80,7 @@ def affine_grad(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo, stream):
 
 
 def store_fence(stream):
-    """Order this thread's earlier streaming stores before its later stores (if ``stream``)."""
+    """Order this thread's earlier streaming stores before its later stores (if `stream`)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -88,12 +88,12 @@ def store_fence(stream):
 
 
 def _data(context, builder, arr_type, value, offset):
-    """Pointer to element ``offset`` of a Numba array."""
+    """Pointer to element `offset` of a Numba array."""
     return builder.gep(context.make_array(arr_type)(context, builder, value).data, [offset])
 
 
 class _Operand:
-    """A coefficient: an array read at ``clo + j`` or a scalar splatted to vectors."""
+    """A coefficient: an array read at `clo + j` or a scalar splatted to vectors."""
 
     def __init__(self, context, builder, typ, value, clo):
         self.pointer = None
@@ -116,7 +116,7 @@ class _Operand:
 
 
 def _emit_rows(context, builder, dtype, out_ptr, data_ptrs, operands, n, stream, expr):
-    """Emit ``out[j] = expr(data[j]..., operands[j]...)`` for ``j < n`` (see the module doc)."""
+    """Emit `out[j] = expr(data[j]..., operands[j]...)` for `j < n` (see the module doc)."""
     fty = context.get_value_type(dtype)
     size = 4 if dtype == types.float32 else 8
     width = VECTOR_BYTES // size
@@ -188,7 +188,7 @@ def _emit_rows(context, builder, dtype, out_ptr, data_ptrs, operands, n, stream,
 
 
 def _contiguous(typ, dtype):
-    """A 1-D array of ``dtype`` whose elements are adjacent (the IR indexes it by pointer)."""
+    """A 1-D array of `dtype` whose elements are adjacent (the IR indexes it by pointer)."""
     if not isinstance(typ, types.Array):
         return False
     return typ.dtype == dtype and typ.ndim == 1 and typ.layout == "C"
@@ -298,7 +298,7 @@ def _window_impl(v, start, n):
 
 @inline
 def _affine_plain(y, x, lo, n, m, a, b, clo):
-    # Slices first: indexing by ``j`` itself lets Numba drop the negative-index checks that
+    # Slices first: indexing by `j` itself lets Numba drop the negative-index checks that
     # would otherwise stop LLVM from vectorising the loop.
     ys = y[lo : lo + n]
     xs = x[lo : lo + n]
@@ -326,7 +326,7 @@ def _affine_grad_plain(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo):
 
 
 def _uses_ir(x):
-    """Whether the output loops for storage arrays of type ``x`` are the IR ones."""
+    """Whether the output loops for storage arrays of type `x` are the IR ones."""
     return STREAMING_STORES and _is_float_array(x)
 
 

@@ -1,18 +1,18 @@
-"""Row family: channels-last-like data, where a group's run ``L = D*B`` is too short to vectorise.
+"""Row family: channels-last-like data, where a group's run `L = D*B` is too short to vectorise.
 
-The canonical view is a flat, C-contiguous array indexed as ``(N, A, R)`` with rows of
-``R = C*B`` values holding every channel. Each block of rows accumulates *per column* (vectorised
+The canonical view is a flat, C-contiguous array indexed as `(N, A, R)` with rows of
+`R = C*B` values holding every channel. Each block of rows accumulates *per column* (vectorised
 over the whole row) in the input dtype, shifted by the sample's first row; blocks are widened to
 float64 and merged in block order, then columns are combined into groups with the parallel-axis
 formula in float64. The output uses per-column coefficient vectors, so the last pass is a pure
 vector FMA over the row whatever the group size.
 
 Two parallel strategies compute the same bits: with many samples each thread takes whole
-samples (``*_samples_par``: one launch, no barrier between a sample's passes); with few, every
-sample's blocks are spread over all threads, a wave of samples at a time (``forward_par``,
-``backward_par``).
+samples (`*_samples_par`: one launch, no barrier between a sample's passes); with few, every
+sample's blocks are spread over all threads, a wave of samples at a time (`forward_par`,
+`backward_par`).
 
-A block never holds more than :data:`MAX_BLOCK_ROWS` rows (float32 accumulation error stays at
+A block never holds more than `MAX_BLOCK_ROWS` rows (float32 accumulation error stays at
 ~1e-7) and its size depends on the shape only, so results do not depend on the thread count.
 """
 
@@ -39,13 +39,13 @@ BLOCK_ELEMENTS = 16384
 
 @inline
 def block_rows(A, R):
-    """Rows per block: about :data:`BLOCK_ELEMENTS`, at most :data:`MAX_BLOCK_ROWS`, at least 1."""
+    """Rows per block: about `BLOCK_ELEMENTS`, at most `MAX_BLOCK_ROWS`, at least 1."""
     return max(1, min(MAX_BLOCK_ROWS, BLOCK_ELEMENTS // max(R, 1), A))
 
 
 @inline
 def _row(flat, i, R):
-    """Row ``i`` of a flat array of rows of length ``R`` (a view)."""
+    """Row `i` of a flat array of rows of length `R` (a view)."""
     return flat[i * R : (i + 1) * R]
 
 
@@ -87,7 +87,7 @@ def _block_sums(xf, u, nb, A, R, rpb, part):
 
 @inline
 def _sample_totals(part, n, nb, R):
-    """Per-column float64 totals of sample ``n``'s block sums, added in block order."""
+    """Per-column float64 totals of sample `n`'s block sums, added in block order."""
     first = np.zeros(R, dtype=np.float64)
     second = np.zeros(R, dtype=np.float64)
     for b in range(n * nb, (n + 1) * nb):
@@ -99,7 +99,7 @@ def _sample_totals(part, n, nb, R):
 
 @inline
 def _merge_sample(xf, n, nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coef):
-    """Stats of sample ``n`` from its block sums, then its per-column output coefficients."""
+    """Stats of sample `n` from its block sums, then its per-column output coefficients."""
     R = C * B
     D = C // G
     L = D * B
@@ -123,7 +123,7 @@ def _merge_sample(xf, n, nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coe
         rstd[n * G + g] = r
         mh = rounded(mu, xf)
         ml = mu - np.float64(mh)
-        # Channel by channel, not ``c = j // B`` per column: an integer division per column
+        # Channel by channel, not `c = j // B` per column: an integer division per column
         # cost more than the rest of the merge.
         for c in range(g * D, (g + 1) * D):
             a = r * gamma[c]
@@ -147,7 +147,7 @@ def _apply_block(xf, yf, u, nb, A, R, rpb, coef, stream):
 
 @kernel(parallel=True)
 def forward_par(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, wave, stream):
-    """Forward pass, ``wave`` samples at a time: block sums, per-sample merge, output.
+    """Forward pass, `wave` samples at a time: block sums, per-sample merge, output.
 
     Each wave's second read of x (the output pass) comes from the cache when the wave fits in
     it; waves change the order of work only, never the arithmetic.
@@ -190,7 +190,7 @@ def forward_ser(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, stream):
 
 @inline
 def _centres(xf, mean, n, G, C, B, cen):
-    """Per-column ``(m_hi, m_lo)`` of sample ``n`` in x's dtype, into ``cen`` of shape (2, R)."""
+    """Per-column `(m_hi, m_lo)` of sample `n` in x's dtype, into `cen` of shape (2, R)."""
     L = (C // G) * B
     for g in range(G):
         mu = mean[n * G + g]
@@ -249,7 +249,7 @@ def _bwd_block_sums(dyf, xf, u, nb, A, R, rpb, cen, part):
 
 @inline
 def _bwd_merge_sample(n, nb, G, A, C, B, gamma, rstd, part, db, ds, coef):
-    """Per-channel sums of sample ``n`` and its per-column dx coefficients (c1, c2, c3)."""
+    """Per-channel sums of sample `n` and its per-column dx coefficients (c1, c2, c3)."""
     R = C * B
     D = C // G
     M = A * D * B
@@ -295,7 +295,7 @@ def _bwd_apply_block(dyf, xf, dxf, u, nb, A, R, rpb, cen, coef, stream):
 
 @kernel(parallel=True)
 def backward_par(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta, wave, stream):
-    """Backward pass, ``wave`` samples at a time (see :func:`forward_par`), then dgamma/dbeta."""
+    """Backward pass, `wave` samples at a time (see `forward_par`), then dgamma/dbeta."""
     R = C * B
     rpb = block_rows(A, R)
     nb = (A + rpb - 1) // rpb

@@ -1,14 +1,14 @@
-"""Slab family: one (sample, group) is ``A`` contiguous segments of ``L = D*B`` elements.
+"""Slab family: one (sample, group) is `A` contiguous segments of `L = D*B` elements.
 
-The canonical view is a flat, C-contiguous array indexed as ``(N, A, C, B)``: ``A`` is the product
-of the axes before the channel axis, ``B`` the product of those after it. Channels-first data
-(``A == 1``) gives one contiguous slab per (n, g); data with a channel axis in the middle gives
-``A`` segments per slab.
+The canonical view is a flat, C-contiguous array indexed as `(N, A, C, B)`: `A` is the product
+of the axes before the channel axis, `B` the product of those after it. Channels-first data
+(`A == 1`) gives one contiguous slab per (n, g); data with a channel axis in the middle gives
+`A` segments per slab.
 
-Work is cut into *units* of about :data:`PIECE` elements: pieces of at most ``PIECE`` of a long
+Work is cut into *units* of about `PIECE` elements: pieces of at most `PIECE` of a long
 segment, or several whole short segments. A slab's statistics are always the sequential float64
 sum of its units' sums in order, whether the units were summed by one thread (the fused kernels,
-one slab per ``prange`` iteration, while the slab is hot in L2) or spread over all threads (the
+one slab per `prange` iteration, while the slab is hot in L2) or spread over all threads (the
 chunked kernels, for few large slabs). So every path and every thread count gives the same bits.
 """
 
@@ -32,7 +32,7 @@ from numba_gn.kernels._common import (
 from numba_gn.kernels._fma import fma
 from numba_gn.kernels._stream import affine, affine_grad, store_fence
 
-#: Channel runs (``B`` contiguous elements of one channel) shorter than this are not written one
+#: Channel runs (`B` contiguous elements of one channel) shorter than this are not written one
 #: output call per run: the per-element work would be smaller than the cost of the call.
 SHORT_RUN = 64
 
@@ -54,16 +54,16 @@ def _slab_shift(xf, n, g, A, C, B, D, lanes):
     return rounded(t / m, xf)
 
 
-# Units: how the ``A`` segments of ``L`` elements of a slab (or of a channel's runs) are cut into
+# Units: how the `A` segments of `L` elements of a slab (or of a channel's runs) are cut into
 # the pieces whose sums are merged in float64. Long segments are cut into pieces of at most PIECE
-# elements; short ones are grouped, ``PIECE // L`` whole segments to a unit, so that the fixed
+# elements; short ones are grouped, `PIECE // L` whole segments to a unit, so that the fixed
 # cost of a unit (clearing and reducing the lane accumulators) is paid once per ~PIECE elements
 # rather than once per segment (a channel axis in the middle has segments of a few dozen).
 
 
 @inline
 def _unit_layout(L, A):
-    """``(segments per unit, pieces per segment, units)`` for ``A`` segments of ``L``."""
+    """`(segments per unit, pieces per segment, units)` for `A` segments of `L`."""
     if L >= PIECE:
         P = (L + PIECE - 1) // PIECE
         return 1, P, A * P
@@ -73,7 +73,7 @@ def _unit_layout(L, A):
 
 @inline
 def _unit_span(u, L, A, per, P):
-    """Unit ``u``: segments ``[a0, a1)`` and elements ``[start, stop)`` of each of them."""
+    """Unit `u`: segments `[a0, a1)` and elements `[start, stop)` of each of them."""
     if L >= PIECE:
         a = u // P
         start = (u - a * P) * PIECE
@@ -84,7 +84,7 @@ def _unit_span(u, L, A, per, P):
 
 @subroutine
 def _segments_sums(xf, first, stride, a0, a1, L, K, acc):
-    """Shifted sums of whole segments ``a0..a1-1`` in one set of lane accumulators."""
+    """Shifted sums of whole segments `a0..a1-1` in one set of lane accumulators."""
     lanes = acc.shape[1]
     nrows = L // lanes
     S = 0.0
@@ -120,7 +120,7 @@ def _segments_sums(xf, first, stride, a0, a1, L, K, acc):
 
 @inline
 def _unit_sums(xf, first, stride, u, L, A, per, P, K, acc):
-    """Shifted sums of unit ``u`` of the segments that start at ``first + a*stride``."""
+    """Shifted sums of unit `u` of the segments that start at `first + a*stride`."""
     a0, a1, start, stop = _unit_span(u, L, A, per, P)
     if L >= PIECE or (a1 - a0 == 1 and L >= acc.shape[1]):
         base = first + a0 * stride
@@ -148,7 +148,7 @@ def _slab_sums(xf, n, g, A, C, B, D, K, lanes):
 
 @inline
 def _slab_coefs(mu, r, gamma, beta, g, D, coef, xf):
-    """Per-channel ``(a, b')`` of ``y = (x - m_hi)*a + b'`` into ``coef[:D]``; returns m_hi."""
+    """Per-channel `(a, b')` of `y = (x - m_hi)*a + b'` into `coef[:D]`; returns m_hi."""
     mh = rounded(mu, xf)
     ml = mu - np.float64(mh)
     for d in range(D):
@@ -161,7 +161,7 @@ def _slab_coefs(mu, r, gamma, beta, g, D, coef, xf):
 
 @subroutine
 def _spread(coef, k, B, start, length, out):
-    """``out[j] = coef[(start + j) // B, k]``: per-channel coefficients laid out per element."""
+    """`out[j] = coef[(start + j) // B, k]`: per-channel coefficients laid out per element."""
     if B == 1:  # channels-last: a plain (strided) copy
         for j in range(length):
             out[j] = coef[start + j, k]
@@ -179,11 +179,11 @@ def _spread(coef, k, B, start, length, out):
 
 @inline
 def _normalize_piece(xf, yf, base, start, length, B, coef, mh, stream, scratch):
-    """Normalise elements ``[start, start+length)`` of the segment that begins at ``base``.
+    """Normalise elements `[start, start+length)` of the segment that begins at `base`.
 
-    Long channel runs take one output call each; short ones (``B < SHORT_RUN``, down to one
-    element per channel in channels-last data) are first spread per element into ``scratch``
-    (2 x ``PIECE`` values), so the whole piece is one call with the same arithmetic.
+    Long channel runs take one output call each; short ones (`B < SHORT_RUN`, down to one
+    element per channel in channels-last data) are first spread per element into `scratch`
+    (2 x `PIECE` values), so the whole piece is one call with the same arithmetic.
     """
     if B < SHORT_RUN:
         _spread(coef, 0, B, start, length, scratch[0])
@@ -239,7 +239,7 @@ def forward_fused_par(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rstd
 
 @kernel
 def forward_fused_ser(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream):
-    """Serial twin of :func:`forward_fused_par` (small inputs, forked children)."""
+    """Serial twin of `forward_fused_par` (small inputs, forked children)."""
     for s in range(N * G):
         _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream)
 
@@ -306,7 +306,7 @@ def forward_chunked_par(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rs
 
 @subroutine
 def _segments_dy_sums(dyf, xf, first, stride, a0, a1, L, mh, ml, acc):
-    """:func:`dy_sums` of whole runs ``a0..a1-1`` in one set of lane accumulators."""
+    """`dy_sums` of whole runs `a0..a1-1` in one set of lane accumulators."""
     lanes = acc.shape[1]
     nrows = L // lanes
     Sd = 0.0
@@ -343,7 +343,7 @@ def _segments_dy_sums(dyf, xf, first, stride, a0, a1, L, mh, ml, acc):
 
 @inline
 def _unit_dy_sums(dyf, xf, first, stride, u, L, A, per, P, mh, ml, acc):
-    """``(sum(dy), sum(dy*(x-mean)))`` of unit ``u`` of the runs at ``first + a*stride``."""
+    """`(sum(dy), sum(dy*(x-mean)))` of unit `u` of the runs at `first + a*stride`."""
     a0, a1, start, stop = _unit_span(u, L, A, per, P)
     if L >= PIECE or (a1 - a0 == 1 and L >= acc.shape[1]):
         lo = first + a0 * stride
@@ -353,9 +353,9 @@ def _unit_dy_sums(dyf, xf, first, stride, u, L, A, per, P, mh, ml, acc):
 
 @inline
 def _channel_sums(dyf, xf, n, c, A, C, B, mh, ml, acc, per, P, U):
-    """``(sum(dy), sum(dy*(x-mean)))`` over one (sample, channel), units merged in order.
+    """`(sum(dy), sum(dy*(x-mean)))` over one (sample, channel), units merged in order.
 
-    ``(per, P, U)`` is :func:`_unit_layout` of the runs, computed once by the caller: integer
+    `(per, P, U)` is `_unit_layout` of the runs, computed once by the caller: integer
     divisions per channel cost more than the sums of a short channel.
     """
     first = (n * A * C + c) * B
@@ -370,9 +370,9 @@ def _channel_sums(dyf, xf, n, c, A, C, B, mh, ml, acc, per, P, U):
 
 @subroutine
 def _short_channel_sums(dyf, xf, n, g, A, C, B, D, mh, ml, per, U, db, ds):
-    """:func:`_channel_sums` of a group's channels whose runs are shorter than the lanes.
+    """`_channel_sums` of a group's channels whose runs are shorter than the lanes.
 
-    The same float64 sums in the same unit order (what :func:`_segments_dy_sums` does with no
+    The same float64 sums in the same unit order (what `_segments_dy_sums` does with no
     full row), written as one flat loop: through the nested helpers each channel cost about
     60 ns of array reference counting, more than the sums of a one-element run.
     """
@@ -396,7 +396,7 @@ def _short_channel_sums(dyf, xf, n, g, A, C, B, D, mh, ml, per, U, db, ds):
 
 @inline
 def _group_dx_coefs(r, gamma, g, D, M, db, ds, row, coef):
-    """Coefficients of ``dx = c1*dy + c2*(x-mean) + c3`` for the channels of one group."""
+    """Coefficients of `dx = c1*dy + c2*(x-mean) + c3` for the channels of one group."""
     sum_gdb = 0.0
     sum_gds = 0.0
     for d in range(D):
@@ -413,7 +413,7 @@ def _group_dx_coefs(r, gamma, g, D, M, db, ds, row, coef):
 
 @inline
 def _dx_run(dyf, xf, dxf, start, length, c1, c2, c3, mh, ml, stream):
-    """The gradient over ``[start, start+length)`` with one channel's coefficients."""
+    """The gradient over `[start, start+length)` with one channel's coefficients."""
     if length >= SHORT_RUN:
         affine_grad(dxf, dyf, xf, start, length, mh, ml, c1, c2, c3, 0, stream)
         return
@@ -479,7 +479,7 @@ def backward_fused_par(
 def backward_fused_ser(
     dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta, stream
 ):
-    """Serial twin of :func:`backward_fused_par`."""
+    """Serial twin of `backward_fused_par`."""
     db = np.empty(N * C, dtype=np.float64)
     ds = np.empty(N * C, dtype=np.float64)
     for s in range(N * G):

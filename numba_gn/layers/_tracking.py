@@ -1,12 +1,12 @@
 """Lists and dicts that tell the layer holding them when layers or Variables come and go.
 
-A list or dict assigned to a layer attribute (``self.blocks = [Dense(4), Dense(4)]``) is
-replaced by a :class:`TrackedList` / :class:`TrackedDict` copy, as Keras does, so that a layer
-appended or stored later (``self.blocks.append(Dense(2))``) is tracked too, and one removed is
+A list or dict assigned to a layer attribute (`self.blocks = [Dense(4), Dense(4)]`) is
+replaced by a `TrackedList` / `TrackedDict` copy, as Keras does, so that a layer
+appended or stored later (`self.blocks.append(Dense(2))`) is tracked too, and one removed is
 untracked. The containers only report changes; the owner (a
-:class:`~numba_gn.layers.Layer`) decides what is tracked (see ``Layer.__setattr__``).
+`Layer`) decides what is tracked (see `Layer.__setattr__`).
 
-A container keeps its owner in its ``__dict__``, not in what it is rebuilt from, so copying or
+A container keeps its owner in its `__dict__`, not in what it is rebuilt from, so copying or
 pickling the container alone or with its layer rebuilds it without replaying the changes.
 """
 
@@ -48,7 +48,7 @@ class _Reporting:
 
 
 class TrackedList(_Reporting, list):
-    """A ``list`` that reports added and removed values to the layer owning it."""
+    """A `list` that reports added and removed values to the layer owning it."""
 
     def __init__(self, values: Iterable[Any] = (), owner: Any = None) -> None:
         super().__init__(values)
@@ -61,13 +61,13 @@ class TrackedList(_Reporting, list):
     # change as list does, then reports it.
 
     def append(self, value: Any) -> None:
-        """Append ``value``, tracking the layers and Variables in it."""
+        """Append `value`, tracking the layers and Variables in it."""
         value, found = self._adopt(value)
         super().append(value)
         self._report(found, ())
 
     def insert(self, index: SupportsIndex, value: Any) -> None:
-        """Insert ``value`` before ``index``, tracking the layers and Variables in it."""
+        """Insert `value` before `index`, tracking the layers and Variables in it."""
         value, found = self._adopt(value)
         super().insert(index, value)
         self._report(found, ())
@@ -100,13 +100,13 @@ class TrackedList(_Reporting, list):
         self._report([], old if isinstance(index, slice) else [old])
 
     def pop(self, index: SupportsIndex = -1) -> Any:
-        """Remove and return the value at ``index``, untracking what no attribute holds."""
+        """Remove and return the value at `index`, untracking what no attribute holds."""
         value = super().pop(index)
         self._report([], [value])
         return value
 
     def remove(self, value: Any) -> None:
-        """Remove the first occurrence of ``value``, untracking what no attribute holds."""
+        """Remove the first occurrence of `value`, untracking what no attribute holds."""
         index = next((i for i, v in enumerate(self) if v is value), None)
         if index is None:
             index = self.index(value)  # ValueError when absent, as list
@@ -120,7 +120,7 @@ class TrackedList(_Reporting, list):
 
 
 class TrackedDict(_Reporting, dict):
-    """A ``dict`` that reports added and removed values to the layer owning it."""
+    """A `dict` that reports added and removed values to the layer owning it."""
 
     def __init__(self, values: Any = (), owner: Any = None) -> None:
         super().__init__(values)
@@ -141,7 +141,7 @@ class TrackedDict(_Reporting, dict):
         self._report([], [value])
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
-        """``self[key]``, first set to ``default`` (tracked) when missing."""
+        """`self[key]`, first set to `default` (tracked) when missing."""
         if key not in self:
             self[key] = default
         return self[key]
@@ -158,7 +158,7 @@ class TrackedDict(_Reporting, dict):
     _missing = object()
 
     def pop(self, key: Any, default: Any = _missing) -> Any:
-        """Remove ``key`` and return its value (or ``default``), untracking it if unheld."""
+        """Remove `key` and return its value (or `default`), untracking it if unheld."""
         if key not in self:
             if default is TrackedDict._missing:
                 raise KeyError(key)

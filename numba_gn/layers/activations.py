@@ -1,8 +1,8 @@
-"""Activation functions by Keras name, for ``Activation`` and layers' ``activation=`` argument.
+"""Activation functions by Keras name, for `Activation` and layers' `activation=` argument.
 
-``get(identifier)`` accepts a name ("relu", "silu"/"swish", "gelu", "tanh", "sigmoid",
-"softmax", "linear"), None (linear), or a callable ``Tensor -> Tensor``; ``serialize`` gives the
-name back, as ``keras.activations.serialize`` does for built-ins.
+`get(identifier)` accepts a name ("relu", "silu"/"swish", "gelu", "tanh", "sigmoid",
+"softmax", "linear"), None (linear), or a callable `Tensor -> Tensor`; `serialize` gives the
+name back, as `keras.activations.serialize` does for built-ins.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ Activation = Callable[[Any], Any]
 
 
 def linear(x: Any) -> Any:
-    """Identity: ``x`` unchanged."""
+    """Identity: `x` unchanged."""
     return x
 
 
 def relu(x: Any) -> Tensor:
-    """``max(x, 0)``."""
+    """`max(x, 0)`."""
     return ops.relu(x)
 
 
@@ -44,7 +44,7 @@ FastSilu = ops_nn.Silu
 
 
 def silu(x: Any) -> Tensor:
-    """``x * sigmoid(x)`` (Keras's "silu", alias "swish")."""
+    """`x * sigmoid(x)` (Keras's "silu", alias "swish")."""
     return ops.silu(x)
 
 
@@ -64,7 +64,7 @@ def sigmoid(x: Any) -> Tensor:
 
 
 def softmax(x: Any, axis: int = -1) -> Tensor:
-    """Softmax over ``axis`` (last by default)."""
+    """Softmax over `axis` (last by default)."""
     return ops.softmax(x, axis=axis)
 
 
@@ -110,7 +110,7 @@ def serialize(activation: Activation) -> str:
 
 
 def deserialize(config: str | dict[str, Any]) -> Activation:
-    """An activation from its name or a Keras ``{"class_name": "function", "config": name}``."""
+    """An activation from its name or a Keras `{"class_name": "function", "config": name}`."""
     if isinstance(config, dict):
         from numba_gn.params._registry import check_config_envelope
 

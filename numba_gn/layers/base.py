@@ -1,24 +1,24 @@
-"""``Layer``: the small Keras-like base class every numba_gn layer derives from.
+"""`Layer`: the small Keras-like base class every numba_gn layer derives from.
 
 Lifecycle (as in Keras 3):
 
-1. ``__init__`` stores and validates the configuration; no shapes are known yet.
-2. The first ``layer(x)`` converts ``x`` to a :class:`~numba_gn.autograd.Tensor`, calls
-   ``build(x.shape)``, which creates the weights with :meth:`Layer.add_weight` (and may set an
-   :class:`InputSpec`), then calls ``call(x)``. Later calls check ``x`` against the input spec
-   first. ``build`` may also be called directly; afterwards no weight can be added.
-3. The weights are :class:`~numba_gn.params.Variable` objects carrying their own regularizer
-   and constraint: :attr:`Layer.losses` evaluates the regularizers on the current values, and an
-   optimizer applies ``variable.constraint`` after each update.
-4. :meth:`Layer.get_config` / :meth:`Layer.from_config` round-trip the constructor arguments in
+1. `__init__` stores and validates the configuration; no shapes are known yet.
+2. The first `layer(x)` converts `x` to a `Tensor`, calls
+   `build(x.shape)`, which creates the weights with `Layer.add_weight` (and may set an
+   `InputSpec`), then calls `call(x)`. Later calls check `x` against the input spec
+   first. `build` may also be called directly; afterwards no weight can be added.
+3. The weights are `Variable` objects carrying their own regularizer
+   and constraint: `Layer.losses` evaluates the regularizers on the current values, and an
+   optimizer applies `variable.constraint` after each update.
+4. `Layer.get_config` / `Layer.from_config` round-trip the constructor arguments in
    Keras's format.
 5. Layers and Variables assigned to attributes, directly or inside lists, tuples and dicts, are
-   tracked (as Keras tracks them): their weights, regularization losses and ``trainable`` flag
-   belong to the outer layer, and ``training`` reaches them through the call context.
+   tracked (as Keras tracks them): their weights, regularization losses and `trainable` flag
+   belong to the outer layer, and `training` reaches them through the call context.
 
-Subclasses implement ``__init__`` (passing ``**kwargs`` on), ``build``, ``call``,
-``compute_output_shape`` and ``get_config``; a custom layer may leave out ``build`` (its
-sublayers build on their first call) and ``compute_output_shape`` (inferred by running ``call``
+Subclasses implement `__init__` (passing `**kwargs` on), `build`, `call`,
+`compute_output_shape` and `get_config`; a custom layer may leave out `build` (its
+sublayers build on their first call) and `compute_output_shape` (inferred by running `call`
 on zeros where a model needs it).
 """
 
@@ -42,6 +42,7 @@ from numba_gn.autograd import cast as _cast
 from numba_gn.layers import dtype_policy as _policies
 from numba_gn.layers._tracking import TrackedDict, TrackedList
 from numba_gn.layers.input_spec import InputSpec
+from numba_gn.layers.symbolic import KerasTensor, Node, is_symbolic, map_symbolic
 from numba_gn.params import Variable, _scope, initializers
 from numba_gn.params._registry import to_snake_case
 from numba_gn.params._scope import current_path, name_scope
@@ -72,7 +73,7 @@ _name_counts: dict[str, int] = {}
 
 
 def unique_name(prefix: str) -> str:
-    """``prefix``, then ``prefix_1``, ``prefix_2``, ... on later calls (Keras's auto names)."""
+    """`prefix`, then `prefix_1`, `prefix_2`, ... on later calls (Keras's auto names)."""
     with _name_lock:
         n = _name_counts.get(prefix, 0)
         _name_counts[prefix] = n + 1
@@ -91,16 +92,29 @@ def _standardize_shape(shape: object) -> Shape:
     return tuple(None if d is None else int(d) for d in dims)
 
 
-def _tracks_build(build: Callable[..., None]) -> Callable[..., None]:
-    """Wrap a ``build`` method: standardize the shape, set ``built``, undo a failed build.
+def _standardize_shapes(shapes: object) -> Any:
+    """A list of input shapes (layers taking a list of inputs) as a list of standard shapes.
 
-    Applied to every class's own ``build`` so that calling ``layer.build(shape)`` directly
-    behaves like the implicit build of the first call. A subclass's ``super().build(...)``
+    Anything that is not a list or tuple of shapes (a single shape, say) is returned unchanged,
+    so that the layer's `build` can refuse it with its own message.
+    """
+    if isinstance(shapes, (list, tuple)) and shapes and all(
+        isinstance(s, (list, tuple)) for s in shapes
+    ):
+        return [_standardize_shape(s) for s in shapes]
+    return shapes
+
+
+def _tracks_build(build: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a `build` method: standardize the shape, set `built`, undo a failed build.
+
+    Applied to every class's own `build` so that calling `layer.build(shape)` directly
+    behaves like the implicit build of the first call. A subclass's `super().build(...)`
     runs the parent's code without the bookkeeping.
 
-    The whole build runs under the layer's ``_build_lock``: two threads building the same layer
+    The whole build runs under the layer's `_build_lock`: two threads building the same layer
     would otherwise both append weights to it. The lock is reentrant, so the nested
-    ``super().build()`` of the thread that holds it passes straight through, and a build may
+    `super().build()` of the thread that holds it passes straight through, and a build may
     build other layers (each under its own lock).
     """
 
@@ -110,7 +124,7 @@ def _tracks_build(build: Callable[..., None]) -> Callable[..., None]:
             if self._building:  # nested super().build() call: the outer wrapper does the work
                 build(self, input_shape)
                 return
-            shape = _standardize_shape(input_shape)
+            shape = self._standardize_build_shape(input_shape)
             saved = (list(self._weights), list(self._declared_trainable),
                      list(self._tracked_layers))
             spec = self.input_spec
@@ -137,7 +151,7 @@ def _tracks_build(build: Callable[..., None]) -> Callable[..., None]:
 
 
 def _check_bool(value: object, name: str) -> bool:
-    """``value`` as a bool; anything but a (NumPy) bool is refused (Keras's message)."""
+    """`value` as a bool; anything but a (NumPy) bool is refused (Keras's message)."""
     if not isinstance(value, (bool, np.bool_)):
         raise ValueError(
             f"Expected `{name}` to be a boolean. Received: {name}={value!r} "
@@ -152,27 +166,27 @@ class Layer(FreshLocks):
     Parameters
     ----------
     name : str, optional
-        Default: the snake_case class name, made unique (``"group_normalization"``,
-        ``"group_normalization_1"``, ...). Must be non-empty and must not contain ``"/"``.
+        Default: the snake_case class name, made unique (`"group_normalization"`,
+        `"group_normalization_1"`, ...). Must be non-empty and must not contain `"/"`.
     dtype : str, numpy dtype, DTypePolicy or Keras policy dict, optional
-        The dtype policy (default ``"float32"``): ``dtype`` is the weights' dtype,
-        ``compute_dtype`` the dtype inputs are cast to when ``autocast`` is on.
+        The dtype policy (default `"float32"`): `dtype` is the weights' dtype,
+        `compute_dtype` the dtype inputs are cast to when `autocast` is on.
     trainable : bool, default True
-        ``False`` moves every weight to :attr:`non_trainable_weights` and stops tapes from
+        `False` moves every weight to `non_trainable_weights` and stops tapes from
         watching them automatically.
     autocast : bool, default True
-        Cast floating inputs to the compute dtype before ``call``.
+        Cast floating inputs to the compute dtype before `call`.
     **kwargs
-        Any other keyword raises ``TypeError`` naming it.
+        Any other keyword raises `TypeError` naming it.
 
     Attributes
     ----------
     built : bool
-        Whether ``build`` has run.
+        Whether `build` has run.
     input_spec : InputSpec or None
-        Checked against every input (set by ``build`` in most layers).
+        Checked against every input (set by `build` in most layers).
     supports_masking : bool
-        Whether :meth:`compute_mask` passes an incoming mask on (class attribute).
+        Whether `compute_mask` passes an incoming mask on (class attribute).
 
     Notes
     -----
@@ -180,24 +194,29 @@ class Layer(FreshLocks):
     exactly once, under a per-layer lock; threads that arrive meanwhile wait and then use the
     weights that build created. Once built, calls take no lock.
 
-    Layers and :class:`~numba_gn.params.Variable` objects assigned to attributes are tracked,
+    Layers and `Variable` objects assigned to attributes are tracked,
     also inside lists, tuples and dicts (nested ones too), in the order they were first
     assigned, as Keras tracks them. Lists and dicts are replaced by tracking copies
-    (``TrackedList``, ``TrackedDict``, subclasses of ``list`` and ``dict``), so layers appended
-    or stored in them later are tracked as well. A layer's :attr:`weights` are its own (the
+    (`TrackedList`, `TrackedDict`, subclasses of `list` and `dict`), so layers appended
+    or stored in them later are tracked as well. A layer's `weights` are its own (the
     trainable ones first, then the others, each in tracking order), then those of its
     sublayers in tracking order. Reassigning an attribute puts the new object in the old one's
     place; the old one, like anything deleted or removed from a tracked container, is
     untracked unless another attribute still holds it.
 
-    ``training`` travels through a call context (per thread): a layer called without an
-    explicit ``training`` inside another layer's call takes the outer call's value, as in
+    `training` travels through a call context (per thread): a layer called without an
+    explicit `training` inside another layer's call takes the outer call's value, as in
     Keras.
     """
 
     _lock_names = ("_build_lock",)
 
     supports_masking: bool = False
+    # Whether call() takes a list of inputs (the merging layers): __call__ then converts each
+    # one, and build() and compute_output_shape() receive a list of shapes.
+    _takes_input_list: bool = False
+    # Whether __call__ takes a list or dict of inputs as given (models with several inputs).
+    _takes_input_structure: bool = False
     _call_takes_mask: bool = False
     _call_takes_training: bool = False
     # The default of call()'s `training` argument, and its index among the positional
@@ -211,6 +230,7 @@ class Layer(FreshLocks):
             "_declared_trainable",
             "_tracked_layers",
             "_inferred_output_shapes",
+            "_inbound_nodes",
             "_build_lock",
             "_build_shape",
             "input_spec",
@@ -283,7 +303,7 @@ class Layer(FreshLocks):
         self._build_shape: Shape | None = None
 
     def _init_tracking(self) -> None:
-        """Create the tracking state once (on the first attribute set, or in ``__init__``)."""
+        """Create the tracking state once (on the first attribute set, or in `__init__`)."""
         d = self.__dict__
         if "_tracked_layers" in d:
             return
@@ -295,6 +315,8 @@ class Layer(FreshLocks):
         d["_declared_trainable"] = []
         d["_tracked_layers"] = []  # direct sublayers, in tracking order
         d["_inferred_output_shapes"] = {}
+        # The calls on symbolic tensors (functional API), as Keras's nodes.
+        d["_inbound_nodes"] = []
         # Scope path of the layer that first called or built this one (Keras's parent path).
         d["_parent_path"] = None
 
@@ -302,12 +324,12 @@ class Layer(FreshLocks):
 
     @property
     def dtype_policy(self) -> _policies.DTypePolicy:
-        """The layer's :class:`DTypePolicy`."""
+        """The layer's `DTypePolicy`."""
         return self._dtype_policy
 
     @property
     def dtype(self) -> str:
-        """The dtype of the weights (Keras: an alias of ``variable_dtype``)."""
+        """The dtype of the weights (Keras: an alias of `variable_dtype`)."""
         return self._dtype_policy.variable_dtype
 
     @property
@@ -317,7 +339,7 @@ class Layer(FreshLocks):
 
     @property
     def compute_dtype(self) -> str:
-        """The dtype floating inputs are cast to when ``autocast`` is on."""
+        """The dtype floating inputs are cast to when `autocast` is on."""
         return self._dtype_policy.compute_dtype
 
     # -- trainability ------------------------------------------------------------------------------
@@ -347,7 +369,7 @@ class Layer(FreshLocks):
     # -- tracking --------------------------------------------------------------------------------
 
     def __setattr__(self, name: str, value: Any) -> None:
-        """Set an attribute, tracking the layers and Variables in ``value`` (see the Notes)."""
+        """Set an attribute, tracking the layers and Variables in `value` (see the Notes)."""
         d = self.__dict__
         # Fast path for everything that holds no layer or Variable (numbers, strings, arrays,
         # callables): most attributes of most layers.
@@ -377,7 +399,7 @@ class Layer(FreshLocks):
             self._tracking_changed([], self._trackables_in([old]))
 
     def _wrap_for_tracking(self, value: Any) -> tuple[Any, list[Any]]:
-        """``value`` with its lists and dicts replaced by tracking copies; its trackables.
+        """`value` with its lists and dicts replaced by tracking copies; its trackables.
 
         Returns the value to store and the layers and Variables found in it, in order. Plain
         lists and dicts (and tracking ones of another layer) are copied into tracking ones owned
@@ -429,7 +451,7 @@ class Layer(FreshLocks):
         return wrap(value), found
 
     def _trackables_in(self, values: Any) -> list[Any]:
-        """The layers and Variables in ``values`` (searched through lists, tuples, dicts)."""
+        """The layers and Variables in `values` (searched through lists, tuples, dicts)."""
         out: list[Any] = []
         seen: set[int] = set()
         stack = list(reversed(list(values)))
@@ -456,7 +478,7 @@ class Layer(FreshLocks):
         return {id(o) for o in self._trackables_in(values)}
 
     def _tracking_changed(self, added: list[Any], removed: list[Any]) -> None:
-        """Track ``added``; untrack what of ``removed`` no attribute holds any more.
+        """Track `added`; untrack what of `removed` no attribute holds any more.
 
         A new object takes the place of the first untracked one of its kind (an attribute
         reassigned keeps its position); otherwise it goes last.
@@ -524,11 +546,11 @@ class Layer(FreshLocks):
 
     @_tracks_build
     def build(self, input_shape: Shape) -> None:
-        """Create the weights for inputs of ``input_shape`` (this base version creates none).
+        """Create the weights for inputs of `input_shape` (this base version creates none).
 
-        Called directly on a custom layer that has no ``build`` of its own but has sublayers
-        not built yet, it builds them by running ``call`` on zeros of ``input_shape`` (free
-        dimensions filled in), as Keras builds such a layer by tracing ``call``. The first call
+        Called directly on a custom layer that has no `build` of its own but has sublayers
+        not built yet, it builds them by running `call` on zeros of `input_shape` (free
+        dimensions filled in), as Keras builds such a layer by tracing `call`. The first call
         of the layer needs no such run: its sublayers build on their own first calls inside it.
         """
         if (
@@ -543,19 +565,29 @@ class Layer(FreshLocks):
         raise NotImplementedError(f"{type(self).__name__} must implement call().")
 
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Tensor:
-        """Convert ``inputs`` to a Tensor, build on first use, check the input spec, ``call``.
+        """Convert `inputs` to a Tensor, build on first use, check the input spec, `call`.
 
-        ``training`` is resolved as in Keras: the value given (when not None), else the value
-        of the layer call this one runs inside, else the default of ``call``'s ``training``
-        argument. It is passed to ``call`` only when ``call`` takes it, and is the value inner
-        layers inherit while ``call`` runs.
+        `training` is resolved as in Keras: the value given (when not None), else the value
+        of the layer call this one runs inside, else the default of `call`'s `training`
+        argument. It is passed to `call` only when `call` takes it, and is the value inner
+        layers inherit while `call` runs.
 
-        The result is recorded on every active :class:`~numba_gn.autograd.GradientTape`.
+        The result is recorded on every active `GradientTape`.
+
+        Layers that merge several inputs (`Add`, `Concatenate`, ...) take a list or tuple of
+        inputs: each is converted on its own, and `build` receives the list of their shapes.
+
+        Called on symbolic tensors (`Input(...)` and what layers return for them), the layer
+        computes nothing: it builds from their shapes, records the call (a
+        [Node][numba_gn.layers.symbolic.Node]) and returns symbolic outputs, as in Keras's
+        functional API.
         """
-        x = self._convert_input(inputs)
+        if is_symbolic(inputs):
+            return self._symbolic_call(inputs, args, kwargs)
+        x, x_shape = self._convert_call_inputs(inputs)
         spec = self.input_spec
         if spec is not None:
-            spec.check(x.shape, self.name)
+            spec.check(x_shape, self.name)
         training = kwargs.pop("training", None)
         index = self._call_training_index
         positional = index is not None and len(args) > index
@@ -575,11 +607,11 @@ class Layer(FreshLocks):
         context.training = training
         try:
             if not self.built:
-                self._maybe_build(x.shape)
+                self._maybe_build(x_shape)
                 # Another thread may have built the layer for another shape while this one
                 # waited: check the input against the spec that build set.
                 if self.input_spec is not None and self.input_spec is not spec:
-                    self.input_spec.check(x.shape, self.name)
+                    self.input_spec.check(x_shape, self.name)
             if "mask" in kwargs and not self._call_takes_mask:
                 raise TypeError(
                     f"Layer {self.name!r} ({type(self).__name__}) does not use masks: its call() "
@@ -600,7 +632,7 @@ class Layer(FreshLocks):
         return name_scope(self.name, caller=self, parent=self._parent_path)
 
     def _maybe_build(self, input_shape: Shape) -> None:
-        """Build for ``input_shape`` unless built: exactly once, whichever threads call at once.
+        """Build for `input_shape` unless built: exactly once, whichever threads call at once.
 
         The check is repeated under the lock (double-checked), so a thread that waited for
         another's build uses those weights instead of building again, while calls after the
@@ -616,6 +648,93 @@ class Layer(FreshLocks):
                     self.build(input_shape)
                 finally:
                     self._building_for_call = False
+
+    def _convert_call_inputs(self, inputs: Any) -> tuple[Any, Any]:
+        """The inputs of a call as Tensors, and their shapes (what `build` receives).
+
+        One Tensor, or a list of them for layers that take a list of inputs; models override
+        this to take their structures of inputs (lists and dicts).
+        """
+        if self._takes_input_list and isinstance(inputs, (list, tuple)):
+            x = [self._convert_input(i) for i in inputs]
+            return x, [t.shape for t in x]
+        x = self._convert_input(inputs)
+        return x, x.shape
+
+    def _standardize_build_shape(self, input_shape: Any) -> Any:
+        """`input_shape` as `build` receives it.
+
+        One standard shape, or a list of them for layers that take a list of inputs (models
+        also take dicts of them).
+        """
+        if self._takes_input_list:
+            return _standardize_shapes(input_shape)
+        return _standardize_shape(input_shape)
+
+    # -- symbolic calls (functional API) -----------------------------------------------------------
+
+    def _symbolic_call(self, inputs: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Build from the symbolic inputs' shapes, record a node, return symbolic outputs.
+
+        A shape the layer cannot take is a `ValueError` naming the layer, the input shape and,
+        for a built layer, the shape it was built for.
+        """
+        if isinstance(inputs, (list, tuple, dict)):
+            values = list(inputs.values()) if isinstance(inputs, dict) else list(inputs)
+            if not all(isinstance(v, KerasTensor) for v in values):
+                raise TypeError(
+                    f"Layer {self.name!r} ({type(self).__name__}) was called on a "
+                    f"{type(inputs).__name__} mixing symbolic tensors and other values; pass "
+                    "symbolic tensors only (what Input() and layers called on it return)."
+                )
+            if not (self._takes_input_list and not isinstance(inputs, dict)) and not \
+                    self._takes_input_structure:
+                raise TypeError(
+                    f"Layer {self.name!r} ({type(self).__name__}) takes one input, got a "
+                    f"{type(inputs).__name__} of {len(values)} symbolic tensors."
+                )
+        if "mask" in kwargs and not self._call_takes_mask:
+            raise TypeError(
+                f"Layer {self.name!r} ({type(self).__name__}) does not use masks: its call() "
+                "takes no `mask` argument."
+            )
+        shape = map_symbolic(lambda t: t.shape, inputs)
+        if isinstance(shape, tuple) and not isinstance(inputs, KerasTensor):
+            shape = list(shape)  # a tuple of inputs: a list of shapes, not one shape
+        was_built = self.built
+        built_for = self._build_shape
+        spec = self.input_spec
+        if spec is not None and not isinstance(shape, (list, dict)):
+            spec.check(shape, self.name)  # its message names the layer and both shapes
+        try:
+            if not self.built:
+                self._maybe_build(shape)
+        except (ValueError, NotImplementedError) as exc:
+            raise self._symbolic_shape_error(shape, None, exc) from exc
+        if self.input_spec is not None and self.input_spec is not spec and \
+                not isinstance(shape, (list, dict)):
+            self.input_spec.check(shape, self.name)
+        try:
+            out_shape = self._output_shape(shape)
+        except (ValueError, NotImplementedError) as exc:
+            raise self._symbolic_shape_error(shape, built_for if was_built else None,
+                                             exc) from exc
+        outputs = _symbolic_outputs(out_shape, self._symbolic_output_dtype(), self.name)
+        flat: list[KerasTensor] = []
+        map_symbolic(flat.append, outputs)
+        Node(self, (inputs, *args), kwargs, flat)
+        return outputs
+
+    def _symbolic_shape_error(self, shape: Any, built_for: Any, exc: Exception) -> ValueError:
+        built = f" (it was built for inputs of shape {built_for})" if built_for else ""
+        return ValueError(
+            f"Layer {self.name!r} ({type(self).__name__}) cannot be called on inputs of shape "
+            f"{shape}{built}: {exc}"
+        )
+
+    def _symbolic_output_dtype(self) -> str:
+        """The dtype of the symbolic outputs: the layer's compute dtype."""
+        return self.compute_dtype
 
     def _convert_input(self, inputs: Any) -> Tensor:
         if isinstance(inputs, Tensor):
@@ -640,21 +759,25 @@ class Layer(FreshLocks):
         return x
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
-        """The output shape for inputs of ``input_shape`` (``None`` dims stay ``None``).
+        """The output shape for inputs of `input_shape` (`None` dims stay `None`).
 
-        This base version raises ``NotImplementedError``, as Keras's does; models that need the
+        This base version raises `NotImplementedError`, as Keras's does; models that need the
         output shape of a layer without its own version infer it by running the layer.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement compute_output_shape().")
 
     def _output_shape(self, input_shape: Shape) -> Shape:
-        """:meth:`compute_output_shape` where the class defines it, else inferred by a run.
+        """`compute_output_shape` where the class defines it, else inferred by a run.
 
-        The inferred shape comes from calling the layer (built first for ``input_shape``) on
+        The inferred shape comes from calling the layer (built first for `input_shape`) on
         zeros, and is remembered per input shape.
         """
         if type(self).compute_output_shape is not Layer.compute_output_shape:
             return self.compute_output_shape(input_shape)
+        return self._inferred_output_shape(input_shape)
+
+    def _inferred_output_shape(self, input_shape: Shape) -> Shape:
+        """The output shape found by a run on zeros (built first), remembered per shape."""
         shape = _standardize_shape(input_shape)
         known = self._inferred_output_shapes.get(shape)
         if known is not None:
@@ -668,7 +791,7 @@ class Layer(FreshLocks):
 
         Free dimensions are filled in (batch 1); when a dimension other than the batch is free,
         a second run with other sizes tells which output dimensions follow the free ones (they
-        are None). ``inside_build``: run ``call`` directly (the layer is building).
+        are None). `inside_build`: run `call` directly (the layer is building).
         """
         shape = _standardize_shape(input_shape)
         free_dims = any(d is None for d in shape[1:])
@@ -748,19 +871,19 @@ class Layer(FreshLocks):
         trainable: bool = True,
         dtype: DTypeLike | None = None,
     ) -> Variable:
-        """Create a weight, track it, and return it as a :class:`~numba_gn.params.Variable`.
+        """Create a weight, track it, and return it as a `Variable`.
 
         Parameters
         ----------
         name : str, optional
-            The Variable's name (Keras's ``"gamma"``, ``"kernel"``, ...).
+            The Variable's name (Keras's `"gamma"`, `"kernel"`, ...).
         shape : tuple of ints
             Shape of the weight.
         initializer : str, dict, Initializer or callable, optional
-            Default ``"glorot_uniform"`` for floating dtypes and ``"zeros"`` otherwise (Keras).
+            Default `"glorot_uniform"` for floating dtypes and `"zeros"` otherwise (Keras).
         regularizer, constraint : optional
-            Identifiers for :mod:`numba_gn.params.regularizers` and
-            :mod:`numba_gn.params.constraints`; stored on the Variable.
+            Identifiers for `numba_gn.params.regularizers` and
+            `numba_gn.params.constraints`; stored on the Variable.
         trainable : bool, default True
             Whether the weight is trained (while the layer is trainable).
         dtype : dtype, optional
@@ -768,7 +891,7 @@ class Layer(FreshLocks):
 
         Notes
         -----
-        Weights can be added in ``__init__`` or ``build``, not once the layer is built.
+        Weights can be added in `__init__` or `build`, not once the layer is built.
         """
         if self.built:
             raise ValueError(
@@ -798,7 +921,7 @@ class Layer(FreshLocks):
     def weights(self) -> list[Variable]:
         """Every weight: the layer's own, then its sublayers' in tracking order (Keras's order).
 
-        The own weights are those created by :meth:`add_weight` and the Variables assigned to
+        The own weights are those created by `add_weight` and the Variables assigned to
         attributes, the trainable ones first; a Variable reachable twice is listed once.
         """
         out: list[Variable] = []
@@ -824,12 +947,38 @@ class Layer(FreshLocks):
             return self.weights
         return [w for w in self.weights if not w.trainable]
 
+    # Keras 3 names the same lists "variables" as well (optimizer code is written against
+    # `model.trainable_variables`). Keras's `variables` also holds its seed generators' states;
+    # numba_gn's Dropout draws from a NumPy Generator, which is no Variable, so these lists are
+    # exactly the weight lists.
+    @property
+    def variables(self) -> list[Variable]:
+        """Every Variable of the layer: the same list as `weights`, in the same order.
+
+        Keras 3 adds its seed generators' states (Dropout's) to this list; numba_gn's random
+        layers keep their state in a NumPy Generator instead, so nothing is added.
+        """
+        return self.weights
+
+    @property
+    def trainable_variables(self) -> list[Variable]:
+        """Keras 3's name for `trainable_weights`: the weights an optimizer updates.
+
+        `optimizer.apply_gradients(zip(grads, model.trainable_variables))` works as in Keras.
+        """
+        return self.trainable_weights
+
+    @property
+    def non_trainable_variables(self) -> list[Variable]:
+        """Keras 3's name for `non_trainable_weights` (all of them while not trainable)."""
+        return self.non_trainable_weights
+
     def get_weights(self) -> list[np.ndarray]:
-        """Copies of the weights' values, in the order of :attr:`weights`."""
+        """Copies of the weights' values, in the order of `weights`."""
         return [w.numpy() for w in self.weights]
 
     def set_weights(self, weights: Sequence[Any]) -> None:
-        """Set every weight from a list of arrays, in the order of :attr:`weights`.
+        """Set every weight from a list of arrays, in the order of `weights`.
 
         All values are checked (count, numeric type, every shape) before any is assigned, so
         a failed call changes nothing. Values are cast to each weight's dtype.
@@ -875,12 +1024,12 @@ class Layer(FreshLocks):
         return sum(math.prod(w.shape) for w in self.weights)
 
     def weight_paths(self) -> list[tuple[str, Variable]]:
-        """``("conv2d_1/kernel", variable)`` for every weight: the keys of saved weight files.
+        """`("conv2d_1/kernel", variable)` for every weight: the keys of saved weight files.
 
-        In the order of :attr:`weights`. The layer's own weights go by their names; a
+        In the order of `weights`. The layer's own weights go by their names; a
         sublayer's are prefixed by the sublayer's class and its rank among this layer's
-        sublayers of that class (``conv2d``, ``conv2d_1``, ...), as in Keras's weight files,
-        not by its ``name``: the same architecture built twice has the same paths.
+        sublayers of that class (`conv2d`, `conv2d_1`, ...), as in Keras's weight files,
+        not by its `name`: the same architecture built twice has the same paths.
         """
         out: list[tuple[str, Variable]] = []
         self._collect_weight_paths("", out, set(), {id(self)})
@@ -918,20 +1067,20 @@ class Layer(FreshLocks):
     ) -> tuple:
         """Call the layer with the given values standing in for its weights (Keras's API).
 
-        The values (Tensors, or arrays wrapped as Tensors) replace :attr:`trainable_weights`
-        and :attr:`non_trainable_weights`, in order, for this one call; the weights themselves
+        The values (Tensors, or arrays wrapped as Tensors) replace `trainable_weights`
+        and `non_trainable_weights`, in order, for this one call; the weights themselves
         are untouched. On a tape the result is differentiable with respect to the given
         Tensors, which makes functional-style training and gradient checks of a whole layer
         possible. Not thread-safe with other calls of the same layer.
 
         The stand-ins replace the weights where this layer and the layers below it hold them
-        as attributes (``self.kernel``); a weight held only inside a list or dict cannot be
-        replaced, and is refused with a ``ValueError``.
+        as attributes (`self.kernel`); a weight held only inside a list or dict cannot be
+        replaced, and is refused with a `ValueError`.
 
         Returns
         -------
-        ``(outputs, non_trainable_variables)``, plus the regularization losses evaluated on the
-        given values when ``return_losses`` is true.
+        `(outputs, non_trainable_variables)`, plus the regularization losses evaluated on the
+        given values when `return_losses` is true.
         """
         if not self.built:
             raise ValueError(f"Layer {self.name!r} must be built before stateless_call().")
@@ -990,15 +1139,15 @@ class Layer(FreshLocks):
     def losses(self) -> list[Tensor]:
         """Regularization penalties of the trainable weights (sublayers' too), current values.
 
-        Each is a scalar Tensor; inside a :class:`~numba_gn.autograd.GradientTape` it is
-        recorded, so ``loss + sum(layer.losses)`` differentiates the penalties too.
+        Each is a scalar Tensor; inside a `GradientTape` it is
+        recorded, so `loss + sum(layer.losses)` differentiates the penalties too.
         """
         return [w.regularizer(w) for w in self.trainable_weights if w.regularizer is not None]
 
     # -- configuration ---------------------------------------------------------------------------
 
     def get_config(self) -> dict[str, Any]:
-        """The base configuration: ``name``, ``trainable`` and the Keras ``dtype`` policy dict."""
+        """The base configuration: `name`, `trainable` and the Keras `dtype` policy dict."""
         return {
             "name": self.name,
             "trainable": self._trainable,
@@ -1007,7 +1156,7 @@ class Layer(FreshLocks):
 
     @classmethod
     def _config_keys(cls) -> frozenset[str]:
-        """Constructor keywords of ``cls`` and its bases up to :class:`Layer`."""
+        """Constructor keywords of `cls` and its bases up to `Layer`."""
         keys: set[str] = set()
         for klass in cls.__mro__:
             init = klass.__dict__.get("__init__")
@@ -1025,9 +1174,9 @@ class Layer(FreshLocks):
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Layer:
-        """Create a layer from :meth:`get_config` output (ours or Keras's).
+        """Create a layer from `get_config` output (ours or Keras's).
 
-        Every key must be a constructor argument (``TypeError`` naming the unknown ones).
+        Every key must be a constructor argument (`TypeError` naming the unknown ones).
         Nested objects (initializers, regularizers, constraints, the dtype policy) are rebuilt
         from their config dicts by name lookup only: nothing in a config is imported or
         evaluated.
@@ -1046,8 +1195,31 @@ class Layer(FreshLocks):
         return cls(**config)
 
     def __repr__(self) -> str:
-        state = f"built for {self._build_shape}" if self.built else "not built"
-        return f"<{type(self).__name__} name={self.name}, {state}>"
+        # getattr: a layer whose __init__ failed half-way is still shown in tracebacks.
+        built = getattr(self, "built", False)
+        state = f"built for {getattr(self, '_build_shape', None)}" if built else "not built"
+        name = getattr(self, "name", "?")
+        return f"<{type(self).__name__} name={name}, {state}>"
+
+
+def _is_shape(value: object) -> bool:
+    return isinstance(value, (tuple, list)) and all(
+        d is None or (isinstance(d, numbers.Integral) and not isinstance(d, bool)) for d in value
+    )
+
+
+def _symbolic_outputs(shape: Any, dtype: str, layer_name: str) -> Any:
+    """Symbolic tensors for an output shape: one shape, or a list, tuple or dict of shapes."""
+    if _is_shape(shape):
+        return KerasTensor(tuple(shape), dtype)
+    if isinstance(shape, (list, tuple)) and shape and all(_is_shape(s) for s in shape):
+        return [KerasTensor(tuple(s), dtype) for s in shape]
+    if isinstance(shape, dict) and all(_is_shape(s) for s in shape.values()):
+        return {k: KerasTensor(tuple(s), dtype) for k, s in shape.items()}
+    raise TypeError(
+        f"Layer {layer_name!r}: compute_output_shape() returned {shape!r}, which is neither a "
+        "shape nor a list or dict of shapes."
+    )
 
 
 # What may hold a layer or Variable: anything else is set without looking inside.
@@ -1057,9 +1229,9 @@ _TRACKABLE_KINDS: tuple[type, ...] = (Layer, Variable, list, tuple, dict)
 def _splice(
     items: list[Any], gone: set[int], new: list[Any], key: Callable[[Any], int]
 ) -> list[Any]:
-    """``items`` without those whose key is in ``gone``, ``new`` in place of the first of them.
+    """`items` without those whose key is in `gone`, `new` in place of the first of them.
 
-    With nothing gone, ``new`` goes last.
+    With nothing gone, `new` goes last.
     """
     out: list[Any] = []
     placed = False

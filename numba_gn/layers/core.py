@@ -1,4 +1,4 @@
-"""Small weightless layers: ``Flatten``, ``Activation`` and ``Dropout`` (Keras's API)."""
+"""Small weightless layers: `Flatten`, `Activation` and `Dropout` (Keras's API)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ __all__ = ["Activation", "Dropout", "Flatten"]
 
 
 class Flatten(Layer):
-    """Flatten every axis but the batch axis: ``(N, d1, d2, ...) -> (N, d1 * d2 * ...)``.
+    """Flatten every axis but the batch axis: `(N, d1, d2, ...) -> (N, d1 * d2 * ...)`.
 
     Parameters
     ----------
@@ -45,7 +45,7 @@ class Flatten(Layer):
         return ops.reshape(x, (x.shape[0], -1))
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
-        """``(batch, product of the other dims)`` (None if any is unknown)."""
+        """`(batch, product of the other dims)` (None if any is unknown)."""
         rest = tuple(input_shape)[1:]
         size = None if any(d is None for d in rest) else math.prod(rest)  # type: ignore[arg-type]
         return (input_shape[0], size)
@@ -68,7 +68,7 @@ class Activation(Layer):
         self.activation = activations.get(activation)
 
     def call(self, inputs: Tensor) -> Tensor:
-        """``activation(inputs)``."""
+        """`activation(inputs)`."""
         return self.activation(inputs)
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
@@ -84,7 +84,7 @@ _MAX_DIM = np.iinfo(np.intp).max  # no array dimension can be larger
 
 
 def _check_noise_shape(noise_shape: object) -> tuple[int | None, ...] | None:
-    """``noise_shape`` as a tuple of positive ints and Nones (or None)."""
+    """`noise_shape` as a tuple of positive ints and Nones (or None)."""
     if noise_shape is None:
         return None
     if isinstance(noise_shape, Sequence) and not isinstance(noise_shape, (str, bytes)):
@@ -107,9 +107,9 @@ def _check_noise_shape(noise_shape: object) -> tuple[int | None, ...] | None:
 
 
 class Dropout(Layer):
-    """Inverted dropout, active only when called with ``training=True``.
+    """Inverted dropout, active only when called with `training=True`.
 
-    Each element is kept with probability ``1 - rate`` and scaled by ``1 / (1 - rate)``
+    Each element is kept with probability `1 - rate` and scaled by `1 / (1 - rate)`
     (zeroed otherwise), so the expected output equals the input and inference needs no change.
 
     Parameters
@@ -117,8 +117,8 @@ class Dropout(Layer):
     rate : float in [0, 1]
         Fraction of the inputs to drop (1 drops everything; nan and inf are rejected).
     noise_shape : tuple, optional
-        Shape of the keep mask, broadcast over the input (``None`` entries take the input's
-        size): ``(None, 1, C)`` drops whole channels of a ``(N, T, C)`` input. Entries are
+        Shape of the keep mask, broadcast over the input (`None` entries take the input's
+        size): `(None, 1, C)` drops whole channels of a `(N, T, C)` input. Entries are
         None or positive ints.
     seed : int, optional
         Seeds the layer's generator: the same seed gives the same sequence of masks. Any int
@@ -154,9 +154,9 @@ class Dropout(Layer):
         self._rng = np.random.default_rng(None if seed is None else seed % 2**64)
 
     def call(self, inputs: Tensor, training: bool = False) -> Tensor:
-        """``inputs`` unchanged unless ``training``; then the masked, rescaled inputs.
+        """`inputs` unchanged unless `training`; then the masked, rescaled inputs.
 
-        A ``noise_shape`` must have the input's rank (``ValueError`` otherwise).
+        A `noise_shape` must have the input's rank (`ValueError` otherwise).
         """
         if not training or self.rate == 0:
             return inputs

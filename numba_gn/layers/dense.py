@@ -1,4 +1,4 @@
-"""``Dense``: ``activation(x @ kernel + bias)`` on the last axis, as ``keras.layers.Dense``."""
+"""`Dense`: `activation(x @ kernel + bias)` on the last axis, as `keras.layers.Dense`."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ from numba_gn import _checks
 from numba_gn.autograd import Context, Function, Tensor
 from numba_gn.layers import activations
 from numba_gn.layers.base import Layer, Shape
-from numba_gn.layers.input_spec import InputSpec
+from numba_gn.layers.input_spec import InputSpec, missing_batch_axis_hint
 from numba_gn.params import constraints, initializers, regularizers
 
 __all__ = ["Dense", "Linear"]
 
 
 class Linear(Function):
-    """``x @ kernel (+ bias)`` over the last axis of ``x``, as one op.
+    """`x @ kernel (+ bias)` over the last axis of `x`, as one op.
 
-    One fused op instead of ``matmul`` + ``add`` saves a tape node and, for inputs of rank > 2,
+    One fused op instead of `matmul` + `add` saves a tape node and, for inputs of rank > 2,
     turns the batched matmul into one 2-D BLAS call in each direction.
     """
 
@@ -28,7 +28,7 @@ class Linear(Function):
     def forward(
         ctx: Context, x: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None
     ) -> np.ndarray:
-        """``x @ kernel + bias`` as one 2-D matmul."""
+        """`x @ kernel + bias` as one 2-D matmul."""
         x2 = x.reshape(-1, x.shape[-1])
         out = x2 @ kernel
         if bias is not None:
@@ -40,7 +40,7 @@ class Linear(Function):
 
     @staticmethod
     def backward(ctx: Context, g: np.ndarray) -> tuple:
-        """``g @ kernel.T``, ``x.T @ g`` and ``sum(g)``."""
+        """`g @ kernel.T`, `x.T @ g` and `sum(g)`."""
         x2, kernel = ctx.saved_tensors
         need_x, need_k, need_b = ctx.needs_input_grad
         g2 = g.reshape(-1, kernel.shape[1])
@@ -57,25 +57,25 @@ def _unsupported(name: str, value: Any) -> None:
 
 
 class Dense(Layer):
-    """A densely connected layer: ``activation(inputs @ kernel + bias)``.
+    """A densely connected layer: `activation(inputs @ kernel + bias)`.
 
     Parameters
     ----------
     units : int
         Size of the last axis of the output.
     activation : str or callable, optional
-        None means linear. See :mod:`numba_gn.layers.activations`.
+        None means linear. See `numba_gn.layers.activations`.
     use_bias : bool, default True
-        A bool (a truthy string is a ``TypeError``).
+        A bool (a truthy string is a `TypeError`).
     kernel_initializer, bias_initializer : default "glorot_uniform" and "zeros"
     kernel_regularizer, bias_regularizer, kernel_constraint, bias_constraint : optional
     **kwargs
-        ``name``, ``dtype``, ``trainable`` (see :class:`~numba_gn.layers.Layer`).
+        `name`, `dtype`, `trainable` (see `Layer`).
 
     Notes
     -----
-    The kernel has shape ``(input_dim, units)``; inputs of any rank ≥ 2 are transformed along
-    their last axis. ``activity_regularizer``, ``lora_*`` and ``quantization_config`` are
+    The kernel has shape `(input_dim, units)`; inputs of any rank ≥ 2 are transformed along
+    their last axis. `activity_regularizer`, `lora_*` and `quantization_config` are
     accepted as None only (Keras's config keys).
     """
 
@@ -127,9 +127,12 @@ class Dense(Layer):
         self.bias: Any = None
 
     def build(self, input_shape: Shape) -> None:
-        """Create ``kernel`` (input_dim, units) and ``bias`` (units,)."""
+        """Create `kernel` (input_dim, units) and `bias` (units,)."""
         if len(input_shape) < 2:
-            raise ValueError(f"Dense expects inputs of rank >= 2, got shape {input_shape}.")
+            raise ValueError(
+                f"Dense expects inputs of rank >= 2, got shape {input_shape}."
+                f"{missing_batch_axis_hint(len(input_shape), 2)}"
+            )
         input_dim = input_shape[-1]
         if input_dim is None:
             raise ValueError(
@@ -153,7 +156,7 @@ class Dense(Layer):
         self.input_spec = InputSpec(min_ndim=2, axes={-1: input_dim})
 
     def call(self, inputs: Tensor) -> Tensor:
-        """``activation(inputs @ kernel + bias)``."""
+        """`activation(inputs @ kernel + bias)`."""
         x = inputs
         if x.dtype.kind != "f":
             x = x.astype(self.compute_dtype)
@@ -164,7 +167,7 @@ class Dense(Layer):
         return self.activation(Linear.apply(x, kernel, bias))
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
-        """``input_shape`` with the last axis replaced by ``units``."""
+        """`input_shape` with the last axis replaced by `units`."""
         return (*tuple(input_shape)[:-1], self.units)
 
     def get_config(self) -> dict[str, Any]:

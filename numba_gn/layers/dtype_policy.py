@@ -1,8 +1,8 @@
-"""``DTypePolicy``: a layer's variable dtype and compute dtype, after ``keras.DTypePolicy``.
+"""`DTypePolicy`: a layer's variable dtype and compute dtype, after `keras.DTypePolicy`.
 
-Only the policies NumPy can represent exist: ``float16``, ``float32``, ``float64`` and
-``mixed_float16`` (float32 variables, float16 computation). Keras's serialized form
-(``{"module": "keras", "class_name": "DTypePolicy", "config": {"name": ...}, ...}``) is read and
+Only the policies NumPy can represent exist: `float16`, `float32`, `float64` and
+`mixed_float16` (float32 variables, float16 computation). Keras's serialized form
+(`{"module": "keras", "class_name": "DTypePolicy", "config": {"name": ...}, ...}`) is read and
 written, so layer configs move between Keras and numba_gn unchanged. Nothing named in a config
 is ever imported.
 """
@@ -30,12 +30,12 @@ _CLASS_NAMES = frozenset({"DTypePolicy", "FloatDTypePolicy"})
 
 
 class DTypePolicy:
-    """The dtypes a layer uses: ``variable_dtype`` for its weights, ``compute_dtype`` for math.
+    """The dtypes a layer uses: `variable_dtype` for its weights, `compute_dtype` for math.
 
     Parameters
     ----------
     name : str, default "float32"
-        One of ``"float16"``, ``"float32"``, ``"float64"``, ``"mixed_float16"``.
+        One of `"float16"`, `"float32"`, `"float64"`, `"mixed_float16"`.
     """
 
     __slots__ = ("name", "variable_dtype", "compute_dtype")
@@ -52,15 +52,15 @@ class DTypePolicy:
 
     @property
     def is_mixed(self) -> bool:
-        """Whether the compute dtype differs from the variable dtype (``mixed_float16``)."""
+        """Whether the compute dtype differs from the variable dtype (`mixed_float16`)."""
         return self.variable_dtype != self.compute_dtype
 
     def get_config(self) -> dict[str, Any]:
-        """``{"name": name}``, as Keras."""
+        """`{"name": name}`, as Keras."""
         return {"name": self.name}
 
     def serialize(self) -> dict[str, Any]:
-        """The dict Keras 3 writes for a layer's ``"dtype"`` config entry."""
+        """The dict Keras 3 writes for a layer's `"dtype"` config entry."""
         return {
             "module": "keras",
             "class_name": "DTypePolicy",
@@ -79,10 +79,10 @@ class DTypePolicy:
 
 
 def get(identifier: Any) -> DTypePolicy:
-    """Resolve a layer's ``dtype`` argument to a :class:`DTypePolicy`.
+    """Resolve a layer's `dtype` argument to a `DTypePolicy`.
 
     Accepts None (float32, Keras's default floatx), a policy, a policy name or dtype name, a
-    NumPy dtype or scalar type (``np.float64``), or a Keras config dict.
+    NumPy dtype or scalar type (`np.float64`), or a Keras config dict.
 
     Raises
     ------
@@ -111,7 +111,7 @@ def get(identifier: Any) -> DTypePolicy:
 
 
 def _name_from_config(config: Mapping[str, Any]) -> str:
-    """The policy name inside a Keras ``{"class_name": "DTypePolicy", "config": {...}}`` dict."""
+    """The policy name inside a Keras `{"class_name": "DTypePolicy", "config": {...}}` dict."""
     check_config_envelope(config, "dtype policy")
     class_name = config.get("class_name")
     if class_name not in _CLASS_NAMES:

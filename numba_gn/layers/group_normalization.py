@@ -1,4 +1,4 @@
-"""``GroupNormalization``: Keras 3's layer of the same name on numba_gn's kernels and tape."""
+"""`GroupNormalization`: Keras 3's layer of the same name on numba_gn's kernels and tape."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ from numba_gn import _args, _checks
 from numba_gn.autograd import Tensor
 from numba_gn.autograd import cast as _cast
 from numba_gn.autograd import group_norm as _group_norm
-from numba_gn.layers._masked_op import masked_group_norm
+from numba_gn.autograd.ops_masked import masked_group_norm
+from numba_gn.layers import _affine
 from numba_gn.layers.base import Layer, Shape
 from numba_gn.layers.input_spec import InputSpec
-from numba_gn.params import constraints, initializers, regularizers
 
 __all__ = ["GroupNormalization"]
 
 
 def _check_axis_type(axis: object) -> int | tuple[int, ...]:
-    """``axis`` as an int or a tuple of ints, each a possible axis of some array.
+    """`axis` as an int or a tuple of ints, each a possible axis of some array.
 
     The exact range (and "not the batch axis") is checked at build, when the rank is known.
     """
@@ -30,19 +30,19 @@ def _check_axis_type(axis: object) -> int | tuple[int, ...]:
 class GroupNormalization(Layer):
     """Group normalization (Wu & He, 2018) with Keras 3's interface and semantics.
 
-    The channels along ``axis`` are split into ``groups`` contiguous groups; each sample is
+    The channels along `axis` are split into `groups` contiguous groups; each sample is
     normalised per group with the mean and biased variance over the group's channels and every
-    other non-batch axis, then scaled by ``gamma`` and shifted by ``beta`` per channel:
-    ``y = (x - mean) / sqrt(var + epsilon) * gamma + beta``. Axis 0 is the batch axis.
+    other non-batch axis, then scaled by `gamma` and shifted by `beta` per channel:
+    `y = (x - mean) / sqrt(var + epsilon) * gamma + beta`. Axis 0 is the batch axis.
 
     Parameters
     ----------
     groups : int, default 32
-        Number of groups; ``-1`` gives one group per channel (instance normalization), ``1``
+        Number of groups; `-1` gives one group per channel (instance normalization), `1`
         normalises over all non-batch axes (layer normalization). Must divide the channels.
-        On an input with zero channels, ``groups=-1`` (or any ``group_size``) means zero
+        On an input with zero channels, `groups=-1` (or any `group_size`) means zero
         groups: gamma and beta have zero entries and the output is empty, as
-        :func:`numba_gn.group_norm` gives; a positive ``groups`` is more than the channels
+        `numba_gn.group_norm` gives; a positive `groups` is more than the channels
         and fails at build.
     axis : int or tuple of ints, default -1
         The channel axis. A tuple forms one channel space from several axes (flattened in the
@@ -50,46 +50,46 @@ class GroupNormalization(Layer):
     epsilon : float, default 1e-3
         Added to the variance inside the square root.
     center, scale : bool, default True
-        Whether to create and use ``beta`` / ``gamma`` (bools only: a truthy string is a
-        ``TypeError``).
+        Whether to create and use `beta` / `gamma` (bools only: a truthy string is a
+        `TypeError`).
     beta_initializer, gamma_initializer : default "zeros" / "ones"
     beta_regularizer, gamma_regularizer : default None
     beta_constraint, gamma_constraint : default None
-        Identifiers as accepted by :mod:`numba_gn.params` (names, Keras config dicts,
+        Identifiers as accepted by `numba_gn.params` (names, Keras config dicts,
         instances, callables).
     group_size : int, optional
-        Channels per group instead of ``groups`` (numba_gn addition; ``groups`` must then be
+        Channels per group instead of `groups` (numba_gn addition; `groups` must then be
         left at its default or agree).
     **kwargs
-        ``name``, ``dtype``, ``trainable``, as for :class:`~numba_gn.layers.Layer`.
+        `name`, `dtype`, `trainable`, as for `Layer`.
 
     Call arguments
     --------------
     inputs : ndarray or Tensor
         Float16/32/64 (integer input is cast to float32, or float64 under a float64 policy).
     mask : bool array, optional
-        The shape of the input without its channel axes (``(N, T)`` for ``(N, T, C)``). The
+        The shape of the input without its channel axes (`(N, T)` for `(N, T, C)`). The
         statistics are then taken over the unmasked positions only, so padding does not change
         the output at real positions; padded positions are normalised with the same
-        statistics. A sample whose positions are all masked outputs ``beta`` there. (Keras
+        statistics. A sample whose positions are all masked outputs `beta` there. (Keras
         accepts the mask but ignores it.)
 
     Output dtype
     ------------
     The input's dtype: float16 is computed in float32 and returned as float16, float64 is
     computed and returned in float64, while gamma and beta stay in the layer's variable dtype
-    (float32 by default). Under the ``"mixed_float16"`` policy the output is float16, as in
+    (float32 by default). Under the `"mixed_float16"` policy the output is float16, as in
     Keras. (Keras casts every output to the policy's compute dtype: float32 for float16 or
     float64 input to a float32 layer.)
 
     Differences from Keras
     ----------------------
-    ``groups=-1`` is resolved at build without rewriting the attribute, so ``get_config()``
-    keeps ``-1``; ``groups=True`` is rejected; ``axis=0`` (the batch axis) is rejected at
-    build; a tuple ``axis`` works; the divisibility error says that the channels must be a
-    multiple of the groups (Keras's message has it backwards); ``groups=-1`` on zero channels
-    gives an empty result (Keras divides by zero); ``center``/``scale`` must be bools, and
-    ``epsilon`` a finite number >= 0.
+    `groups=-1` is resolved at build without rewriting the attribute, so `get_config()`
+    keeps `-1`; `groups=True` is rejected; `axis=0` (the batch axis) is rejected at
+    build; a tuple `axis` works; the divisibility error says that the channels must be a
+    multiple of the groups (Keras's message has it backwards); `groups=-1` on zero channels
+    gives an empty result (Keras divides by zero); `center`/`scale` must be bools, and
+    `epsilon` a finite number >= 0.
     """
 
     supports_masking = True
@@ -122,19 +122,15 @@ class GroupNormalization(Layer):
         self.epsilon = _args.check_epsilon(epsilon)
         self.center = _checks.boolean(center, "center")
         self.scale = _checks.boolean(scale, "scale")
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.gamma_initializer = initializers.get(gamma_initializer)
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.gamma_regularizer = regularizers.get(gamma_regularizer)
-        self.beta_constraint = constraints.get(beta_constraint)
-        self.gamma_constraint = constraints.get(gamma_constraint)
-        self.gamma = None
-        self.beta = None
+        _affine.configure(
+            self, beta_initializer, gamma_initializer, beta_regularizer, gamma_regularizer,
+            beta_constraint, gamma_constraint,
+        )
         self._axes: tuple[int, ...] = ()
         self._groups = 0  # the resolved number of groups, known after build
 
     def build(self, input_shape: Shape) -> None:
-        """Validate the channel dimensions and create ``gamma`` then ``beta`` of their shape."""
+        """Validate the channel dimensions and create `gamma` then `beta` of their shape."""
         axes = _args.normalize_axes(self.axis, len(input_shape))
         for given, a in zip(_given_axes(self.axis), axes, strict=True):
             if input_shape[a] is None:
@@ -149,25 +145,10 @@ class GroupNormalization(Layer):
             ndim=len(input_shape),
             axes={a: input_shape[a] for a in axes},  # type: ignore[misc]
         )
-        if self.scale:
-            self.gamma = self.add_weight(
-                name="gamma",
-                shape=channel_shape,
-                initializer=self.gamma_initializer,
-                regularizer=self.gamma_regularizer,
-                constraint=self.gamma_constraint,
-            )
-        if self.center:
-            self.beta = self.add_weight(
-                name="beta",
-                shape=channel_shape,
-                initializer=self.beta_initializer,
-                regularizer=self.beta_regularizer,
-                constraint=self.beta_constraint,
-            )
+        _affine.add_weights(self, channel_shape, scale=self.scale, center=self.center)
 
     def call(self, inputs: Tensor, mask: Any = None) -> Tensor:
-        """Normalise ``inputs`` (statistics over unmasked positions when ``mask`` is given)."""
+        """Normalise `inputs` (statistics over unmasked positions when `mask` is given)."""
         x = inputs
         if x.dtype.kind != "f":
             x = _cast(x, np.promote_types(self.compute_dtype, np.float32))
@@ -186,13 +167,13 @@ class GroupNormalization(Layer):
         return y
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
-        """The input shape (after checking that ``axis`` fits its rank)."""
+        """The input shape (after checking that `axis` fits its rank)."""
         shape = tuple(input_shape)
         _args.normalize_axes(self.axis, len(shape))
         return shape
 
     def get_config(self) -> dict[str, Any]:
-        """Keras's 14 keys (``groups`` as given, -1 included), plus ``group_size`` when set."""
+        """Keras's 14 keys (`groups` as given, -1 included), plus `group_size` when set."""
         config = {
             **super().get_config(),
             "groups": self.groups,
@@ -200,12 +181,7 @@ class GroupNormalization(Layer):
             "epsilon": self.epsilon,
             "center": self.center,
             "scale": self.scale,
-            "beta_initializer": initializers.serialize(self.beta_initializer),
-            "gamma_initializer": initializers.serialize(self.gamma_initializer),
-            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
-            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
-            "beta_constraint": constraints.serialize(self.beta_constraint),
-            "gamma_constraint": constraints.serialize(self.gamma_constraint),
+            **_affine.config(self),
         }
         # Only when set, so that a default config stays readable by Keras itself.
         if self.group_size is not None:

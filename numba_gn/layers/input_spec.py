@@ -1,4 +1,4 @@
-"""``InputSpec``: the input rank and fixed dimensions a built layer accepts (after Keras)."""
+"""`InputSpec`: the input rank and fixed dimensions a built layer accepts (after Keras)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 from numba_gn._checks import show
 
-__all__ = ["InputSpec"]
+__all__ = ["InputSpec", "missing_batch_axis_hint"]
 
 
 class InputSpec:
@@ -21,13 +21,13 @@ class InputSpec:
     min_ndim : int, optional
         Minimum rank required.
     axes : mapping of int to int, optional
-        ``{axis: size}`` for dimensions that must have a given size; negative axes count from
-        the end (``{-1: 8}``: eight channels last). A size of None leaves the axis free.
+        `{axis: size}` for dimensions that must have a given size; negative axes count from
+        the end (`{-1: 8}`: eight channels last). A size of None leaves the axis free.
 
     Notes
     -----
     Ranks and sizes are non-negative ints (bools rejected); anything else raises a
-    ``TypeError``/``ValueError`` naming the argument.
+    `TypeError`/`ValueError` naming the argument.
     """
 
     __slots__ = ("ndim", "min_ndim", "axes")
@@ -52,7 +52,7 @@ class InputSpec:
         self.axes = checked
 
     def expected_shape(self) -> str:
-        """A readable expected shape, ``None`` for free dimensions: ``(None, None, 8)``."""
+        """A readable expected shape, `None` for free dimensions: `(None, None, 8)`."""
         if self.ndim is None:
             fixed = ", ".join(f"axis {a}: {d}" for a, d in sorted(self.axes.items()))
             rank = f"rank >= {self.min_ndim}" if self.min_ndim is not None else "any rank"
@@ -63,7 +63,7 @@ class InputSpec:
         return str(tuple(dims))
 
     def check(self, shape: Sequence[int | None], layer_name: str) -> None:
-        """Raise ``ValueError`` naming the expected shape when ``shape`` does not fit."""
+        """Raise `ValueError` naming the expected shape when `shape` does not fit."""
         shape = tuple(shape)
         rank = len(shape)
         problem = None
@@ -80,14 +80,30 @@ class InputSpec:
                     problem = f"axis {a} must have size {d}, got {shape[a]}"
                     break
         if problem is not None:
+            expected_rank = self.ndim if self.ndim is not None else self.min_ndim
+            hint = missing_batch_axis_hint(rank, expected_rank)
             raise ValueError(
                 f'Input of layer "{layer_name}" is incompatible with the layer: it was built '
                 f"for inputs of shape {self.expected_shape()} but received an input of shape "
-                f"{shape} ({problem})."
+                f"{shape} ({problem}).{hint}"
             )
 
     def __repr__(self) -> str:
         return f"InputSpec(ndim={self.ndim}, min_ndim={self.min_ndim}, axes={self.axes})"
+
+
+def missing_batch_axis_hint(rank: int, expected_rank: int | None) -> str:
+    """A sentence for a rank error whose input is one axis short, else `""`.
+
+    Layers take a batch of samples; one sample (a `(H, W, C)` image where `(N, H, W, C)` is
+    expected) is the usual way to be exactly one axis short, so the message says how to add it.
+    """
+    if expected_rank is None or rank != expected_rank - 1:
+        return ""
+    return (
+        " The input looks like it is missing its batch axis: to pass a single sample, add one "
+        "with `x[None]` (or `np.expand_dims(x, 0)`)."
+    )
 
 
 def _is_int(value: object) -> bool:

@@ -1,11 +1,11 @@
-"""One ``get``/``serialize``/``deserialize`` implementation shared by all parameter families.
+"""One `get`/`serialize`/`deserialize` implementation shared by all parameter families.
 
-Initializers, regularizers and constraints each build a :class:`Registry` from a fixed tuple of
-their own classes. Names are resolved only through that table (or through ``custom_objects``
+Initializers, regularizers and constraints each build a `Registry` from a fixed tuple of
+their own classes. Names are resolved only through that table (or through `custom_objects`
 given by the caller): nothing taken from a config is ever imported or evaluated, and the
-``"module"`` key of a Keras config is checked, never imported.
+`"module"` key of a Keras config is checked, never imported.
 
-:func:`check_config_envelope` applies the same checks (outer keys, trusted module) for every
+`check_config_envelope` applies the same checks (outer keys, trusted module) for every
 other config reader: layer entries, dtype policies, optimizers, losses, activations.
 """
 
@@ -25,7 +25,7 @@ _TRUSTED_MODULE_ROOTS = ("keras", "numba_gn")
 def to_snake_case(name: str) -> str:
     """Convert a CamelCase class name to the snake_case alias Keras registers.
 
-    ``"GlorotUniform"`` becomes ``"glorot_uniform"``, ``"L1L2"`` becomes ``"l1l2"``.
+    `"GlorotUniform"` becomes `"glorot_uniform"`, `"L1L2"` becomes `"l1l2"`.
     """
     name = re.sub(r"\W+", "", name)
     name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
@@ -33,7 +33,7 @@ def to_snake_case(name: str) -> str:
 
 
 def _init_keywords(cls: type) -> frozenset[str] | None:
-    """Keyword names ``cls(...)`` accepts, or ``None`` when it takes ``**kwargs``."""
+    """Keyword names `cls(...)` accepts, or `None` when it takes `**kwargs`."""
     try:
         params = inspect.signature(cls).parameters.values()
     except (TypeError, ValueError):  # builtins without a signature: let the call decide
@@ -48,12 +48,12 @@ def _init_keywords(cls: type) -> frozenset[str] | None:
 
 
 def build_from_config(cls: type, config: Mapping[str, Any]) -> Any:
-    """Instantiate ``cls(**config)`` after checking every key is a constructor argument.
+    """Instantiate `cls(**config)` after checking every key is a constructor argument.
 
     Raises
     ------
     TypeError
-        If ``config`` is not a mapping with string keys, or names a key ``cls`` does not accept.
+        If `config` is not a mapping with string keys, or names a key `cls` does not accept.
     """
     if not isinstance(config, Mapping):
         raise TypeError(
@@ -74,7 +74,7 @@ def build_from_config(cls: type, config: Mapping[str, Any]) -> Any:
 
 
 def _is_trusted_module(module: object) -> bool:
-    """Whether a config's ``"module"`` names Keras or numba_gn (or is absent)."""
+    """Whether a config's `"module"` names Keras or numba_gn (or is absent)."""
     if module is None:
         return True
     if not isinstance(module, str):
@@ -85,17 +85,17 @@ def _is_trusted_module(module: object) -> bool:
 def check_config_keys(
     config: Mapping[Any, Any], what: str, extra_keys: Iterable[str] = ()
 ) -> None:
-    """Refuse a Keras ``{"module", "class_name", "config", ...}`` dict with an unknown key.
+    """Refuse a Keras `{"module", "class_name", "config", ...}` dict with an unknown key.
 
     Parameters
     ----------
     config
         The outer dict of a serialized object.
     what
-        What it describes, for messages (``"layer"``, ``"optimizer"``).
+        What it describes, for messages (`"layer"`, `"optimizer"`).
     extra_keys
-        Keys accepted besides ``module``, ``class_name``, ``config`` and ``registered_name``
-        (a layer entry of a Sequential config also carries ``build_config``).
+        Keys accepted besides `module`, `class_name`, `config` and `registered_name`
+        (a layer entry of a Sequential config also carries `build_config`).
 
     Raises
     ------
@@ -112,7 +112,7 @@ def check_config_keys(
 
 
 def check_config_module(config: Mapping[Any, Any], what: str, hint: str = "") -> None:
-    """Refuse a Keras config dict whose ``"module"`` is neither Keras nor numba_gn.
+    """Refuse a Keras config dict whose `"module"` is neither Keras nor numba_gn.
 
     Only the built-in classes of those two packages are ever looked up, by name; a config
     naming any other module describes something this package cannot rebuild without importing
@@ -137,17 +137,17 @@ def check_config_envelope(
 ) -> None:
     """Refuse unknown outer keys, then an untrusted module.
 
-    For readers that take no ``custom_objects``, where a foreign module can never be honoured.
+    For readers that take no `custom_objects`, where a foreign module can never be honoured.
     """
     check_config_keys(config, what, extra_keys)
     check_config_module(config, what)
 
 
 def split_config(config: object, what: str, article: str = "A") -> tuple[Any, dict[str, Any]]:
-    """``(class_name, inner config)`` of a ``{"class_name", "config"}`` dict, checked.
+    """`(class_name, inner config)` of a `{"class_name", "config"}` dict, checked.
 
-    The envelope must be a dict with ``class_name``, no unknown keys and a trusted module
-    (:func:`check_config_envelope`); the inner config must be a dict (None means empty). The
+    The envelope must be a dict with `class_name`, no unknown keys and a trusted module
+    (`check_config_envelope`); the inner config must be a dict (None means empty). The
     caller looks the class name up in its own table.
     """
     if not isinstance(config, dict) or "class_name" not in config:
@@ -170,15 +170,15 @@ class Registry:
     ----------
     family
         Singular family name used in messages and in the Keras module name
-        (``"initializer"`` gives ``"keras.initializers"``).
+        (`"initializer"` gives `"keras.initializers"`).
     base
-        The family's base class; instances of it are passed through by :meth:`get`.
+        The family's base class; instances of it are passed through by `get`.
     classes
         The built-in classes. Each is registered under its class name and its snake_case name.
     aliases
-        Extra names (Keras's historical aliases such as ``"zero"`` or ``"uniform"``).
+        Extra names (Keras's historical aliases such as `"zero"` or `"uniform"`).
     from_array
-        Optional hook turning an ``numpy.ndarray`` identifier into an object (initializers only).
+        Optional hook turning an `numpy.ndarray` identifier into an object (initializers only).
     """
 
     def __init__(
@@ -207,12 +207,12 @@ class Registry:
         return tuple(sorted(self._table))
 
     def lookup(self, name: str) -> type:
-        """Return the built-in class registered under ``name``.
+        """Return the built-in class registered under `name`.
 
         Raises
         ------
         ValueError
-            If ``name`` is not a registered name; the message lists the valid names.
+            If `name` is not a registered name; the message lists the valid names.
         """
         cls = self._table.get(name)
         if cls is None:
@@ -224,12 +224,12 @@ class Registry:
 
     # -- serialize -------------------------------------------------------------------------
     def serialize(self, obj: Any) -> dict[str, Any] | None:
-        """Return a Keras-3-style config dict for ``obj`` (``None`` gives ``None``).
+        """Return a Keras-3-style config dict for `obj` (`None` gives `None`).
 
-        Built-in objects are written exactly as Keras writes its own (``module`` set to the Keras
-        module), so ``keras.<family>s.deserialize`` reads them. Other objects with
-        ``get_config`` and named functions are written the way Keras writes custom objects; they
-        can be read back with ``custom_objects``.
+        Built-in objects are written exactly as Keras writes its own (`module` set to the Keras
+        module), so `keras.<family>s.deserialize` reads them. Other objects with
+        `get_config` and named functions are written the way Keras writes custom objects; they
+        can be read back with `custom_objects`.
         """
         if obj is None:
             return None
@@ -272,18 +272,18 @@ class Registry:
         Parameters
         ----------
         config
-            ``None``; a registered name (``"GlorotUniform"``, ``"glorot_uniform"``); or a dict
-            ``{"class_name": ..., "config": {...}}``, optionally with the ``"module"`` and
-            ``"registered_name"`` keys Keras 3 writes.
+            `None`; a registered name (`"GlorotUniform"`, `"glorot_uniform"`); or a dict
+            `{"class_name": ..., "config": {...}}`, optionally with the `"module"` and
+            `"registered_name"` keys Keras 3 writes.
         custom_objects
-            Optional ``{name: class_or_function}`` consulted before the built-in table.
+            Optional `{name: class_or_function}` consulted before the built-in table.
 
         Raises
         ------
         ValueError
             Unknown name, or a built-in name claimed by a module other than Keras or numba_gn.
         TypeError
-            Wrong type for ``config`` or its parts, or a config key the class does not accept.
+            Wrong type for `config` or its parts, or a config key the class does not accept.
         """
         custom = dict(custom_objects or {})
         if config is None:
@@ -347,8 +347,8 @@ class Registry:
     def get(self, identifier: Any) -> Any:
         """Resolve a user-facing identifier to an object.
 
-        ``None`` gives ``None``; an instance of the family's base class or any other callable is
-        returned as is; a string or dict goes through :meth:`deserialize`; a class of this family
+        `None` gives `None`; an instance of the family's base class or any other callable is
+        returned as is; a string or dict goes through `deserialize`; a class of this family
         is instantiated with its defaults.
 
         Raises

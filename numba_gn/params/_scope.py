@@ -1,8 +1,8 @@
-"""Name scopes: where a new :class:`~numba_gn.params.Variable` gets its ``path`` from.
+"""Name scopes: where a new `Variable` gets its `path` from.
 
 Keras's rule: a Variable created while layers are building or calling is named after them,
-``"block/dense/kernel"``; outside any layer its path is its name. Layers open a scope (their
-name) around ``build`` and ``call``; the stack is per thread, so layers building in several
+`"block/dense/kernel"`; outside any layer its path is its name. Layers open a scope (their
+name) around `build` and `call`; the stack is per thread, so layers building in several
 threads at once each see their own.
 
 A scope may carry the absolute path of its layer's parent (recorded when the layer first
@@ -40,7 +40,7 @@ def stack() -> list[Scope]:
 
 
 def current_path() -> str:
-    """The ``"/"``-joined names of the open scopes of this thread (``""`` when none is open)."""
+    """The `"/"`-joined names of the open scopes of this thread (`""` when none is open)."""
     entries = _local.stack
     if not entries:
         return ""
@@ -53,7 +53,7 @@ def current_path() -> str:
 
 
 class name_scope:  # noqa: N801 - a context manager used like a function, as Keras's
-    """Open a scope ``name`` for the Variables created inside the ``with`` block.
+    """Open a scope `name` for the Variables created inside the `with` block.
 
     Parameters
     ----------
@@ -61,8 +61,8 @@ class name_scope:  # noqa: N801 - a context manager used like a function, as Ker
         The scope's name (a layer's name).
     caller : object, optional
         The object opening the scope. A scope opened again by the same caller with the same
-        name directly inside its own is not repeated (a layer's ``add_weight`` inside its
-        ``build``), as Keras deduplicates.
+        name directly inside its own is not repeated (a layer's `add_weight` inside its
+        `build`), as Keras deduplicates.
     parent : str, optional
         An absolute path the scope restarts from instead of the enclosing scopes.
     """

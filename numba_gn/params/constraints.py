@@ -1,7 +1,7 @@
 """Keras 3 weight constraints on plain numpy arrays.
 
 The optimizer applies a parameter's constraint to its raw values after each update:
-``w[...] = constraint(w)``. Float inputs keep their dtype; other inputs become float32.
+`w[...] = constraint(w)`. Float inputs keep their dtype; other inputs become float32.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ Axis = int | Sequence[int]
 
 
 def _check_axis(axis: Any) -> Axis:
-    """``axis``: an int or a non-empty list/tuple of ints (ranges need the weight's rank)."""
+    """`axis`: an int or a non-empty list/tuple of ints (ranges need the weight's rank)."""
     checked = _checks.int_sequence(axis, "axis")
     # Plain Python ints, a list for several axes: the config stays JSON, as Keras writes it.
     return list(checked) if isinstance(checked, tuple) else checked
@@ -39,22 +39,22 @@ _EPSILON = 1e-7
 
 
 def _as_float_array(w: Any) -> np.ndarray:
-    """``w`` as an array, float32 unless it is already floating."""
+    """`w` as an array, float32 unless it is already floating."""
     arr = np.asarray(w)
     return arr if np.issubdtype(arr.dtype, np.floating) else arr.astype(np.float32)
 
 
 def _norms(w: np.ndarray, axis: Axis) -> np.ndarray:
-    """L2 norms along ``axis`` (an int or a list of ints), kept as broadcastable dims."""
+    """L2 norms along `axis` (an int or a list of ints), kept as broadcastable dims."""
     ax = tuple(axis) if isinstance(axis, Sequence) else axis
     return np.sqrt(np.sum(np.square(w), axis=ax, keepdims=True))
 
 
 class Constraint:
-    """Base class: ``constraint(w)`` returns the projected weights (identity here)."""
+    """Base class: `constraint(w)` returns the projected weights (identity here)."""
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
-        """Return ``w`` unchanged."""
+        """Return `w` unchanged."""
         return w
 
     def get_config(self) -> dict[str, Any]:
@@ -63,7 +63,7 @@ class Constraint:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Constraint:
-        """Rebuild a constraint from :meth:`get_config` output (unknown keys are an error)."""
+        """Rebuild a constraint from `get_config` output (unknown keys are an error)."""
         return build_from_config(cls, config)
 
     def __repr__(self) -> str:
@@ -72,11 +72,11 @@ class Constraint:
 
 
 class MaxNorm(Constraint):
-    """Rescale each slice along ``axis`` so its L2 norm is at most ``max_value``.
+    """Rescale each slice along `axis` so its L2 norm is at most `max_value`.
 
-    ``w * clip(norm, 0, max_value) / (1e-7 + norm)``, as Keras computes it. For a Dense kernel
-    ``(in, out)`` the default ``axis=0`` constrains each output unit's incoming weights.
-    ``max_value`` must be finite and >= 0; ``axis`` an int or a non-empty list of ints.
+    `w * clip(norm, 0, max_value) / (1e-7 + norm)`, as Keras computes it. For a Dense kernel
+    `(in, out)` the default `axis=0` constrains each output unit's incoming weights.
+    `max_value` must be finite and >= 0; `axis` an int or a non-empty list of ints.
     """
 
     def __init__(self, max_value: float = 2, axis: Axis = 0) -> None:
@@ -85,26 +85,26 @@ class MaxNorm(Constraint):
         self.axis = _check_axis(axis)
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
-        """Return ``w`` with the norms along ``axis`` clipped to ``max_value``."""
+        """Return `w` with the norms along `axis` clipped to `max_value`."""
         w = _as_float_array(w)
         norms = _norms(w, self.axis)
         desired = np.clip(norms, 0, self.max_value)
         return (w * (desired / (_EPSILON + norms))).astype(w.dtype, copy=False)
 
     def get_config(self) -> dict[str, Any]:
-        """Return ``{"max_value", "axis"}``."""
+        """Return `{"max_value", "axis"}`."""
         return {"max_value": self.max_value, "axis": _copy_axis(self.axis)}
 
 
 class MinMaxNorm(Constraint):
-    """Move each slice's L2 norm into ``[min_value, max_value]`` at a given ``rate``.
+    """Move each slice's L2 norm into `[min_value, max_value]` at a given `rate`.
 
-    The new norm is ``rate * clip(norm, min_value, max_value) + (1 - rate) * norm``; the weights
-    are scaled by ``new_norm / (1e-7 + norm)``, as in Keras. ``rate=1`` enforces the bounds
-    strictly, ``rate=0`` leaves the weights unchanged.
+    The new norm is `rate * clip(norm, min_value, max_value) + (1 - rate) * norm`; the weights
+    are scaled by `new_norm / (1e-7 + norm)`, as in Keras. `rate=1` enforces the bounds
+    strictly, `rate=0` leaves the weights unchanged.
 
-    The bounds must be finite with ``0 <= min_value <= max_value``, ``rate`` in ``[0, 1]``,
-    ``axis`` an int or a non-empty list of ints.
+    The bounds must be finite with `0 <= min_value <= max_value`, `rate` in `[0, 1]`,
+    `axis` an int or a non-empty list of ints.
     """
 
     def __init__(
@@ -124,7 +124,7 @@ class MinMaxNorm(Constraint):
         self.axis = _check_axis(axis)
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
-        """Return ``w`` with the norms along ``axis`` moved towards the bounds."""
+        """Return `w` with the norms along `axis` moved towards the bounds."""
         w = _as_float_array(w)
         norms = _norms(w, self.axis)
         desired = (
@@ -133,7 +133,7 @@ class MinMaxNorm(Constraint):
         return (w * (desired / (_EPSILON + norms))).astype(w.dtype, copy=False)
 
     def get_config(self) -> dict[str, Any]:
-        """Return ``{"min_value", "max_value", "rate", "axis"}``."""
+        """Return `{"min_value", "max_value", "rate", "axis"}`."""
         return {
             "min_value": self.min_value,
             "max_value": self.max_value,
@@ -143,30 +143,30 @@ class MinMaxNorm(Constraint):
 
 
 class NonNeg(Constraint):
-    """Clamp the weights at zero from below: ``maximum(w, 0)``."""
+    """Clamp the weights at zero from below: `maximum(w, 0)`."""
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
-        """Return ``maximum(w, 0)``."""
+        """Return `maximum(w, 0)`."""
         w = _as_float_array(w)
         return np.maximum(w, w.dtype.type(0))
 
 
 class UnitNorm(Constraint):
-    """Scale each slice along ``axis`` to unit L2 norm: ``w / (1e-7 + norm)``.
+    """Scale each slice along `axis` to unit L2 norm: `w / (1e-7 + norm)`.
 
-    ``axis`` is an int or a non-empty list of ints.
+    `axis` is an int or a non-empty list of ints.
     """
 
     def __init__(self, axis: Axis = 0) -> None:
         self.axis = _check_axis(axis)
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
-        """Return ``w`` divided by its norms along ``axis``."""
+        """Return `w` divided by its norms along `axis`."""
         w = _as_float_array(w)
         return (w / (_EPSILON + _norms(w, self.axis))).astype(w.dtype, copy=False)
 
     def get_config(self) -> dict[str, Any]:
-        """Return ``{"axis": axis}``."""
+        """Return `{"axis": axis}`."""
         return {"axis": _copy_axis(self.axis)}
 
 
@@ -181,7 +181,7 @@ _REGISTRY = Registry(
 
 
 def serialize(constraint: Constraint | None) -> dict[str, Any] | None:
-    """Return a Keras-3-style config dict for ``constraint`` (``None`` gives ``None``)."""
+    """Return a Keras-3-style config dict for `constraint` (`None` gives `None`)."""
     return _REGISTRY.serialize(constraint)
 
 
@@ -193,5 +193,5 @@ def deserialize(
 
 
 def get(identifier: Any) -> Constraint | Any | None:
-    """Resolve ``identifier``: None, name, config dict, instance, class or callable."""
+    """Resolve `identifier`: None, name, config dict, instance, class or callable."""
     return _REGISTRY.get(identifier)

@@ -1,7 +1,7 @@
 """Keras 3 weight initializers on numpy: same names, defaults, formulas and config keys.
 
-Random initializers draw from :func:`numpy.random.default_rng`. An integer ``seed`` makes every
-call return the same values (as Keras does for integer seeds); ``seed=None`` draws fresh values
+Random initializers draw from `numpy.random.default_rng`. An integer `seed` makes every
+call return the same values (as Keras does for integer seeds); `seed=None` draws fresh values
 on every call. Exact random values are not Keras's, the distributions are.
 """
 
@@ -50,7 +50,7 @@ _TRUNCATED_STDDEV = 0.87962566103423978
 
 
 def _standardize_shape(shape: ShapeLike) -> tuple[int, ...]:
-    """Return ``shape`` as a tuple of non-negative Python ints (each at most ``sys.maxsize``)."""
+    """Return `shape` as a tuple of non-negative Python ints (each at most `sys.maxsize`)."""
     if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
         shape = (shape,)
     try:
@@ -64,7 +64,7 @@ def _standardize_shape(shape: ShapeLike) -> tuple[int, ...]:
 
 
 def _standardize_dtype(dtype: DTypeLike | None, *, floating: bool = False) -> np.dtype:
-    """Resolve ``dtype`` (default float32, Keras's floatx); optionally require a float dtype."""
+    """Resolve `dtype` (default float32, Keras's floatx); optionally require a float dtype."""
     dt = np.dtype("float32" if dtype is None else dtype)
     if floating and not np.issubdtype(dt, np.floating):
         raise ValueError(f"This initializer needs a floating dtype, got dtype={dt.name}")
@@ -78,9 +78,9 @@ def compute_fans(
 ) -> tuple[int, int]:
     """Number of input and output units of a weight shape, as Keras computes them.
 
-    Rank 0 gives ``(1, 1)``, rank 1 ``(n, n)``, rank 2 ``(rows, cols)``; higher ranks are
-    treated as convolution kernels ``(*spatial, in, out)`` and multiplied by the receptive field.
-    With both ``input_axes`` and ``output_axes`` given, the fans are the products of those dims.
+    Rank 0 gives `(1, 1)`, rank 1 `(n, n)`, rank 2 `(rows, cols)`; higher ranks are
+    treated as convolution kernels `(*spatial, in, out)` and multiplied by the receptive field.
+    With both `input_axes` and `output_axes` given, the fans are the products of those dims.
     """
     shape = _standardize_shape(shape)
     if input_axes is not None and output_axes is not None:
@@ -101,10 +101,10 @@ def compute_fans(
 
 
 class Initializer:
-    """Base class: ``init(shape, dtype=None)`` returns a new ``numpy.ndarray``."""
+    """Base class: `init(shape, dtype=None)` returns a new `numpy.ndarray`."""
 
     def __call__(self, shape: ShapeLike, dtype: DTypeLike | None = None) -> np.ndarray:
-        """Return an array of ``shape`` and ``dtype`` (default float32)."""
+        """Return an array of `shape` and `dtype` (default float32)."""
         raise NotImplementedError("Initializer subclasses must implement __call__()")
 
     def get_config(self) -> dict[str, Any]:
@@ -113,7 +113,7 @@ class Initializer:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Initializer:
-        """Rebuild an initializer from :meth:`get_config` output (unknown keys are an error)."""
+        """Rebuild an initializer from `get_config` output (unknown keys are an error)."""
         return build_from_config(cls, config)
 
     def clone(self) -> Initializer:
@@ -129,7 +129,7 @@ class Zeros(Initializer):
     """Initializer that returns an array of zeros."""
 
     def __call__(self, shape: ShapeLike, dtype: DTypeLike | None = None) -> np.ndarray:
-        """Return zeros of ``shape`` and ``dtype`` (default float32)."""
+        """Return zeros of `shape` and `dtype` (default float32)."""
         return np.zeros(_standardize_shape(shape), dtype=_standardize_dtype(dtype))
 
 
@@ -137,14 +137,14 @@ class Ones(Initializer):
     """Initializer that returns an array of ones."""
 
     def __call__(self, shape: ShapeLike, dtype: DTypeLike | None = None) -> np.ndarray:
-        """Return ones of ``shape`` and ``dtype`` (default float32)."""
+        """Return ones of `shape` and `dtype` (default float32)."""
         return np.ones(_standardize_shape(shape), dtype=_standardize_dtype(dtype))
 
 
 class Constant(Initializer):
-    """Initializer that fills the array with one scalar ``value`` (Keras: scalars only).
+    """Initializer that fills the array with one scalar `value` (Keras: scalars only).
 
-    ``value`` must be a finite real number (Keras also takes nan, inf and complex numbers, which
+    `value` must be a finite real number (Keras also takes nan, inf and complex numbers, which
     no weight should start from); ints are kept as ints in the config.
     """
 
@@ -160,16 +160,16 @@ class Constant(Initializer):
         _checks.real(self.value, "value")
 
     def __call__(self, shape: ShapeLike, dtype: DTypeLike | None = None) -> np.ndarray:
-        """Return ``value`` broadcast to ``shape`` in ``dtype`` (default float32)."""
+        """Return `value` broadcast to `shape` in `dtype` (default float32)."""
         return np.full(_standardize_shape(shape), self.value, dtype=_standardize_dtype(dtype))
 
     def get_config(self) -> dict[str, Any]:
-        """Return ``{"value": value}``."""
+        """Return `{"value": value}`."""
         return {"value": self.value}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Constant:
-        """Rebuild from a config; also reads Keras's ``{"class_name": "__tensor__"}`` value form."""
+        """Rebuild from a config; also reads Keras's `{"class_name": "__tensor__"}` value form."""
         config = dict(config)
         value = config.get("value")
         if isinstance(value, Mapping):
@@ -178,7 +178,7 @@ class Constant(Initializer):
 
 
 def _scalar_from_keras_tensor_config(value: Mapping[str, Any]) -> float:
-    """Read the scalar out of Keras's ``__tensor__``/``__numpy__`` wrapper without evaluating it."""
+    """Read the scalar out of Keras's `__tensor__`/`__numpy__` wrapper without evaluating it."""
     inner = value.get("config")
     if value.get("class_name") not in ("__tensor__", "__numpy__") or not isinstance(inner, Mapping):
         raise ValueError(f"Constant value must be a number, got {value!r}")
@@ -189,9 +189,9 @@ def _scalar_from_keras_tensor_config(value: Mapping[str, Any]) -> float:
 
 
 class Identity(Initializer):
-    """Initializer returning ``gain`` times the identity matrix (2D shapes only).
+    """Initializer returning `gain` times the identity matrix (2D shapes only).
 
-    Unlike Keras (whose config drops it), ``gain`` is kept in the config.
+    Unlike Keras (whose config drops it), `gain` is kept in the config.
     """
 
     def __init__(self, gain: float = 1.0) -> None:
@@ -199,7 +199,7 @@ class Identity(Initializer):
         self.gain = gain
 
     def __call__(self, shape: ShapeLike, dtype: DTypeLike | None = None) -> np.ndarray:
-        """Return ``gain * eye(rows, cols)``; raise ``ValueError`` unless ``shape`` is 2D."""
+        """Return `gain * eye(rows, cols)`; raise `ValueError` unless `shape` is 2D."""
         dims = _standardize_shape(shape)
         if len(dims) != 2:
             raise ValueError(
@@ -210,20 +210,20 @@ class Identity(Initializer):
         return (self.gain * np.eye(*dims)).astype(dt)
 
     def get_config(self) -> dict[str, Any]:
-        """Return ``{"gain": gain}``."""
+        """Return `{"gain": gain}`."""
         return {"gain": self.gain}
 
 
 def _check_seed(seed: Any) -> int | None:
-    """Validate a seed: ``None`` or any integer (numpy integers become Python ints).
+    """Validate a seed: `None` or any integer (numpy integers become Python ints).
 
-    A wrong type is a ``ValueError``, as in Keras.
+    A wrong type is a `ValueError`, as in Keras.
     """
     return _checks.seed(seed)
 
 
 class RandomInitializer(Initializer):
-    """Base of the random initializers: holds ``seed`` and makes the generator per call."""
+    """Base of the random initializers: holds `seed` and makes the generator per call."""
 
     def __init__(self, seed: int | None = None) -> None:
         self.seed = _check_seed(seed)
@@ -235,7 +235,7 @@ class RandomInitializer(Initializer):
         return np.random.default_rng(self.seed % 2**64)  # SeedSequence needs a non-negative int
 
     def get_config(self) -> dict[str, Any]:
-        """Return ``{"seed": seed}``."""
+        """Return `{"seed": seed}`."""
         return {"seed": self.seed}
 
 
@@ -250,9 +250,9 @@ def _truncated_standard_normal(rng: np.random.Generator, size: int) -> np.ndarra
 
 
 class RandomNormal(RandomInitializer):
-    """Samples from a normal distribution ``N(mean, stddev**2)``.
+    """Samples from a normal distribution `N(mean, stddev**2)`.
 
-    ``mean`` must be finite and ``stddev`` finite and >= 0.
+    `mean` must be finite and `stddev` finite and >= 0.
     """
 
     def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None) -> None:
@@ -262,13 +262,13 @@ class RandomNormal(RandomInitializer):
         super().__init__(seed=seed)
 
     def __call__(self, shape: ShapeLike, dtype: DTypeLike | None = None) -> np.ndarray:
-        """Return normal samples of ``shape`` in a float ``dtype`` (default float32)."""
+        """Return normal samples of `shape` in a float `dtype` (default float32)."""
         dims, dt = _standardize_shape(shape), _standardize_dtype(dtype, floating=True)
         z = self._rng().standard_normal(dims)
         return (self.mean + self.stddev * z).astype(dt)
 
     def get_config(self) -> dict[str, Any]:
-        """Return ``{"seed", "mean", "stddev"}``."""
+        """Return `{"seed", "mean", "stddev"}`."""
         return {**super().get_config(), "mean": self.mean, "stddev": self.stddev}
 
 
@@ -280,7 +280,7 @@ def _check_mean_stddev(mean: Any, stddev: Any) -> None:
 class TruncatedNormal(RandomInitializer):
     """Normal samples with values beyond two standard deviations redrawn.
 
-    ``mean`` must be finite and ``stddev`` finite and >= 0.
+    `mean` must be finite and `stddev` finite and >= 0.
     """
 
     def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None) -> None:
@@ -290,20 +290,20 @@ class TruncatedNormal(RandomInitializer):
         super().__init__(seed=seed)
 
     def __call__(self, shape: ShapeLike, dtype: DTypeLike | None = None) -> np.ndarray:
-        """Return truncated-normal samples of ``shape`` in a float ``dtype``."""
+        """Return truncated-normal samples of `shape` in a float `dtype`."""
         dims, dt = _standardize_shape(shape), _standardize_dtype(dtype, floating=True)
         z = _truncated_standard_normal(self._rng(), math.prod(dims)).reshape(dims)
         return (self.mean + self.stddev * z).astype(dt)
 
     def get_config(self) -> dict[str, Any]:
-        """Return ``{"seed", "mean", "stddev"}``."""
+        """Return `{"seed", "mean", "stddev"}`."""
         return {**super().get_config(), "mean": self.mean, "stddev": self.stddev}
 
 
 class RandomUniform(RandomInitializer):
-    """Samples from the uniform distribution on ``[minval, maxval)``.
+    """Samples from the uniform distribution on `[minval, maxval)`.
 
-    Both bounds must be finite, with ``minval <= maxval`` (equal bounds give a constant).
+    Both bounds must be finite, with `minval <= maxval` (equal bounds give a constant).
     """
 
     def __init__(
@@ -319,12 +319,12 @@ class RandomUniform(RandomInitializer):
         super().__init__(seed=seed)
 
     def __call__(self, shape: ShapeLike, dtype: DTypeLike | None = None) -> np.ndarray:
-        """Return uniform samples of ``shape`` in a float ``dtype``."""
+        """Return uniform samples of `shape` in a float `dtype`."""
         dims, dt = _standardize_shape(shape), _standardize_dtype(dtype, floating=True)
         return self._rng().uniform(self.minval, self.maxval, dims).astype(dt)
 
     def get_config(self) -> dict[str, Any]:
-        """Return ``{"seed", "minval", "maxval"}``."""
+        """Return `{"seed", "minval", "maxval"}`."""
         return {**super().get_config(), "minval": self.minval, "maxval": self.maxval}
 
 
@@ -333,14 +333,14 @@ _DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform")
 
 
 class VarianceScaling(RandomInitializer):
-    """Samples whose variance is ``scale / n``, with ``n`` a fan chosen by ``mode``.
+    """Samples whose variance is `scale / n`, with `n` a fan chosen by `mode`.
 
-    ``distribution="truncated_normal"`` (``"normal"`` is an alias) draws a normal truncated at
-    two standard deviations with ``stddev = sqrt(scale / n) / 0.8796...`` so the variance after
-    truncation is ``scale / n``; ``"untruncated_normal"`` uses ``stddev = sqrt(scale / n)``;
-    ``"uniform"`` draws from ``[-limit, limit]`` with ``limit = sqrt(3 * scale / n)``.
+    `distribution="truncated_normal"` (`"normal"` is an alias) draws a normal truncated at
+    two standard deviations with `stddev = sqrt(scale / n) / 0.8796...` so the variance after
+    truncation is `scale / n`; `"untruncated_normal"` uses `stddev = sqrt(scale / n)`;
+    `"uniform"` draws from `[-limit, limit]` with `limit = sqrt(3 * scale / n)`.
 
-    ``scale`` must be finite and > 0; ``input_axes``/``output_axes`` are None or non-empty
+    `scale` must be finite and > 0; `input_axes`/`output_axes` are None or non-empty
     lists of ints.
     """
 
@@ -382,7 +382,7 @@ class VarianceScaling(RandomInitializer):
         super().__init__(seed=seed)
 
     def __call__(self, shape: ShapeLike, dtype: DTypeLike | None = None) -> np.ndarray:
-        """Return samples of ``shape`` in a float ``dtype`` with the configured variance."""
+        """Return samples of `shape` in a float `dtype` with the configured variance."""
         dims, dt = _standardize_shape(shape), _standardize_dtype(dtype, floating=True)
         fan_in, fan_out = compute_fans(dims, self.input_axes, self.output_axes)
         n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
@@ -398,7 +398,7 @@ class VarianceScaling(RandomInitializer):
         return rng.uniform(-limit, limit, dims).astype(dt)
 
     def get_config(self) -> dict[str, Any]:
-        """Return ``{"seed", "scale", "mode", "distribution", "input_axes", "output_axes"}``."""
+        """Return `{"seed", "scale", "mode", "distribution", "input_axes", "output_axes"}`."""
         return {
             **super().get_config(),
             "scale": self.scale,
@@ -410,7 +410,7 @@ class VarianceScaling(RandomInitializer):
 
 
 def _axes_list(axes: Any, name: str) -> list[int] | None:
-    """``None`` or a non-empty list of ints (a copy, so the caller's list stays theirs)."""
+    """`None` or a non-empty list of ints (a copy, so the caller's list stays theirs)."""
     if axes is None:
         return None
     return list(_checks.int_sequence(axes, name, allow_int=False))  # type: ignore[arg-type]
@@ -431,50 +431,50 @@ class _FixedVarianceScaling(VarianceScaling):
         super().__init__(scale, mode, distribution, seed, input_axes, output_axes)
 
     def get_config(self) -> dict[str, Any]:
-        """Return ``{"seed", "input_axes", "output_axes"}`` (Keras's keys for the presets)."""
+        """Return `{"seed", "input_axes", "output_axes"}` (Keras's keys for the presets)."""
         return {"seed": self.seed, "input_axes": self.input_axes, "output_axes": self.output_axes}
 
 
 class GlorotUniform(_FixedVarianceScaling):
-    """Glorot (Xavier) uniform: ``U(-limit, limit)``, ``limit = sqrt(6 / (fan_in + fan_out))``."""
+    """Glorot (Xavier) uniform: `U(-limit, limit)`, `limit = sqrt(6 / (fan_in + fan_out))`."""
 
     _preset = (1.0, "fan_avg", "uniform")
 
 
 class GlorotNormal(_FixedVarianceScaling):
-    """Glorot (Xavier) normal: truncated normal with variance ``2 / (fan_in + fan_out)``."""
+    """Glorot (Xavier) normal: truncated normal with variance `2 / (fan_in + fan_out)`."""
 
     _preset = (1.0, "fan_avg", "truncated_normal")
 
 
 class HeNormal(_FixedVarianceScaling):
-    """He normal: truncated normal with variance ``2 / fan_in``."""
+    """He normal: truncated normal with variance `2 / fan_in`."""
 
     _preset = (2.0, "fan_in", "truncated_normal")
 
 
 class HeUniform(_FixedVarianceScaling):
-    """He uniform: ``U(-limit, limit)``, ``limit = sqrt(6 / fan_in)``."""
+    """He uniform: `U(-limit, limit)`, `limit = sqrt(6 / fan_in)`."""
 
     _preset = (2.0, "fan_in", "uniform")
 
 
 class LecunNormal(_FixedVarianceScaling):
-    """Lecun normal: truncated normal with variance ``1 / fan_in``."""
+    """Lecun normal: truncated normal with variance `1 / fan_in`."""
 
     _preset = (1.0, "fan_in", "truncated_normal")
 
 
 class LecunUniform(_FixedVarianceScaling):
-    """Lecun uniform: ``U(-limit, limit)``, ``limit = sqrt(3 / fan_in)``."""
+    """Lecun uniform: `U(-limit, limit)`, `limit = sqrt(3 / fan_in)`."""
 
     _preset = (1.0, "fan_in", "uniform")
 
 
 class Orthogonal(RandomInitializer):
-    """Orthogonal matrix from the QR decomposition of a normal matrix, times ``gain``.
+    """Orthogonal matrix from the QR decomposition of a normal matrix, times `gain`.
 
-    Shapes of rank > 2 are flattened to ``(prod(shape[:-1]), shape[-1])``. The result has
+    Shapes of rank > 2 are flattened to `(prod(shape[:-1]), shape[-1])`. The result has
     orthonormal rows when there are fewer rows than columns, orthonormal columns otherwise.
     """
 
@@ -484,7 +484,7 @@ class Orthogonal(RandomInitializer):
         super().__init__(seed=seed)
 
     def __call__(self, shape: ShapeLike, dtype: DTypeLike | None = None) -> np.ndarray:
-        """Return a (scaled) orthogonal array of ``shape``; rank must be at least 2."""
+        """Return a (scaled) orthogonal array of `shape`; rank must be at least 2."""
         dims, dt = _standardize_shape(shape), _standardize_dtype(dtype, floating=True)
         if len(dims) < 2:
             raise ValueError(
@@ -502,18 +502,18 @@ class Orthogonal(RandomInitializer):
         return (self.gain * q.reshape(dims)).astype(dt)
 
     def get_config(self) -> dict[str, Any]:
-        """Return ``{"seed", "gain"}``."""
+        """Return `{"seed", "gain"}`."""
         return {**super().get_config(), "gain": self.gain}
 
 
 class _ArrayInitializer(Initializer):
-    """Returns a copy of a fixed array (what :func:`get` makes of an array identifier)."""
+    """Returns a copy of a fixed array (what `get` makes of an array identifier)."""
 
     def __init__(self, value: Any) -> None:
         self.value = np.array(value)
 
     def __call__(self, shape: ShapeLike, dtype: DTypeLike | None = None) -> np.ndarray:
-        """Return the stored array cast to ``dtype``; ``shape`` must equal its shape."""
+        """Return the stored array cast to `dtype`; `shape` must equal its shape."""
         dims = _standardize_shape(shape)
         if dims != self.value.shape:
             raise ValueError(
@@ -562,7 +562,7 @@ _REGISTRY = Registry(
 
 
 def serialize(initializer: Initializer | None) -> dict[str, Any] | None:
-    """Return a Keras-3-style config dict for ``initializer`` (``None`` gives ``None``)."""
+    """Return a Keras-3-style config dict for `initializer` (`None` gives `None`)."""
     return _REGISTRY.serialize(initializer)
 
 
@@ -574,5 +574,5 @@ def deserialize(
 
 
 def get(identifier: Any) -> Initializer | Any | None:
-    """Resolve ``identifier``: None, name, config dict, instance, class, array or callable."""
+    """Resolve `identifier`: None, name, config dict, instance, class, array or callable."""
     return _REGISTRY.get(identifier)

@@ -1,8 +1,8 @@
 """Keras 3 weight regularizers, computed on numba_gn's autograd tape.
 
-``reg(x)`` returns a scalar :class:`numba_gn.autograd.Tensor`, so the penalty can be added to a
-loss and differentiated. ``x`` may be a Tensor (the penalty then depends on it) or a plain array.
-Formulas follow Keras exactly, e.g. ``L2`` is ``l2 * sum(x**2)`` with no ½.
+`reg(x)` returns a scalar `numba_gn.autograd.Tensor`, so the penalty can be added to a
+loss and differentiated. `x` may be a Tensor (the penalty then depends on it) or a plain array.
+Formulas follow Keras exactly, e.g. `L2` is `l2 * sum(x**2)` with no ½.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ _EPSILON = 1e-7
 
 
 def validate_float_arg(value: Any, name: str) -> float:
-    """Return ``value`` as a float; raise ``ValueError`` if it is negative, inf, nan or no number.
+    """Return `value` as a float; raise `ValueError` if it is negative, inf, nan or no number.
 
-    Matches Keras's ``validate_float_arg`` (numpy scalars are accepted as well), and also
-    rejects bools and ints too large for a float (``10**400``), which Keras lets through.
+    Matches Keras's `validate_float_arg` (numpy scalars are accepted as well), and also
+    rejects bools and ints too large for a float (`10**400`), which Keras lets through.
     """
     ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real)
     if ok:
@@ -68,22 +68,22 @@ def _dtype_of(t: Any) -> np.dtype:
 
 
 def _scalar(value: float, t: Any) -> Any:
-    """A constant scalar Tensor in the dtype of ``t`` (Keras casts its factors to ``x.dtype``)."""
+    """A constant scalar Tensor in the dtype of `t` (Keras casts its factors to `x.dtype`)."""
     from numba_gn import autograd as ag
 
     return ag.Tensor(np.asarray(value, dtype=_dtype_of(t)))
 
 
 def _zero(t: Any) -> Any:
-    """A scalar zero Tensor in the dtype of ``t``."""
+    """A scalar zero Tensor in the dtype of `t`."""
     return _scalar(0.0, t)
 
 
 class Regularizer:
-    """Base class: ``reg(x)`` returns a scalar penalty (zero for the base class)."""
+    """Base class: `reg(x)` returns a scalar penalty (zero for the base class)."""
 
     def __call__(self, x: Any) -> Any:
-        """Return the penalty for ``x`` as a scalar Tensor."""
+        """Return the penalty for `x` as a scalar Tensor."""
         return _zero(_as_tensor(x))
 
     def get_config(self) -> dict[str, Any]:
@@ -92,7 +92,7 @@ class Regularizer:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Regularizer:
-        """Rebuild a regularizer from :meth:`get_config` output (unknown keys are an error)."""
+        """Rebuild a regularizer from `get_config` output (unknown keys are an error)."""
         return build_from_config(cls, config)
 
     def __repr__(self) -> str:
@@ -101,38 +101,38 @@ class Regularizer:
 
 
 class L1(Regularizer):
-    """L1 penalty ``l1 * sum(|x|)``."""
+    """L1 penalty `l1 * sum(|x|)`."""
 
     def __init__(self, l1: float = 0.01) -> None:
         self.l1 = validate_float_arg(0.01 if l1 is None else l1, name="l1")
 
     def __call__(self, x: Any) -> Any:
-        """Return ``l1 * sum(|x|)`` as a scalar Tensor."""
+        """Return `l1 * sum(|x|)` as a scalar Tensor."""
         from numba_gn import autograd as ag
 
         t = _as_tensor(x)
         return _scalar(self.l1, t) * ag.sum(ag.abs(t))
 
     def get_config(self) -> dict[str, Any]:
-        """Return ``{"l1": l1}``."""
+        """Return `{"l1": l1}`."""
         return {"l1": self.l1}
 
 
 class L2(Regularizer):
-    """L2 penalty ``l2 * sum(x**2)`` (no ½ factor, as in Keras)."""
+    """L2 penalty `l2 * sum(x**2)` (no ½ factor, as in Keras)."""
 
     def __init__(self, l2: float = 0.01) -> None:
         self.l2 = validate_float_arg(0.01 if l2 is None else l2, name="l2")
 
     def __call__(self, x: Any) -> Any:
-        """Return ``l2 * sum(x**2)`` as a scalar Tensor."""
+        """Return `l2 * sum(x**2)` as a scalar Tensor."""
         from numba_gn import autograd as ag
 
         t = _as_tensor(x)
         return _scalar(self.l2, t) * ag.sum(ag.square(t))
 
     def get_config(self) -> dict[str, Any]:
-        """Return ``{"l2": l2}``."""
+        """Return `{"l2": l2}`."""
         return {"l2": self.l2}
 
 
@@ -144,7 +144,7 @@ class L1L2(Regularizer):
         self.l2 = validate_float_arg(0.0 if l2 is None else l2, name="l2")
 
     def __call__(self, x: Any) -> Any:
-        """Return ``l1 * sum(|x|) + l2 * sum(x**2)`` as a scalar Tensor."""
+        """Return `l1 * sum(|x|) + l2 * sum(x**2)` as a scalar Tensor."""
         from numba_gn import autograd as ag
 
         t = _as_tensor(x)
@@ -157,15 +157,15 @@ class L1L2(Regularizer):
         return penalty
 
     def get_config(self) -> dict[str, Any]:
-        """Return ``{"l1": l1, "l2": l2}``."""
+        """Return `{"l1": l1, "l2": l2}`."""
         return {"l1": self.l1, "l2": self.l2}
 
 
 class OrthogonalRegularizer(Regularizer):
     """Penalty pushing the rows (or columns) of a 2D weight to be orthogonal.
 
-    The rows (``mode="rows"``) or columns are L2-normalised (norms below ``1e-7`` are clamped);
-    the penalty is ``factor`` times the mean of ``|<u_i, u_j>|`` over the pairs ``i < j``.
+    The rows (`mode="rows"`) or columns are L2-normalised (norms below `1e-7` are clamped);
+    the penalty is `factor` times the mean of `|<u_i, u_j>|` over the pairs `i < j`.
     With fewer than two rows/columns there are no pairs and the penalty is 0 (Keras gives nan).
     """
 
@@ -179,7 +179,7 @@ class OrthogonalRegularizer(Regularizer):
         self.mode = mode
 
     def __call__(self, x: Any) -> Any:
-        """Return the orthogonality penalty of the 2D ``x`` as a scalar Tensor."""
+        """Return the orthogonality penalty of the 2D `x` as a scalar Tensor."""
         from numba_gn import autograd as ag
 
         t = _as_tensor(x)
@@ -202,7 +202,7 @@ class OrthogonalRegularizer(Regularizer):
         return _scalar(self.factor * 0.5 / num_pairs, t) * ag.sum(ag.abs(off_diagonal))
 
     def get_config(self) -> dict[str, Any]:
-        """Return ``{"factor": factor, "mode": mode}``."""
+        """Return `{"factor": factor, "mode": mode}`."""
         return {"factor": self.factor, "mode": self.mode}
 
 
@@ -216,7 +216,7 @@ _REGISTRY = Registry(
 
 
 def serialize(regularizer: Regularizer | None) -> dict[str, Any] | None:
-    """Return a Keras-3-style config dict for ``regularizer`` (``None`` gives ``None``)."""
+    """Return a Keras-3-style config dict for `regularizer` (`None` gives `None`)."""
     return _REGISTRY.serialize(regularizer)
 
 
@@ -228,5 +228,5 @@ def deserialize(
 
 
 def get(identifier: Any) -> Regularizer | Any | None:
-    """Resolve ``identifier``: None, name, config dict, instance, class or callable."""
+    """Resolve `identifier`: None, name, config dict, instance, class or callable."""
     return _REGISTRY.get(identifier)

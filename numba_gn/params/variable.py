@@ -1,8 +1,8 @@
-"""``Variable``: a mutable, named Tensor holding a model weight, after ``keras.Variable``.
+"""`Variable`: a mutable, named Tensor holding a model weight, after `keras.Variable`.
 
-A Variable is a :class:`~numba_gn.autograd.Tensor`, so it goes into any op directly. Inside a
-:class:`~numba_gn.autograd.GradientTape` a trainable Variable is watched automatically when an op
-uses it. ``assign`` and friends write into the Variable's own buffer, so the object (and any
+A Variable is a `Tensor`, so it goes into any op directly. Inside a
+`GradientTape` a trainable Variable is watched automatically when an op
+uses it. `assign` and friends write into the Variable's own buffer, so the object (and any
 reference held by a layer or optimizer) stays the same across updates.
 """
 
@@ -63,23 +63,23 @@ class Variable(Tensor):
     ----------
     initializer : array-like, callable, str or dict
         An array-like (a Tensor, ndarray, list, number) gives the initial value, and the shape
-        and dtype unless ``dtype`` is given. A callable ``(shape, dtype) -> ndarray`` (such as
-        an initializer instance) needs ``shape``. A name or config dict is resolved with
-        :func:`numba_gn.params.initializers.get`.
+        and dtype unless `dtype` is given. A callable `(shape, dtype) -> ndarray` (such as
+        an initializer instance) needs `shape`. A name or config dict is resolved with
+        `numba_gn.params.initializers.get`.
     shape : int or tuple of ints, optional
         Required with a callable initializer; must match an array-like one.
     dtype : dtype, optional
         Default float32 for callable initializers, the value's dtype for array-likes.
     trainable : bool, default True
         Trainable Variables are watched automatically by gradient tapes (a bool: anything else
-        is a ``ValueError``, as for layers).
+        is a `ValueError`, as for layers).
     name : str, optional
         Default "variable", "variable_1", ...; must not contain "/".
-        The Variable's :attr:`path` is this name inside the scopes of the layers building or
-        calling when it is created (``"block/dense/kernel"``), as in Keras.
+        The Variable's `path` is this name inside the scopes of the layers building or
+        calling when it is created (`"block/dense/kernel"`), as in Keras.
     regularizer, constraint : optional
-        Identifiers resolved with :mod:`numba_gn.params.regularizers` /
-        :mod:`numba_gn.params.constraints` ``get``; stored for layers and optimizers to use.
+        Identifiers resolved with `numba_gn.params.regularizers` /
+        `numba_gn.params.constraints` `get`; stored for layers and optimizers to use.
 
     Attributes
     ----------
@@ -157,9 +157,9 @@ class Variable(Tensor):
 
     @property
     def path(self) -> str:
-        """The name within the layers that created it: ``"block/dense/kernel"`` (Keras's path).
+        """The name within the layers that created it: `"block/dense/kernel"` (Keras's path).
 
-        A Variable created outside any layer's ``build`` or ``call`` has its name as path.
+        A Variable created outside any layer's `build` or `call` has its name as path.
         """
         return self._path
 
@@ -196,11 +196,11 @@ class Variable(Tensor):
         return self
 
     def assign_add(self, delta: ArrayLike | Tensor) -> Variable:
-        """Add ``delta`` (broadcastable to the Variable's shape) in place; returns the Variable."""
+        """Add `delta` (broadcastable to the Variable's shape) in place; returns the Variable."""
         return self._update(np.add, delta, "assign_add")
 
     def assign_sub(self, delta: ArrayLike | Tensor) -> Variable:
-        """Subtract ``delta`` (broadcastable) in place; returns the Variable."""
+        """Subtract `delta` (broadcastable) in place; returns the Variable."""
         return self._update(np.subtract, delta, "assign_sub")
 
     def _update(self, ufunc: np.ufunc, delta: Any, what: str) -> Variable:
@@ -226,7 +226,7 @@ class Variable(Tensor):
 
 
 def _resolve_regularizer(identifier: Any) -> Any:
-    """``regularizers.get(identifier)``, imported on use (None stays None)."""
+    """`regularizers.get(identifier)`, imported on use (None stays None)."""
     if identifier is None:
         return None
     from numba_gn.params import regularizers
@@ -235,7 +235,7 @@ def _resolve_regularizer(identifier: Any) -> Any:
 
 
 def _resolve_constraint(identifier: Any) -> Any:
-    """``constraints.get(identifier)``, imported on use (None stays None)."""
+    """`constraints.get(identifier)`, imported on use (None stays None)."""
     if identifier is None:
         return None
     from numba_gn.params import constraints

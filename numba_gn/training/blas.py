@@ -4,14 +4,14 @@ The matrices of small models are small (the demo's largest product is 1024x144 b
 OpenBLAS's threads cost more than they save on them: measured on this 2-core machine, one
 training step of the demo took 1.63 ms with single-threaded BLAS and 1.76-2.04 ms with two
 threads when the machine was quiet, and 2.2 ms against 17-47 ms when other processes loaded it
-(BLAS threads spin-wait for each other when a core is taken away). So ``fit``, ``evaluate`` and
-``predict`` run with BLAS limited to one thread; Numba's kernels keep their threads.
+(BLAS threads spin-wait for each other when a core is taken away). So `fit`, `evaluate` and
+`predict` run with BLAS limited to one thread; Numba's kernels keep their threads.
 
 The limit is process-wide while it lasts (BLAS has one thread setting): BLAS calls made by
-other Python threads during ``fit`` are single-threaded too. Set ``model.blas_threads = None``
-to leave BLAS alone. The limit uses ``threadpoolctl`` when it is installed (it comes with
-scikit-learn, so with the ``demo`` extra); without it BLAS is left as configured
-(``OPENBLAS_NUM_THREADS`` still works).
+other Python threads during `fit` are single-threaded too. Set `model.blas_threads = None`
+to leave BLAS alone. The limit uses `threadpoolctl` when it is installed (it comes with
+scikit-learn, so with the `demo` extra); without it BLAS is left as configured
+(`OPENBLAS_NUM_THREADS` still works).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _get_controller() -> Any:
 
 @contextlib.contextmanager
 def blas_threads(limit: int | None = 1) -> Iterator[None]:
-    """Context in which BLAS uses at most ``limit`` threads (None: no change).
+    """Context in which BLAS uses at most `limit` threads (None: no change).
 
     Nested uses keep the outermost limit; without threadpoolctl this does nothing.
     """

@@ -1,16 +1,16 @@
 """Keras 3 losses on the autograd tape: same classes, names, defaults, formulas and reductions.
 
-``loss(y_true, y_pred, sample_weight=None)`` returns a scalar :class:`~numba_gn.autograd.Tensor`
-(or per-sample losses with ``reduction=None``/``"none"``); ``y_true`` is data, never
-differentiated. The default reduction ``"sum_over_batch_size"`` is the mean over every
+`loss(y_true, y_pred, sample_weight=None)` returns a scalar `Tensor`
+(or per-sample losses with `reduction=None`/`"none"`); `y_true` is data, never
+differentiated. The default reduction `"sum_over_batch_size"` is the mean over every
 per-sample loss (Keras's name).
 
-Numerics: ``from_logits=True`` paths are fused ops computed with log-sum-exp (categorical) and
-``max(x, 0) - x*z + log1p(exp(-|x|))`` (binary), so no logit overflows; their gradients are the
-closed forms (``softmax - target``, ``sigmoid - target``). Probability inputs follow Keras:
-normalise along the class axis (categorical), clip to ``[1e-7, 1 - 1e-7]``, take the log.
+Numerics: `from_logits=True` paths are fused ops computed with log-sum-exp (categorical) and
+`max(x, 0) - x*z + log1p(exp(-|x|))` (binary), so no logit overflows; their gradients are the
+closed forms (`softmax - target`, `sigmoid - target`). Probability inputs follow Keras:
+normalise along the class axis (categorical), clip to `[1e-7, 1 - 1e-7]`, take the log.
 (Keras's NumPy backend applies a sigmoid and that clip to binary logits too, so its values
-saturate for ``|logit| > ~16``; ours stay exact there.)
+saturate for `|logit| > ~16`; ours stay exact there.)
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ __all__ = [
     "serialize",
 ]
 
-#: Keras's ``backend.epsilon()``: how far probabilities are kept from 0 and 1.
+#: Keras's `backend.epsilon()`: how far probabilities are kept from 0 and 1.
 EPSILON = 1e-7
 
 _REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None)
@@ -53,7 +53,7 @@ def _float_dtype(y_pred: Any) -> np.dtype:
 
 
 class SoftmaxCrossEntropy(Function):
-    """``-sum(target * log_softmax(logits), axis=-1)`` per sample; ``target`` is a constant."""
+    """`-sum(target * log_softmax(logits), axis=-1)` per sample; `target` is a constant."""
 
     @staticmethod
     def forward(ctx: Context, logits: np.ndarray, *, target: np.ndarray) -> np.ndarray:
@@ -71,7 +71,7 @@ class SoftmaxCrossEntropy(Function):
 
 
 class SparseSoftmaxCrossEntropy(Function):
-    """``-log_softmax(logits)[label]`` per sample, labels an int array (no one-hot built)."""
+    """`-log_softmax(logits)[label]` per sample, labels an int array (no one-hot built)."""
 
     @staticmethod
     def forward(ctx: Context, logits: np.ndarray, *, labels: np.ndarray) -> np.ndarray:
@@ -96,7 +96,7 @@ class SparseSoftmaxCrossEntropy(Function):
 
 
 class SigmoidCrossEntropy(Function):
-    """Elementwise ``max(x, 0) - x*z + log1p(exp(-|x|))``: binary cross-entropy of logits."""
+    """Elementwise `max(x, 0) - x*z + log1p(exp(-|x|))`: binary cross-entropy of logits."""
 
     @staticmethod
     def forward(ctx: Context, logits: np.ndarray, *, target: np.ndarray) -> np.ndarray:
@@ -112,7 +112,7 @@ class SigmoidCrossEntropy(Function):
 
 
 class WeightedReduce(Function):
-    """``sum(values * weights) / divisor`` (weights None means 1), a scalar."""
+    """`sum(values * weights) / divisor` (weights None means 1), a scalar."""
 
     @staticmethod
     def forward(
@@ -137,7 +137,7 @@ class WeightedReduce(Function):
 
 
 class Loss:
-    """Base class: ``call(y_true, y_pred)`` gives per-sample losses, ``__call__`` reduces them.
+    """Base class: `call(y_true, y_pred)` gives per-sample losses, `__call__` reduces them.
 
     Parameters
     ----------
@@ -148,13 +148,13 @@ class Loss:
         "mean_with_sample_weight" (weighted sum over the sum of the weights), or
         None / "none" (no reduction).
     dtype : str, optional
-        Kept for Keras compatibility of configs; computations use ``y_pred``'s float dtype.
+        Kept for Keras compatibility of configs; computations use `y_pred`'s float dtype.
 
     Notes
     -----
     The subclasses' arguments are checked at construction, each error naming its argument:
-    ``from_logits`` is a bool, ``label_smoothing`` a number in ``[0, 1]``, ``axis`` an int
-    (its range is checked against the input's rank at the call), ``ignore_class`` None or an
+    `from_logits` is a bool, `label_smoothing` a number in `[0, 1]`, `axis` an int
+    (its range is checked against the input's rank at the call), `ignore_class` None or an
     int.
     """
 
@@ -178,7 +178,7 @@ class Loss:
         self.dtype = dtype
 
     def call(self, y_true: Any, y_pred: Any) -> Tensor:
-        """Per-sample losses (one value per element of ``y_pred.shape[:-1]``)."""
+        """Per-sample losses (one value per element of `y_pred.shape[:-1]`)."""
         raise NotImplementedError
 
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Tensor:
@@ -187,7 +187,7 @@ class Loss:
         return self._reduce(values, sample_weight, self._mask(y_true))
 
     def _mask(self, y_true: Any) -> np.ndarray | None:
-        """Boolean mask of the samples that count (None: all); see ``ignore_class``."""
+        """Boolean mask of the samples that count (None: all); see `ignore_class`."""
         return None
 
     def _reduce(self, values: Tensor, sample_weight: Any, mask: np.ndarray | None) -> Tensor:
@@ -221,7 +221,7 @@ class Loss:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Loss:
-        """Rebuild from :meth:`get_config`'s output."""
+        """Rebuild from `get_config`'s output."""
         return cls(**config)
 
     def __repr__(self) -> str:
@@ -229,7 +229,7 @@ class Loss:
 
 
 def _match_rank(w: np.ndarray, ndim: int) -> np.ndarray:
-    """Squeeze trailing 1s or add trailing axes so ``w`` broadcasts like Keras's sample weights."""
+    """Squeeze trailing 1s or add trailing axes so `w` broadcasts like Keras's sample weights."""
     while w.ndim > ndim and w.shape[-1] == 1:
         w = w[..., 0]
     while w.ndim < ndim:
@@ -241,7 +241,7 @@ def _match_rank(w: np.ndarray, ndim: int) -> np.ndarray:
 
 
 class MeanSquaredError(Loss):
-    """``mean(square(y_true - y_pred), axis=-1)`` per sample."""
+    """`mean(square(y_true - y_pred), axis=-1)` per sample."""
 
     default_name = "mean_squared_error"
 
@@ -260,7 +260,7 @@ class MeanSquaredError(Loss):
 
 
 class BinaryCrossentropy(Loss):
-    """Binary cross-entropy averaged over ``axis`` (Keras default -1), with label smoothing."""
+    """Binary cross-entropy averaged over `axis` (Keras default -1), with label smoothing."""
 
     default_name = "binary_crossentropy"
 
@@ -303,7 +303,7 @@ class BinaryCrossentropy(Loss):
 
 
 class CategoricalCrossentropy(Loss):
-    """Cross-entropy of one-hot (or soft) targets, with label smoothing, along ``axis``."""
+    """Cross-entropy of one-hot (or soft) targets, with label smoothing, along `axis`."""
 
     default_name = "categorical_crossentropy"
 
@@ -349,9 +349,9 @@ class CategoricalCrossentropy(Loss):
 
 
 class SparseCategoricalCrossentropy(Loss):
-    """Cross-entropy of integer class labels (``y_true`` shape ``y_pred.shape[:-1]``, or ``+(1,)``).
+    """Cross-entropy of integer class labels (`y_true` shape `y_pred.shape[:-1]`, or `+(1,)`).
 
-    ``ignore_class``: samples with this label get loss 0 and are left out of the mean, as in
+    `ignore_class`: samples with this label get loss 0 and are left out of the mean, as in
     Keras.
     """
 
@@ -457,17 +457,17 @@ _ALIASES: dict[str, type[Loss]] = {
 
 
 def serialize(loss: Loss) -> dict[str, Any]:
-    """``{"class_name", "config"}`` of a loss instance."""
+    """`{"class_name", "config"}` of a loss instance."""
     if not isinstance(loss, Loss):
         raise TypeError(f"Only Loss instances can be serialized, got {type(loss).__name__}.")
     return {"class_name": type(loss).__name__, "config": loss.get_config()}
 
 
 def deserialize(config: dict[str, Any]) -> Loss:
-    """A loss from ``{"class_name", "config"}``, with Keras's optional extra keys.
+    """A loss from `{"class_name", "config"}`, with Keras's optional extra keys.
 
-    Keras's ``"module"`` and ``"registered_name"`` are accepted; a module other than Keras's or
-    numba_gn's, or any other key, is refused with a ``ValueError``.
+    Keras's `"module"` and `"registered_name"` are accepted; a module other than Keras's or
+    numba_gn's, or any other key, is refused with a `ValueError`.
     """
     from numba_gn.params._registry import split_config
 
@@ -482,7 +482,7 @@ def get(identifier: Any) -> Loss | Callable[..., Any] | None:
     """Resolve a loss identifier.
 
     Accepts None, a name ("mse", "sparse_categorical_crossentropy", class names), a config
-    dict, a Loss instance or class, or a callable ``(y_true, y_pred) -> Tensor``.
+    dict, a Loss instance or class, or a callable `(y_true, y_pred) -> Tensor`.
     """
     if identifier is None or isinstance(identifier, Loss):
         return identifier

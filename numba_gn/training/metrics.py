@@ -1,8 +1,8 @@
 """Accuracy metrics, averaged over an epoch the way Keras's stateful metrics are.
 
-``"accuracy"`` (or ``"acc"``) picks the variant from the shapes at the first update, as Keras's
-``compile`` does: binary when ``y_pred`` has one column, sparse categorical when ``y_true``
-holds class indices (one axis fewer than ``y_pred``, or a trailing axis of 1), categorical
+`"accuracy"` (or `"acc"`) picks the variant from the shapes at the first update, as Keras's
+`compile` does: binary when `y_pred` has one column, sparse categorical when `y_true`
+holds class indices (one axis fewer than `y_pred`, or a trailing axis of 1), categorical
 otherwise.
 """
 
@@ -32,9 +32,9 @@ def _arr(x: Any) -> np.ndarray:
 
 
 def binary_accuracy(y_true: Any, y_pred: Any, threshold: float = 0.5) -> np.ndarray:
-    """Per-sample mean over the last axis of ``(y_pred > threshold) == y_true``.
+    """Per-sample mean over the last axis of `(y_pred > threshold) == y_true`.
 
-    ``threshold`` is a number in ``[0, 1]`` (a probability, as Keras's thresholds are).
+    `threshold` is a number in `[0, 1]` (a probability, as Keras's thresholds are).
     """
     if type(threshold) is not float or not 0.0 <= threshold <= 1.0:  # the default passes fast
         threshold = _checks.real(threshold, "threshold", low=0.0, high=1.0)
@@ -43,13 +43,13 @@ def binary_accuracy(y_true: Any, y_pred: Any, threshold: float = 0.5) -> np.ndar
 
 
 def categorical_accuracy(y_true: Any, y_pred: Any) -> np.ndarray:
-    """Per-sample ``argmax(y_true) == argmax(y_pred)`` over the last axis (0.0 or 1.0)."""
+    """Per-sample `argmax(y_true) == argmax(y_pred)` over the last axis (0.0 or 1.0)."""
     y_true, y_pred = _arr(y_true), _arr(y_pred)
     return (np.argmax(y_true, axis=-1) == np.argmax(y_pred, axis=-1)).astype(np.float64)
 
 
 def sparse_categorical_accuracy(y_true: Any, y_pred: Any) -> np.ndarray:
-    """Per-sample ``y_true == argmax(y_pred)`` (0.0 or 1.0)."""
+    """Per-sample `y_true == argmax(y_pred)` (0.0 or 1.0)."""
     y_true, y_pred = _arr(y_true), _arr(y_pred)
     if y_true.ndim == y_pred.ndim and y_true.shape[-1] == 1:
         y_true = y_true[..., 0]
@@ -88,12 +88,12 @@ class Metric:
 
 
 class Mean(Metric):
-    """The mean of the values passed to ``update_state(values)`` (used for the loss)."""
+    """The mean of the values passed to `update_state(values)` (used for the loss)."""
 
     def update_state(self, values: Any, count: float | None = None) -> None:  # type: ignore[override]
-        """Add a value (counted ``count`` times, e.g. a batch mean times its batch size).
+        """Add a value (counted `count` times, e.g. a batch mean times its batch size).
 
-        ``count`` is a finite number >= 0.
+        `count` is a finite number >= 0.
         """
         if count is None:
             self._add(np.asarray(values, dtype=np.float64))
@@ -104,9 +104,9 @@ class Mean(Metric):
 
 
 class Accuracy(Metric):
-    """Keras's ``"accuracy"``: binary, sparse or categorical, chosen from the shapes.
+    """Keras's `"accuracy"`: binary, sparse or categorical, chosen from the shapes.
 
-    ``threshold`` (binary case: a prediction above it counts as 1) is a number in ``[0, 1]``.
+    `threshold` (binary case: a prediction above it counts as 1) is a number in `[0, 1]`.
     """
 
     def __init__(self, name: str = "accuracy", threshold: float = 0.5) -> None:
@@ -129,7 +129,7 @@ class Accuracy(Metric):
 
 
 class MeanMetricWrapper(Metric):
-    """The epoch mean of a per-sample function ``fn(y_true, y_pred)``."""
+    """The epoch mean of a per-sample function `fn(y_true, y_pred)`."""
 
     def __init__(self, fn: Callable[[Any, Any], np.ndarray], name: str) -> None:
         if not callable(fn):
@@ -138,7 +138,7 @@ class MeanMetricWrapper(Metric):
         self.fn = fn
 
     def update_state(self, y_true: Any, y_pred: Any) -> None:
-        """Accumulate ``fn`` over one batch."""
+        """Accumulate `fn` over one batch."""
         self._add(self.fn(y_true, y_pred))
 
 
@@ -152,8 +152,8 @@ _FUNCTIONS = {
 def get(identifier: Any) -> Metric:
     """A fresh metric from a name, or an instance (returned as is).
 
-    Names: ``"accuracy"``/``"acc"``, ``"binary_accuracy"``, ``"categorical_accuracy"``,
-    ``"sparse_categorical_accuracy"``.
+    Names: `"accuracy"`/`"acc"`, `"binary_accuracy"`, `"categorical_accuracy"`,
+    `"sparse_categorical_accuracy"`.
     """
     if isinstance(identifier, Metric):
         return identifier

@@ -1,24 +1,24 @@
 """Keras 3 optimizers on ndarrays: SGD, Adam, AdamW with Keras's defaults and exact update order.
 
-One ``apply(grads, variables)`` call does what Keras's ``BaseOptimizer.apply`` does, in the same
-order: clip the gradients (``clipnorm`` per gradient, ``global_clipnorm``, or ``clipvalue``),
-apply decoupled weight decay (``var -= var * weight_decay * lr``), run each variable's update
+One `apply(grads, variables)` call does what Keras's `BaseOptimizer.apply` does, in the same
+order: clip the gradients (`clipnorm` per gradient, `global_clipnorm`, or `clipvalue`),
+apply decoupled weight decay (`var -= var * weight_decay * lr`), run each variable's update
 step, apply each variable's constraint right after the updates, then count the iteration.
 Scalars are cast to the variable's dtype first, as Keras does, so float32 updates round like
 Keras's.
 
 A step is all or nothing: every new weight and optimizer slot is computed (and constrained)
-first, and only then written into the :class:`~numba_gn.params.Variable` buffers (in place, so
+first, and only then written into the `Variable` buffers (in place, so
 references to them stay valid) and the iteration counted. A gradient of the wrong shape or
 dtype, a constraint that raises, or a learning-rate schedule that returns NaN leaves the
-weights, the slots and ``iterations`` exactly as they were.
+weights, the slots and `iterations` exactly as they were.
 
 Per-variable state (momentums, Adam's moments) is created on a variable's first step and keyed
 by the Variable object itself, held weakly: it is freed with the Variable and never handed to
 another Variable. One optimizer may be shared by models trained in several threads: each
-``apply`` runs whole under the optimizer's own lock, so the steps are serialised, none is lost
-from ``iterations`` and no variable's state is created twice. Hyper-parameters are validated
-when set, with a ``ValueError`` or ``TypeError`` naming the argument; non-finite values are
+`apply` runs whole under the optimizer's own lock, so the steps are serialised, none is lost
+from `iterations` and no variable's state is created twice. Hyper-parameters are validated
+when set, with a `ValueError` or `TypeError` naming the argument; non-finite values are
 refused everywhere.
 """
 
@@ -81,9 +81,9 @@ def _name(value: Any, default: str) -> str:
 class _VariableMap:
     """A mapping from Variables to values, by identity, that does not keep the Variables alive.
 
-    ``weakref.WeakKeyDictionary`` cannot be used: it compares keys with ``==``, which is
-    elementwise for Tensors. Entries are keyed by ``id`` but also hold a weak reference that is
-    checked on every lookup, so a new object that reuses a dead Variable's ``id`` never sees its
+    `weakref.WeakKeyDictionary` cannot be used: it compares keys with `==`, which is
+    elementwise for Tensors. Entries are keyed by `id` but also hold a weak reference that is
+    checked on every lookup, so a new object that reuses a dead Variable's `id` never sees its
     value; the reference's callback drops the entry when the Variable is freed.
     """
 
@@ -113,7 +113,7 @@ class _VariableMap:
         self._data[k] = (ref, value)
 
     def items(self) -> Iterator[tuple[Variable, Any]]:
-        """The live ``(variable, value)`` pairs, in insertion order."""
+        """The live `(variable, value)` pairs, in insertion order."""
         for ref, value in list(self._data.values()):
             key = ref()
             if key is not None:
@@ -145,7 +145,7 @@ class _VariableMap:
 
 
 def _remover(owner: weakref.ref, k: int) -> Callable[[weakref.ref], None]:
-    """The weakref callback that drops entry ``k`` of the map ``owner`` (if both still exist)."""
+    """The weakref callback that drops entry `k` of the map `owner` (if both still exist)."""
 
     def remove(ref: weakref.ref) -> None:
         m = owner()
@@ -158,17 +158,17 @@ def _remover(owner: weakref.ref, k: int) -> Callable[[weakref.ref], None]:
 
 
 class CosineDecay:
-    """Keras's ``CosineDecay`` learning-rate schedule (without warm-up), a callable of the step.
+    """Keras's `CosineDecay` learning-rate schedule (without warm-up), a callable of the step.
 
-    ``lr(step) = initial_learning_rate * ((1 - alpha) * c + alpha)`` with
-    ``c = 0.5 * (1 + cos(pi * min(step, decay_steps) / decay_steps))``.
+    `lr(step) = initial_learning_rate * ((1 - alpha) * c + alpha)` with
+    `c = 0.5 * (1 + cos(pi * min(step, decay_steps) / decay_steps))`.
 
     Parameters
     ----------
     initial_learning_rate : float
         Finite, >= 0.
     decay_steps : int or float
-        Finite, > 0 (Keras's rule); a whole float such as ``1e4`` is kept as an int.
+        Finite, > 0 (Keras's rule); a whole float such as `1e4` is kept as an int.
     alpha : float, default 0.0
         The final rate as a fraction of the initial one, in [0, 1].
     name : str, default "CosineDecay"
@@ -191,7 +191,7 @@ class CosineDecay:
         self.name = _name(name, "CosineDecay")
 
     def __call__(self, step: int) -> float:
-        """The learning rate at optimizer step ``step`` (0-based)."""
+        """The learning rate at optimizer step `step` (0-based)."""
         t = min(step, self.decay_steps) / self.decay_steps
         cosine = 0.5 * (1.0 + math.cos(math.pi * t))
         return self.initial_learning_rate * ((1 - self.alpha) * cosine + self.alpha)
@@ -209,21 +209,21 @@ class CosineDecay:
 class Optimizer(FreshLocks):
     """Base class: gradient clipping, weight decay, constraints and the iteration count.
 
-    Every argument is checked here, with a ``ValueError``/``TypeError`` naming it; ints are
+    Every argument is checked here, with a `ValueError`/`TypeError` naming it; ints are
     accepted where floats are expected, NaN, infinities and out-of-range values are not.
 
     Parameters
     ----------
     learning_rate : float or callable
-        A float >= 0, or a schedule ``f(iterations) -> float`` called before each step (its
-        value must be a finite float >= 0, else the step raises ``ValueError`` and changes
+        A float >= 0, or a schedule `f(iterations) -> float` called before each step (its
+        value must be a finite float >= 0, else the step raises `ValueError` and changes
         nothing).
     weight_decay : float, optional
-        Decoupled weight decay (>= 0): each step first does ``var -= var * weight_decay * lr``.
+        Decoupled weight decay (>= 0): each step first does `var -= var * weight_decay * lr`.
     clipnorm : float, optional
-        Rescale each gradient so its L2 norm is at most ``clipnorm`` (> 0).
+        Rescale each gradient so its L2 norm is at most `clipnorm` (> 0).
     clipvalue : float, optional
-        Clip each gradient element to ``[-clipvalue, clipvalue]`` (> 0).
+        Clip each gradient element to `[-clipvalue, clipvalue]` (> 0).
     global_clipnorm : float, optional
         Rescale all gradients together so their joint L2 norm is at most this (> 0).
     name : str, optional
@@ -233,12 +233,12 @@ class Optimizer(FreshLocks):
     -----
     Unlike Keras, the optimizer is not built for a fixed list of variables: the slots of a
     Variable are created on its first step, so the set of variables may change between steps
-    (layers frozen or unfrozen). The slots are keyed by the Variable object (not its ``id``)
+    (layers frozen or unfrozen). The slots are keyed by the Variable object (not its `id`)
     and freed together with it. Deep-copied or pickled together with its Variables (as part of
     a model), an optimizer's state follows the copies; copied on its own, it starts without
-    state (use :meth:`variables_state` to keep the slot arrays).
+    state (use `variables_state` to keep the slot arrays).
 
-    :meth:`apply` holds a per-optimizer lock from its first check to its commit, so one
+    `apply` holds a per-optimizer lock from its first check to its commit, so one
     optimizer may be shared by models trained in different threads (their steps run one after
     the other). A copy or an unpickled optimizer gets a lock of its own.
     """
@@ -287,7 +287,7 @@ class Optimizer(FreshLocks):
 
     @property
     def learning_rate(self) -> float:
-        """The learning rate of the next step (a schedule is evaluated at ``iterations``).
+        """The learning rate of the next step (a schedule is evaluated at `iterations`).
 
         Setting it accepts what the constructor accepts (a float >= 0 or a callable schedule)
         and checks it the same way.
@@ -320,9 +320,9 @@ class Optimizer(FreshLocks):
         var_list: Iterable[Variable] | None = None,
         var_names: Sequence[str] | str | None = None,
     ) -> None:
-        """Skip weight decay for these variables and those whose name matches ``var_names``.
+        """Skip weight decay for these variables and those whose name matches `var_names`.
 
-        ``var_names`` are searched in each variable's name as regular expressions (Keras); a
+        `var_names` are searched in each variable's name as regular expressions (Keras); a
         single string is one pattern. Each call replaces the previous exclusions. The
         Variables are held weakly, by identity.
         """
@@ -343,16 +343,16 @@ class Optimizer(FreshLocks):
         self._exclude_pattern = re.compile("|".join(sorted(set(names)))) if names else None
 
     def apply_gradients(self, grads_and_vars: Iterable[tuple[Any, Variable]]) -> int:
-        """Apply ``(gradient, variable)`` pairs; returns the new iteration count."""
+        """Apply `(gradient, variable)` pairs; returns the new iteration count."""
         pairs = list(grads_and_vars)
         return self.apply([g for g, _ in pairs], [v for _, v in pairs])
 
     def apply(self, grads: Sequence[Any], variables: Sequence[Variable]) -> int:
-        """One optimisation step; None gradients are skipped. Returns ``iterations``.
+        """One optimisation step; None gradients are skipped. Returns `iterations`.
 
         All or nothing: the new weights and slots are computed and constrained first and only
         written (into the Variables' own buffers) once every variable's step has succeeded, so
-        an exception leaves the weights, the slots and ``iterations`` unchanged. The whole step
+        an exception leaves the weights, the slots and `iterations` unchanged. The whole step
         holds the optimizer's lock: calls from several threads take turns.
 
         Raises
@@ -368,7 +368,7 @@ class Optimizer(FreshLocks):
             return self._apply(list(grads), list(variables))
 
     def _apply(self, grads: list[Any], variables: list[Variable]) -> int:
-        """:meth:`apply`'s step, run under the optimizer's lock."""
+        """`apply`'s step, run under the optimizer's lock."""
         if len(grads) != len(variables):
             raise ValueError(
                 f"Got {len(grads)} gradients for {len(variables)} variables; they must pair up."
@@ -418,13 +418,90 @@ class Optimizer(FreshLocks):
     def variables_state(self) -> dict[Variable, tuple[np.ndarray, ...]]:
         """The per-variable slot arrays, keyed by the Variable.
 
-        One entry per live Variable that has taken a step: ``(momentum,)`` for SGD with
-        momentum, ``()`` without; ``(m, v)`` for Adam/AdamW, ``(m, v, v_hat)`` with amsgrad.
+        One entry per live Variable that has taken a step: `(momentum,)` for SGD with
+        momentum, `()` without; `(m, v)` for Adam/AdamW, `(m, v, v_hat)` with amsgrad.
         A new dict on each call; its arrays are the optimizer's own (not copies) and are
         replaced, not modified, by the next step. Slots of a deleted Variable are freed.
         """
         with self._apply_lock:  # one step's slots all old or all new, never a mix
             return dict(self._slots.items())
+
+    def slot_count(self, variable: Variable) -> int:
+        """How many slot arrays a step keeps for `variable` (Adam: 2, SGD without momentum: 0)."""
+        return len(self._make_slots(np.empty((0,), np.asarray(variable.data).dtype)))
+
+    def get_state(self, variables: Sequence[Variable]) -> dict[str, Any]:
+        """The optimizer's whole training state for `variables`, as copies.
+
+        `{"iterations": int, "slots": [...]}` with one entry per variable, in the given
+        order: None for a variable that has taken no step yet, else the tuple of its slot
+        arrays (see `variables_state`). With the hyper-parameters (`get_config`)
+        this is everything `set_state` needs to continue training exactly.
+        """
+        with self._apply_lock:
+            slots = []
+            for v in variables:
+                own = self._slots.get(v)
+                slots.append(None if own is None else tuple(np.array(a, copy=True) for a in own))
+            return {"iterations": self.iterations, "slots": slots}
+
+    def set_state(self, state: Any, variables: Sequence[Variable]) -> None:
+        """Restore what `get_state` returned, onto `variables` (same order), at once.
+
+        Replaces the state of every variable (one with None, or not given, starts afresh)
+        and `iterations`. Everything is checked first (counts, shapes, float dtypes, which
+        are cast to each variable's dtype), so a refused state changes nothing.
+
+        Raises:
+            ValueError: The state does not fit these variables (the message says where).
+            TypeError: `state` is not such a dict, or an entry is not an array.
+        """
+        if not isinstance(state, dict) or set(state) != {"iterations", "slots"}:
+            raise TypeError(
+                "set_state() takes a dict with the keys 'iterations' and 'slots' (what "
+                f"get_state() returns), got {_checks.show(state)}."
+            )
+        iterations = _checks.integer(state["iterations"], "iterations", low=0)
+        slots = state["slots"]
+        variables = list(variables)
+        if not isinstance(slots, (list, tuple)) or len(slots) != len(variables):
+            raise ValueError(
+                f"set_state(): 'slots' must have one entry per variable ({len(variables)}), "
+                f"got {_checks.show(slots)}."
+            )
+        staged = []
+        for i, (v, entry) in enumerate(zip(variables, slots, strict=True)):
+            if not isinstance(v, Variable):
+                raise TypeError(f"variables[{i}] must be a Variable, got {type(v).__name__}.")
+            if entry is None:
+                continue
+            data = np.asarray(v.data)
+            want = self.slot_count(v)
+            if not isinstance(entry, (list, tuple)) or len(entry) != want:
+                raise ValueError(
+                    f"set_state(): variable {v.name!r} takes {want} slot array(s) with "
+                    f"{type(self).__name__}, got {_checks.show(entry)}."
+                )
+            arrays = []
+            for k, a in enumerate(entry):
+                if not isinstance(a, np.ndarray) or a.dtype.kind != "f":
+                    raise TypeError(
+                        f"set_state(): slot {k} of variable {v.name!r} must be a float array, "
+                        f"got {_checks.show(a)}."
+                    )
+                if a.shape != data.shape:
+                    raise ValueError(
+                        f"set_state(): slot {k} of variable {v.name!r} has shape {a.shape}; "
+                        f"the variable's shape is {data.shape}."
+                    )
+                arrays.append(np.array(a, dtype=data.dtype, copy=True))
+            staged.append((v, tuple(arrays)))
+        new = _VariableMap()
+        for v, arrays in staged:
+            new[v] = arrays
+        with self._apply_lock:
+            self._slots = new
+            self.iterations = iterations
 
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments, with Keras's keys."""
@@ -444,9 +521,9 @@ class Optimizer(FreshLocks):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Optimizer:
-        """Rebuild from :meth:`get_config` output (a fresh optimizer, no state).
+        """Rebuild from `get_config` output (a fresh optimizer, no state).
 
-        Keras-only keys such as ``use_ema`` are accepted when they hold their defaults.
+        Keras-only keys such as `use_ema` are accepted when they hold their defaults.
         """
         config = dict(config)
         for key, default in _KERAS_ONLY_DEFAULTS.items():
@@ -479,9 +556,9 @@ class Optimizer(FreshLocks):
     def _update(
         self, g: np.ndarray, var: np.ndarray, slots: tuple, lr: float
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-        """The new value of ``var`` and the new slots, from the gradient ``g``.
+        """The new value of `var` and the new slots, from the gradient `g`.
 
-        Must not write into ``var``, ``g`` or ``slots``: :meth:`apply` commits the results
+        Must not write into `var`, `g` or `slots`: `apply` commits the results
         only once every variable's step has succeeded.
         """
         raise NotImplementedError
@@ -508,7 +585,7 @@ class Optimizer(FreshLocks):
 
 
 def _checked_gradient(g: Any, v: Any, i: int) -> np.ndarray:
-    """The gradient of ``variables[i]`` as an array, after the checks a step needs up front."""
+    """The gradient of `variables[i]` as an array, after the checks a step needs up front."""
     if not isinstance(v, Variable):
         raise TypeError(f"variables[{i}] must be a Variable, got {type(v).__name__}.")
     data = v.data
@@ -537,7 +614,7 @@ def _checked_gradient(g: Any, v: Any, i: int) -> np.ndarray:
 
 
 def _constrained(v: Variable, new: np.ndarray) -> np.ndarray:
-    """``v.constraint`` applied to ``v``'s would-be value, cast to its dtype (as ``assign``)."""
+    """`v.constraint` applied to `v`'s would-be value, cast to its dtype (as `assign`)."""
     out = v.constraint(new)
     arr = np.asarray(out.data if isinstance(out, Tensor) else out)
     if arr.shape != new.shape:
@@ -550,7 +627,7 @@ def _constrained(v: Variable, new: np.ndarray) -> np.ndarray:
 
 
 def _clip_by_norm(g: np.ndarray, clipnorm: float) -> np.ndarray:
-    """Keras's ``_clip_by_norm``: ``g * clipnorm / max(norm(g), clipnorm)``."""
+    """Keras's `_clip_by_norm`: `g * clipnorm / max(norm(g), clipnorm)`."""
     norm = np.sqrt(np.sum(np.square(g)))
     dt = g.dtype.type
     return g * dt(clipnorm) / np.maximum(norm, dt(clipnorm))
@@ -568,9 +645,9 @@ _KERAS_ONLY_DEFAULTS = {
 class SGD(Optimizer):
     """Gradient descent with optional (Nesterov) momentum, Keras's formulation.
 
-    ``m = momentum * m - lr * g``; ``var += m`` (or ``var += momentum * m - lr * g`` with
-    ``nesterov=True``); without momentum ``var -= lr * g``. ``momentum`` must be in [0, 1]
-    (Keras's rule) and ``nesterov`` a bool; the other arguments are :class:`Optimizer`'s.
+    `m = momentum * m - lr * g`; `var += m` (or `var += momentum * m - lr * g` with
+    `nesterov=True`); without momentum `var -= lr * g`. `momentum` must be in [0, 1]
+    (Keras's rule) and `nesterov` a bool; the other arguments are `Optimizer`'s.
     """
 
     default_name = "SGD"
@@ -619,13 +696,13 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma & Ba), Keras's formulation with the bias correction folded into the step.
 
-    ``alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``; ``m += (g - m) * (1 - beta_1)``;
-    ``v += (g**2 - v) * (1 - beta_2)``; ``var -= m * alpha / (sqrt(v) + epsilon)``
-    (``v`` replaced by its running maximum with ``amsgrad=True``).
+    `alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)`; `m += (g - m) * (1 - beta_1)`;
+    `v += (g**2 - v) * (1 - beta_2)`; `var -= m * alpha / (sqrt(v) + epsilon)`
+    (`v` replaced by its running maximum with `amsgrad=True`).
 
-    ``beta_1`` and ``beta_2`` must be in [0, 1) (at 1 the bias correction divides by zero),
-    ``epsilon`` > 0 (at 0 a zero gradient gives 0/0), ``amsgrad`` a bool; Keras checks none
-    of these. The other arguments are :class:`Optimizer`'s.
+    `beta_1` and `beta_2` must be in [0, 1) (at 1 the bias correction divides by zero),
+    `epsilon` > 0 (at 0 a zero gradient gives 0/0), `amsgrad` a bool; Keras checks none
+    of these. The other arguments are `Optimizer`'s.
     """
 
     default_name = "adam"
@@ -697,7 +774,7 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay (default 0.004, not None), as Keras's ``AdamW``."""
+    """Adam with decoupled weight decay (default 0.004, not None), as Keras's `AdamW`."""
 
     default_name = "adamw"
 
@@ -729,12 +806,12 @@ _ALIASES = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
 def serialize(optimizer: Optimizer) -> dict[str, Any]:
-    """``{"class_name", "config"}`` of an optimizer (hyper-parameters only, no state)."""
+    """`{"class_name", "config"}` of an optimizer (hyper-parameters only, no state)."""
     return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}
 
 
 def deserialize(config: dict[str, Any]) -> Optimizer:
-    """An optimizer from ``{"class_name", "config"}`` (a fresh one, without state)."""
+    """An optimizer from `{"class_name", "config"}` (a fresh one, without state)."""
     from numba_gn.params._registry import split_config
 
     # Keras's "module"/"registered_name" are read, not ignored: a foreign module is refused.

@@ -1,8 +1,16 @@
-"""Weights on disk as ``.npz``: one array per weight, keyed ``"layer_name/weight_name"``.
+"""Weights on disk: `.npz` (always) and Keras 3's `.weights.h5` (with h5py installed).
 
-The file is a plain zip archive with one NPY member per weight (``"dense/kernel.npy"``), as
-``np.savez`` writes it, so ``np.load(path, allow_pickle=False)`` reads it too. Together with
-``model.get_config()`` (JSON-able) this rebuilds a model exactly::
+`save_weights` picks the format from the name: `*.weights.h5` is Keras 3's HDF5 weights
+file (what `keras_model.save_weights("x.weights.h5")` writes, and reads back; this needs
+h5py, imported only then, see `numba_gn.training._keras_layout`); any other `.h5`/`.hdf5`/
+`.keras` name is refused (`model.save` writes `.keras` files); every other name gets an
+`.npz` archive. `load_weights` goes by the content: an HDF5 file, an `.npz` archive, or a
+`.keras` model archive (its weights only).
+
+The `.npz` file is a plain zip archive with one NPY member per weight, keyed by the weight's
+path (`"dense/kernel.npy"`), as `np.savez` writes it, so ``np.load(path,
+allow_pickle=False)` reads it too. Together with `model.get_config()`` (JSON-able) this
+rebuilds a model exactly::
 
     clone = Sequential.from_config(json.loads(json.dumps(model.get_config())))
     clone.load_weights("weights.npz")
@@ -16,46 +24,59 @@ Loading treats the file as untrusted:
 * every weight is read and checked before the first is assigned, so a file that fails leaves
   the model's weights as they were.
 
-Every problem with the file's contents is a ``ValueError`` naming the file and, where there is
-one, the member, with one of these words saying what is wrong: ``not an .npz``, ``duplicate``,
-``missing``/``unexpected`` (names that do not match the model), ``not NPY data``,
-``truncated``, ``oversized``, ``corrupt``, ``would need pickle`` (object arrays),
-``wrong dtype``, ``wrong shape``. A path that does not exist raises ``FileNotFoundError`` (and
-an unreadable one ``PermissionError``), as ``open`` does; a directory raises ``ValueError``.
+Every problem with the file's contents is a `ValueError` naming the file and, where there is
+one, the member, with one of these words saying what is wrong: `not an .npz`, `duplicate`,
+`missing`/`unexpected` (names that do not match the model), `not NPY data`,
+`truncated`, `oversized`, `corrupt`, `would need pickle` (object arrays),
+`wrong dtype`, `wrong shape`. A path that does not exist raises `FileNotFoundError` (and
+an unreadable one `PermissionError`), as `open` does; a directory raises `ValueError`.
 
-Saving is atomic: the archive is written to a temporary file in the destination's folder and
-moved over the destination only when complete, so a failed save leaves any existing file
-untouched and no partial file behind.
+Saving is atomic (`numba_gn._atomic`): the file is written to a temporary file in the
+destination's folder and moved over the destination only when complete, so a failed (or
+killed) save leaves any existing file untouched and no partial file behind.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import os
-import secrets
 import stat
 import zipfile
 import zlib
 from collections.abc import Sequence
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import numpy as np
+
+from numba_gn._atomic import atomic_write
 
 try:
     from lzma import LZMAError
 except ImportError:  # Python built without lzma: zipfile then cannot open LZMA members at all
     LZMAError = zipfile.BadZipFile  # type: ignore[assignment,misc]
 
-__all__ = ["load_weights", "save_weights"]
+__all__ = [
+    "MEMBER_ERRORS",
+    "Spec",
+    "assign_all",
+    "check_regular_file",
+    "load_weights",
+    "numeric_arrays",
+    "open_zip",
+    "read_npz",
+    "save_weights",
+    "specs_of",
+    "write_npz",
+]
 
 _NPY_MAGIC = b"\x93NUMPY"
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # numpy refuses to parse longer headers by default; checking first means we never read one.
 _MAX_HEADER_LEN = 10_000
 # What reading a damaged zip member can raise (bad CRC, broken deflate/bz2/lzma stream, a
 # local header that disagrees with the central directory, encryption, unknown compression).
-_MEMBER_ERRORS = (
+MEMBER_ERRORS = (
     zipfile.BadZipFile,
     zlib.error,
     LZMAError,
@@ -64,6 +85,8 @@ _MEMBER_ERRORS = (
     NotImplementedError,
     RuntimeError,
 )
+# What opening a damaged zip archive can raise.
+_ARCHIVE_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError)
 _KINDS = {
     "b": "boolean",
     "i": "integer",
@@ -77,6 +100,12 @@ _KINDS = {
     "m": "non-numeric timedelta",
     "O": "object",
 }
+# The members of a .keras archive that hold weights (ours; Keras's own with h5py).
+_KERAS_WEIGHTS_NPZ = "model.weights.npz"
+_KERAS_WEIGHTS_H5 = "model.weights.h5"
+
+#: An expected array: its name in the archive, its shape and its dtype.
+Spec = tuple[str, tuple[int, ...], np.dtype]
 
 
 def _paths(model: Any) -> list[tuple[str, Any]]:
@@ -94,7 +123,7 @@ def _paths(model: Any) -> list[tuple[str, Any]]:
 
 
 def _file_name(path: Any) -> str:
-    """``path`` as a ``str`` file name, or a ``TypeError`` naming the argument."""
+    """`path` as a `str` file name, or a `TypeError` naming the argument."""
     try:
         name = os.fspath(path)
     except TypeError:
@@ -111,7 +140,7 @@ def _short(names: Sequence[str], limit: int = 10) -> str:
 
 
 def _human(n: int) -> str:
-    """``7.11 PiB``: sizes in messages."""
+    """`7.11 PiB`: sizes in messages."""
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if size < 1024 or unit == "PiB":
@@ -120,59 +149,80 @@ def _human(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def numeric_arrays(named: Sequence[tuple[str, Any]], what: str = "Weight") -> list[
+    tuple[str, np.ndarray]
+]:
+    """`(name, array)` for each `(name, variable)`; a non-numeric one is a `ValueError`."""
+    arrays = []
+    for name, w in named:
+        arr = np.asarray(w.data if hasattr(w, "data") else w)
+        if arr.dtype.kind not in "biufc" or arr.dtype.hasobject:
+            raise ValueError(
+                f"{what} {name!r} has dtype {arr.dtype}; only numeric arrays can be saved."
+            )
+        arrays.append((name, arr))
+    return arrays
+
+
 # -- saving ----------------------------------------------------------------------------------
 
 
+def _save_format(file: str) -> str:
+    """`"h5"` for Keras 3's `.weights.h5` names, else `"npz"`; other HDF5 names refused."""
+    if file.endswith(".weights.h5"):
+        return "h5"
+    if file.endswith((".h5", ".hdf5")):
+        # Keras 2's layout lives under these names, and Keras 3 refuses to write it: writing
+        # Keras 3's layout (or an .npz) under such a name would mislead whoever reads it.
+        raise ValueError(
+            f"Cannot save weights to {file!s}: HDF5 weights are written in Keras 3's format, "
+            "whose file names end in `.weights.h5`; use such a name, or any other (e.g. "
+            "`.npz`) for an .npz archive."
+        )
+    if file.endswith(".keras"):
+        raise ValueError(
+            f"Cannot save weights to {file!s}: a `.keras` file holds a whole model; use "
+            "`model.save(path)` for it, or a `.weights.h5` or `.npz` name for the weights."
+        )
+    return "npz"
+
+
 def save_weights(model: Any, path: str | os.PathLike[str]) -> None:
-    """Write the model's weights to ``path`` (exactly that name), atomically.
+    """Write the model's weights to `path` (exactly that name), atomically.
 
-    The archive is written to a temporary file next to ``path`` and renamed over it only once
-    complete: if anything fails, an existing file at ``path`` is left as it was and the
-    temporary file is removed.
+    A name ending in `.weights.h5` gets Keras 3's HDF5 weights file (needs h5py), any other
+    name an `.npz` archive (see the module docstring). The file is written to a temporary
+    file next to `path` and renamed over it only once complete: if anything fails, an
+    existing file at `path` is left as it was and the temporary file is removed.
 
-    Raises
-    ------
-    ValueError
-        The model is not built, has duplicate weight paths or a non-numeric weight, or ``path``
-        is a directory.
-    TypeError
-        ``path`` is not a str or path-like.
-    OSError
-        From the file system (missing folder, no permission, disk full).
+    Raises:
+        ValueError: The model is not built, has duplicate weight paths or a non-numeric weight,
+            `path` is a directory, or `path` is an HDF5 or `.keras` name other than
+            `*.weights.h5`.
+        ImportError: `path` ends in `.weights.h5` and h5py is not installed.
+        TypeError: `path` is not a str or path-like.
+        OSError: From the file system (missing folder, no permission, disk full).
     """
-    # Everything that can fail on the model's side happens before a file is created.
-    arrays = []
-    for name, w in _paths(model):
-        arr = np.asarray(w.data)
-        if arr.dtype.kind not in "biufc" or arr.dtype.hasobject:
-            raise ValueError(
-                f"Weight {name!r} has dtype {arr.dtype}; only numeric weights can be saved."
-            )
-        arrays.append((name, arr))
     file = _file_name(path)
+    fmt = _save_format(file)
+    # Everything that can fail on the model's side happens before a file is created.
+    if fmt == "h5":
+        from numba_gn.training import _keras_layout
+
+        h5py = _keras_layout.require_h5py(f"Saving weights to {file!s}")
+        entries = _keras_layout.keras_entries(model)
+        if os.path.isdir(file):
+            raise ValueError(f"Cannot save weights to {file!s}: it is a directory.")
+        atomic_write(file, lambda fh: _keras_layout.write(h5py, fh, entries))
+        return
+    arrays = numeric_arrays(_paths(model))
     if os.path.isdir(file):
         raise ValueError(f"Cannot save weights to {file!s}: it is a directory.")
-    # Through a symlink the rename must replace the target, not the link.
-    target = os.path.realpath(file)
-    folder = os.path.dirname(target)
-    # Same folder as the target: os.replace is only atomic within one file system.
-    tmp = os.path.join(folder, f".{os.path.basename(target)[:100]}.{secrets.token_hex(8)}.tmp")
-    try:
-        # "x": never clobber a file we did not create; plain open (not mkstemp) so the final
-        # file gets the usual permissions rather than mkstemp's owner-only ones.
-        with open(tmp, "xb") as fh:
-            _write_archive(fh, arrays)
-            fh.flush()
-            os.fsync(fh.fileno())  # the rename must not land before the data does
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(file, lambda fh: write_npz(fh, arrays))
 
 
-def _write_archive(fh: BinaryIO, arrays: list[tuple[str, np.ndarray]]) -> None:
-    """The ``np.savez`` layout, written member by member without pickle."""
+def write_npz(fh: IO[bytes], arrays: Sequence[tuple[str, np.ndarray]]) -> None:
+    """The `np.savez` layout, written member by member without pickle, uncompressed."""
     with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for name, arr in arrays:
             with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
@@ -183,31 +233,50 @@ def _write_archive(fh: BinaryIO, arrays: list[tuple[str, np.ndarray]]) -> None:
 
 
 def load_weights(model: Any, path: str | os.PathLike[str]) -> None:
-    """Assign the weights stored at ``path`` to the model, all or nothing.
+    """Assign the weights stored at `path` to the model, all or nothing.
 
-    Every member is checked (NPY header, dtype, shape, length) and read before any weight is
-    assigned; nothing is unpickled. Float members of another precision are cast to the
-    weight's dtype; big-endian and Fortran-ordered members are accepted.
+    `path` is an `.npz` archive written by `save_weights`, a Keras 3
+    `.weights.h5` file (needs h5py), or a `.keras` model archive (its weights). Every
+    array is checked (dtype, shape, length) and read before any weight is assigned; nothing is
+    unpickled. Float arrays of another precision are cast to the weight's dtype; big-endian
+    and Fortran-ordered `.npz` members are accepted.
 
-    Raises
-    ------
-    ValueError
-        The file is not a numeric ``.npz`` archive matching the model (the message names the
-        file, the member and the problem), or ``path`` is a directory. No weight is changed.
-    FileNotFoundError
-        ``path`` does not exist.
-    TypeError
-        ``path`` is not a str or path-like.
+    Raises:
+        ValueError: The file does not hold weights matching the model (the message names the
+            file, the member and the problem), or `path` is a directory. No weight is
+            changed.
+        ImportError: The file is HDF5 and h5py is not installed.
+        FileNotFoundError: `path` does not exist.
+        TypeError: `path` is not a str or path-like.
     """
     paths = _paths(model)
     file = _file_name(path)
-    values = _read_weights(file, paths)
-    variables = [w for _, w in paths]
+    check_regular_file(file, "an .npz or .weights.h5 weights file")
+    with open(file, "rb") as fh:
+        head = fh.read(len(_HDF5_SIGNATURE))
+        fh.seek(0)
+        if head == _HDF5_SIGNATURE:
+            from numba_gn.training import _keras_layout
+
+            pairs = _keras_layout.read(model, fh, f"Weights file {file!s}")
+        elif file.endswith((".h5", ".hdf5")):
+            raise ValueError(
+                f"Weights file {file!s} is not an HDF5 file (it starts with {head!r}, not the "
+                "HDF5 signature): truncated or not a .weights.h5 file. No weight was changed."
+            )
+        else:
+            pairs = _read_npz_or_keras(model, fh, file, paths, head)
+    assign_all(pairs)
+
+
+def assign_all(pairs: Sequence[tuple[Any, np.ndarray]]) -> None:
+    """Assign each checked array to its variable; on an interruption put every one back."""
+    variables = [w for w, _ in pairs]
     # The arrays were checked against these very variables, so assign cannot refuse them; the
     # snapshot keeps "all or nothing" true even if it is interrupted part way.
     previous = [np.array(w.data, copy=True) for w in variables]
     try:
-        for w, arr in zip(variables, values, strict=True):
+        for w, arr in pairs:
             w.assign(arr)
     except BaseException:
         for w, old in zip(variables, previous, strict=True):
@@ -215,47 +284,137 @@ def load_weights(model: Any, path: str | os.PathLike[str]) -> None:
         raise
 
 
-def _read_weights(file: str, paths: list[tuple[str, Any]]) -> list[np.ndarray]:
-    """Every weight's array from the archive at ``file``, after checking all of them."""
+def check_regular_file(file: str, what: str) -> None:
+    """`FileNotFoundError` for a missing file (as `open`), `ValueError` for a non-file."""
     mode = os.stat(file).st_mode  # FileNotFoundError for a missing file, as open() gives
     if stat.S_ISDIR(mode):
-        raise ValueError(
-            f"{file!s} is a directory, not an .npz weights file. No weight was changed."
-        )
+        raise ValueError(f"{file!s} is a directory, not {what}. No weight was changed.")
     if not stat.S_ISREG(mode):
         # A FIFO or device would block or never end: only regular files are read.
         raise ValueError(
-            f"{file!s} is not a regular file, so not an .npz weights file. "
+            f"{file!s} is not a regular file, so not {what}. No weight was changed."
+        )
+
+
+def _read_npz_or_keras(
+    model: Any, fh: BinaryIO, file: str, paths: list[tuple[str, Any]], head: bytes
+) -> list[tuple[Any, np.ndarray]]:
+    """The weights of an `.npz` archive, or of the weights member of a `.keras` archive."""
+    if head[: len(_NPY_MAGIC)] == _NPY_MAGIC:
+        raise ValueError(
+            f"{file!s} holds a single array (.npy), not an .npz archive of named weights. "
             "No weight was changed."
         )
-    with open(file, "rb") as fh:
-        if fh.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
-            raise ValueError(
-                f"{file!s} holds a single array (.npy), not an .npz archive of named weights. "
-                "No weight was changed."
+    label = f"Weights file {file!s}"
+    with open_zip(fh, file, "an .npz weights file") as archive:
+        names = set(archive.namelist())
+        if "config.json" in names and _KERAS_WEIGHTS_NPZ in names:
+            # A .keras model archive: its weights member is an .npz keyed by Keras's paths.
+            from numba_gn.training import _keras_layout
+
+            keras_paths = _keras_layout.keras_weight_paths(model)
+            inner_label = f"{label} (member {_KERAS_WEIGHTS_NPZ!r})"
+            with archive.open(_KERAS_WEIGHTS_NPZ) as member, open_zip(
+                member, f"{file!s} (member {_KERAS_WEIGHTS_NPZ!r})", "an .npz weights archive"
+            ) as inner:
+                values = read_npz(inner, inner_label, specs_of(keras_paths))
+            return [(w, values[name]) for name, w in keras_paths]
+        elif "config.json" in names and _KERAS_WEIGHTS_H5 in names:
+            # A .keras archive written by Keras: HDF5 weights in Keras's layout.
+            from numba_gn.training import _keras_layout
+
+            with archive.open(_KERAS_WEIGHTS_H5) as member:
+                return _keras_layout.read(model, member, f"{label} (member {_KERAS_WEIGHTS_H5!r})")
+        else:
+            values = read_npz(archive, label, specs_of(paths))
+    return [(w, values[name]) for name, w in paths]
+
+
+def specs_of(paths: Sequence[tuple[str, Any]]) -> list[Spec]:
+    """`(name, shape, dtype)` of each `(name, variable)`: what `read_npz` expects."""
+    out = []
+    for name, w in paths:
+        data = np.asarray(w.data)
+        out.append((name, tuple(data.shape), data.dtype))
+    return out
+
+
+_END_RECORD = b"PK\x05\x06"
+_END_RECORD_SIZE = 22
+
+
+def _has_end_record_at_end(fh: IO[bytes]) -> bool:
+    """Whether the file ends with a zip end-of-archive record (and its comment).
+
+    zipfile looks for that record anywhere in the last 64 KiB: in a truncated archive it may
+    find the record of a *nested* zip (a `.keras` file holds `.npz` archives) and read
+    that one's members as the file's. A complete archive ends exactly where its record ends.
+    """
+    size = fh.seek(0, os.SEEK_END)
+    tail_len = min(size, _END_RECORD_SIZE + 0xFFFF)
+    fh.seek(size - tail_len)
+    tail = fh.read(tail_len)
+    fh.seek(0)
+    pos = tail.rfind(_END_RECORD)
+    while pos >= 0:
+        if pos + _END_RECORD_SIZE <= len(tail):
+            comment = int.from_bytes(tail[pos + 20: pos + 22], "little")
+            if pos + _END_RECORD_SIZE + comment == len(tail):
+                return True
+        pos = tail.rfind(_END_RECORD, 0, pos)
+    return False
+
+
+def open_zip(fh: IO[bytes], file: str, what: str) -> zipfile.ZipFile:
+    """`fh` as a zip archive, or a `ValueError` saying the file is not `what`."""
+    try:
+        if not _has_end_record_at_end(fh):
+            raise zipfile.BadZipFile(
+                "no end-of-archive record at the end of the file: truncated?"
             )
-        fh.seek(0)
-        try:
-            archive = zipfile.ZipFile(fh)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-            raise ValueError(
-                f"{file!s} is not an .npz weights file (not a readable zip archive: {exc}). "
-                "No weight was changed."
-            ) from None
-        with archive:
-            members = _members(archive, file, [name for name, _ in paths])
-            # Headers of all members first: a bad last member is found before any data is read.
-            layouts = [
-                _check_header(archive, members[name], file, w) for name, w in paths
-            ]
-            return [
-                _read_data(archive, members[name], file, layout)
-                for (name, _), layout in zip(paths, layouts, strict=True)
-            ]
+        return zipfile.ZipFile(fh)
+    except _ARCHIVE_ERRORS as exc:
+        raise ValueError(
+            f"{file!s} is not {what} (not a readable zip archive: {exc}). "
+            "No weight was changed."
+        ) from None
 
 
-def _members(archive: zipfile.ZipFile, file: str, expected: list[str]) -> dict[str, Any]:
-    """``{weight name: ZipInfo}``, after checking the names are exactly the model's."""
+def read_npz(
+    archive: zipfile.ZipFile, label: str, specs: Sequence[Spec], required: bool = True
+) -> dict[str, np.ndarray]:
+    """The arrays named in `specs` from an `.npz` archive, after checking all of them.
+
+    Every member's NPY header (dtype kind, shape) and length are checked against its spec
+    before any data is read; a member no spec names is `unexpected`. With `required`
+    false, members may be missing (they are then absent from the result).
+
+    Args:
+        archive: The open archive.
+        label: Names the file in messages (`"Weights file w.npz"`).
+        specs: `(name, shape, dtype)` of each array (the name without `.npy`).
+        required: Whether every spec must have its member.
+
+    Raises:
+        ValueError: Naming the file, the member and what is wrong.
+    """
+    members = _members(archive, label, [name for name, _, _ in specs], required)
+    present = [spec for spec in specs if spec[0] in members]
+    # Headers of all members first: a bad last member is found before any data is read.
+    layouts = [
+        _check_header(archive, members[name], label, shape, dtype)
+        for name, shape, dtype in present
+    ]
+    return {
+        name: _read_data(archive, members[name], label, layout)
+        for (name, _, _), layout in zip(present, layouts, strict=True)
+    }
+
+
+def _members(
+    archive: zipfile.ZipFile, label: str, expected: list[str], required: bool = True
+) -> dict[str, Any]:
+    """`{name: ZipInfo}`, after checking the names are exactly the expected ones."""
     members: dict[str, zipfile.ZipInfo] = {}
     duplicates = []
     for info in archive.infolist():
@@ -268,30 +427,28 @@ def _members(archive: zipfile.ZipFile, file: str, expected: list[str]) -> dict[s
     if duplicates:
         # zipfile would silently pick one of them: which weight gets loaded would be a guess.
         raise ValueError(
-            f"Weights file {file!s} has duplicate member(s) {_short(duplicates)}. "
-            "No weight was changed."
+            f"{label} has duplicate member(s) {_short(duplicates)}. No weight was changed."
         )
     wanted = set(expected)
-    missing = [n for n in expected if n not in members]
+    missing = [n for n in expected if n not in members] if required else []
     unexpected = [n for n in members if n not in wanted]
     if missing or unexpected:
         raise ValueError(
-            f"Weights file {file!s} does not match the model: missing {_short(missing)}, "
+            f"{label} does not match the model: missing {_short(missing)}, "
             f"unexpected {_short(unexpected)}. No weight was changed."
         )
     return members
 
 
-def _refuse(file: str, info: zipfile.ZipInfo, problem: str) -> ValueError:
-    return ValueError(
-        f"Weights file {file!s}, member {info.filename!r}: {problem}. No weight was changed."
-    )
+def _refuse(label: str, info: zipfile.ZipInfo, problem: str) -> ValueError:
+    return ValueError(f"{label}, member {info.filename!r}: {problem}. No weight was changed.")
 
 
 def _check_header(
-    archive: zipfile.ZipFile, info: zipfile.ZipInfo, file: str, weight: Any
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, file: str, want_shape: tuple[int, ...],
+    want: np.dtype,
 ) -> tuple[int, tuple[int, ...], np.dtype]:
-    """Check one member's NPY header and length against ``weight``, reading no array data.
+    """Check one member's NPY header and length against the spec, reading no array data.
 
     Returns the header's length in bytes, the shape and the dtype.
     """
@@ -328,7 +485,7 @@ def _check_header(
             header = member.read(header_len)
             if len(header) < header_len:
                 raise _refuse(file, info, "truncated (the member ends inside the NPY header)")
-    except _MEMBER_ERRORS as exc:
+    except MEMBER_ERRORS as exc:
         raise _refuse(file, info, f"corrupt ({type(exc).__name__}: {exc})") from None
     try:
         # numpy parses the header dict with ast.literal_eval: no code runs.
@@ -343,7 +500,6 @@ def _check_header(
             file, info, f"would need pickle to read (dtype {dtype} holds Python objects); "
             "only numeric arrays are read"
         )
-    want = np.asarray(weight.data).dtype
     if dtype.kind != want.kind or dtype.fields is not None or dtype.subdtype is not None:
         raise _refuse(
             file, info, f"wrong dtype {dtype} ({_KINDS.get(dtype.kind, dtype.kind)}); the "
@@ -362,10 +518,10 @@ def _check_header(
             file, info, f"oversized (the member is {_human(size)}, but its header and data "
             f"take {_human(offset + data_len)})"
         )
-    want_shape = np.shape(weight.data)
-    if tuple(shape) != want_shape:
+    if tuple(shape) != tuple(want_shape):
         raise _refuse(
-            file, info, f"wrong shape {tuple(shape)}; the model's weight has shape {want_shape}"
+            file, info, f"wrong shape {tuple(shape)}; the model's weight has shape "
+            f"{tuple(want_shape)}"
         )
     return offset, tuple(shape), dtype
 
@@ -376,7 +532,7 @@ def _read_data(
     file: str,
     layout: tuple[int, tuple[int, ...], np.dtype],
 ) -> np.ndarray:
-    """The array of a member whose header :func:`_check_header` accepted."""
+    """The array of a member whose header `_check_header` accepted."""
     _, shape, dtype = layout
     try:
         with archive.open(info) as member:
@@ -386,7 +542,7 @@ def _read_data(
     except ValueError as exc:
         # numpy's "EOF: reading array data ..." when the stream ends before its length
         raise _refuse(file, info, f"truncated ({exc})") from None
-    except _MEMBER_ERRORS as exc:
+    except MEMBER_ERRORS as exc:
         raise _refuse(file, info, f"corrupt ({type(exc).__name__}: {exc})") from None
     if trailing or arr.shape != shape or arr.dtype != dtype:
         # The stream disagrees with the header and length checked a moment ago.

@@ -1,8 +1,7 @@
-"""The differentiable masked group normalisation op over :mod:`numba_gn.functional_masked`.
+"""The differentiable masked group normalisation op over `numba_gn.functional_masked`.
 
-Kept with the layers (not in :mod:`numba_gn.autograd`) because only the layer's ``mask=``
-argument uses it. Like the unmasked op, it saves the statistics so backward recomputes
-nothing but the normalised input.
+`GroupNormalization`'s `mask=` argument runs on it. Like the unmasked op, it saves the
+statistics so backward recomputes nothing but the normalised input.
 """
 
 from __future__ import annotations
@@ -12,13 +11,14 @@ from typing import Any
 import numpy as np
 
 from numba_gn import functional_masked
-from numba_gn.autograd import Context, Function, Tensor
+from numba_gn.autograd.function import Context, Function
+from numba_gn.autograd.tensor import Tensor
 
 __all__ = ["MaskedGroupNorm", "masked_group_norm"]
 
 
 class MaskedGroupNorm(Function):
-    """``group_norm`` with statistics over the unmasked positions (mask is static, no grad)."""
+    """`group_norm` with statistics over the unmasked positions (mask is static, no grad)."""
 
     @staticmethod
     def forward(
@@ -32,6 +32,7 @@ class MaskedGroupNorm(Function):
         axis: int | tuple[int, ...],
         epsilon: float,
     ) -> np.ndarray:
+        """Normalise `x` with statistics over the unmasked positions; keep them for backward."""
         y, mean, rstd = functional_masked.group_norm_masked(
             x, mask, groups, gamma, beta, axis=axis, epsilon=epsilon
         )
@@ -41,6 +42,7 @@ class MaskedGroupNorm(Function):
 
     @staticmethod
     def backward(ctx: Context, g: np.ndarray) -> tuple:
+        """Gradients of `x`, `gamma` and `beta` (None where not wanted)."""
         x, mean, rstd, gamma = ctx.saved_tensors
         mask, groups, axis = ctx.args
         dx, dgamma, dbeta = functional_masked.group_norm_masked_backward(
@@ -62,8 +64,8 @@ def masked_group_norm(
 ) -> Tensor:
     """Masked group normalisation on the tape.
 
-    See :func:`numba_gn.functional_masked.group_norm_masked`. ``mask`` (bool, the shape of
-    ``x`` without its channel axes) is not differentiated.
+    See `numba_gn.functional_masked.group_norm_masked`. `mask` (bool, the shape of
+    `x` without its channel axes) is not differentiated.
     """
     m = mask.data if isinstance(mask, Tensor) else mask  # validated by the functional
     return MaskedGroupNorm.apply(x, gamma, beta, mask=m, groups=groups, axis=axis, epsilon=epsilon)
