@@ -509,7 +509,7 @@ class _Buffers:
     def get(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         a = self.arrays.get(name)
         if a is None or a.shape != shape:
-            a = self.arrays[name] = np.empty(shape, dtype=self.dtype)
+            a = self.arrays[name] = _results.empty(shape, self.dtype)
         return a
 
 

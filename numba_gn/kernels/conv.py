@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from numba_gn import _knobs, _threading
+from numba_gn import _knobs, _threading, buffers
 from numba_gn._jit import inline, kernel, subroutine
 
 __all__ = [
@@ -490,7 +490,7 @@ def _launch(serial, parallel, size: int, *args) -> None:
 def _out(out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """`out` checked to be a C-contiguous array of `shape` and `dtype`, or a new one."""
     if out is None:
-        return np.empty(shape, dtype=dtype)
+        return buffers.empty(shape, dtype)
     if out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
         raise ValueError(
             f"out must be a C-contiguous {np.dtype(dtype).name} array of shape {shape}; got "
