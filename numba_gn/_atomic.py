@@ -23,7 +23,7 @@ import secrets
 from collections.abc import Callable
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "fsync_folder", "temporary_name"]
+__all__ = ["atomic_write", "fsync_folder", "temporary_name", "write_text"]
 
 
 def temporary_name(target: str) -> str:
@@ -63,6 +63,12 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
             os.unlink(tmp)
         raise
     fsync_folder(os.path.dirname(target))
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write `text` (UTF-8) to the file at `path`, atomically."""
+    data = text.encode("utf-8")
+    atomic_write(path, lambda fh: fh.write(data))
 
 
 def fsync_folder(folder: str) -> None:

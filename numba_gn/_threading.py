@@ -25,6 +25,7 @@ import site
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import numba
 
@@ -121,5 +122,18 @@ def parallel_launch(chunk: int = 0) -> Iterator[None]:
                     pass
     finally:
         numba.set_parallel_chunksize(previous)
+
+
+def launch(serial: Any, parallel: Any, size: int, *args: Any, chunk: int = 0) -> None:
+    """Run a kernel's parallel twin, inside `parallel_launch(chunk)`, or its serial twin.
+
+    The parallel one when `use_parallel(size)` says so; both take the same arguments.
+    """
+    if use_parallel(size):
+        with parallel_launch(chunk):
+            parallel(*args)
+    else:
+        serial(*args)
+
 
 load_pip_tbb()

@@ -108,7 +108,10 @@ def _idle(i: int) -> bool:
 def _take(nbytes: int) -> bytearray | None:
     now = time.monotonic()
     with _lock:
-        _trim(0)  # drops buffers idle for longer than IDLE_SECONDS
+        # Drop buffers idle for longer than IDLE_SECONDS; the sweep sorts and checks every
+        # entry, so it only runs when one of them is old enough (a training step takes dozens).
+        if any(now - e[2] > IDLE_SECONDS for e in _entries):
+            _trim(0)
         for i in range(len(_entries)):
             if len(_entries[i][0]) == nbytes and _idle(i):
                 _entries[i][2] = now

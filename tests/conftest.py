@@ -1,7 +1,7 @@
 """Shared test set-up.
 
 Keras must see ``KERAS_BACKEND`` before it is first imported, so it is set here, at the top of
-the first module pytest loads. The numpy backend is the one whose numbers anchors.md quotes.
+the first module pytest loads. The numpy backend is the one whose numbers the parity tests quote.
 """
 
 import os

@@ -1,5 +1,5 @@
 """``group_norm`` against ``keras.layers.GroupNormalization`` (Keras 3, numpy backend) and
-against the expected numbers of Keras's own test file (anchors.md §1, items 6-10).
+against the expected numbers of Keras's own test file (Keras 3.15.1's group_normalization_test.py).
 
 conftest.py sets ``KERAS_BACKEND=numpy`` before anything imports Keras. The Keras-file numbers
 are plain constants, so those tests run even where Keras (or the jax that its numpy backend
@@ -144,7 +144,7 @@ def test_keras_correctness_1d():
         np.array([[-1.0, -1.0, 1.0, 1.0, 0.904, 0.904, -0.301, -1.507]]),
         atol=1e-3,
     )
-    # The actual values anchors.md records for Keras.
+    # The values Keras 3.15.1 actually returns here.
     np.testing.assert_allclose(
         group_norm(x, 1, axis=-1)[0, [0, 2, 4, 6, 7]],
         [-0.8978, 0.5387, 1.2569, -0.1796, -1.6160],

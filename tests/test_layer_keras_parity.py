@@ -2,7 +2,7 @@
 
 Two parts:
 
-* the Keras test cases of anchors.md §1 (``group_normalization_test.py`` in Keras 3.15.1), run
+* the test cases of Keras 3.15.1's own `group_normalization_test.py`, run
   on our layer with Keras's expected numbers; they need no Keras;
 * comparisons with the Keras layer itself (numpy backend, set by conftest.py): forward values
   over many configurations, configs in both directions, regularization losses, constraints.
@@ -28,7 +28,7 @@ def _np(keras, t):
     return np.asarray(keras.ops.convert_to_numpy(t))
 
 
-# -- Keras's own test cases (anchors.md §1), on our layer -----------------------------------------
+# -- Keras's own test cases (group_normalization_test.py), on our layer ------------------------
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from numba_gn._atomic import write_text
+
 GROUPS = 32
 EPSILON = 1e-3
 OFFSET = 1e4
@@ -243,15 +245,14 @@ def run(args: argparse.Namespace) -> int:
     if args.models:
         from numba_gn.cli import bench_models
 
-        rows_ = bench_models.measure(
+        model_rows = bench_models.measure(
             steps=3 if args.quick else 10, repeat=min(args.repeat, 2) if args.quick else
             args.repeat, threads=args.threads or 2, with_torch=not args.no_torch,
             batch=8 if args.quick else 64,
         )
-        bench_models.print_table(rows_)
+        bench_models.print_table(model_rows)
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump(rows_, f, indent=2)
+            write_text(args.json, json.dumps(model_rows, indent=2))
         return 0
     wait_policy_set = _set_wait_policy()  # first: before anything can start an OpenMP pool
     import numba
@@ -346,9 +347,7 @@ def run(args: argparse.Namespace) -> int:
             "results": [r.to_json() for r in rows],
             "startup": startup,
         }
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
-            f.write("\n")
+        write_text(args.json, json.dumps(report, indent=1) + "\n")
         print(f"\nwrote {args.json}")
     return 0
 

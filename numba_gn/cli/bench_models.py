@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from numba_gn._atomic import write_text
+
 __all__ = ["MODELS", "measure", "print_table"]
 
 MODELS = ("resnet", "unet")
@@ -217,10 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                    steps=args.steps, repeat=args.repeat, with_torch=not args.no_torch)
     print_table(rows)
     if args.json:
-        from numba_gn._atomic import atomic_write
-
-        text = json.dumps(rows, indent=2).encode()
-        atomic_write(args.json, lambda fh: fh.write(text))
+        write_text(args.json, json.dumps(rows, indent=2))
     return 0
 
 

@@ -24,14 +24,12 @@ import numpy as np
 COMPARE_BATCH_SIZES = (2, 8, 32)
 
 
-def _train(norm: str, batch_size: int, epochs: int, seed: int, data: tuple[np.ndarray, ...],
-           width: int, blocks: int, verbose: int) -> tuple[float, float, Any]:
-    """Train one residual network; returns `(test accuracy, seconds, history)`."""
+def _train(model: Any, batch_size: int, epochs: int, seed: int,
+           data: tuple[np.ndarray, ...], verbose: int) -> tuple[float, float]:
+    """Compile and train `model` on the digits; returns `(test accuracy, seconds of fit)`."""
     from numba_gn import losses, optimizers
-    from numba_gn.cli.architectures import resnet
 
     x_train, y_train, x_test, y_test = data
-    model = resnet(x_train.shape[1:], 10, width=width, blocks=blocks, norm=norm, seed=seed)
     steps = epochs * -(-len(x_train) // batch_size)
     model.compile(
         optimizer=optimizers.Adam(optimizers.CosineDecay(2e-3, steps)),
@@ -39,11 +37,11 @@ def _train(norm: str, batch_size: int, epochs: int, seed: int, data: tuple[np.nd
         metrics=["accuracy"],
     )
     t0 = time.perf_counter()
-    history = model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, seed=seed,
-                        verbose=verbose)
+    model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, seed=seed,
+              verbose=verbose)
     seconds = time.perf_counter() - t0
     result = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)
-    return float(result["accuracy"]), seconds, history
+    return float(result["accuracy"]), seconds
 
 
 def run_resnet(epochs: int, batch_size: int, seed: int, quiet: bool,
@@ -51,9 +49,9 @@ def run_resnet(epochs: int, batch_size: int, seed: int, quiet: bool,
     """`--model resnet`: train, print and return the test accuracy and the training time."""
     from numba_gn.cli.architectures import resnet
 
-    resnet(data[0].shape[1:], 10).summary()
-    accuracy, seconds, _ = _train("group", batch_size, epochs, seed, data, 32, 3,
-                                  0 if quiet else 1)
+    model = resnet(data[0].shape[1:], 10, width=32, blocks=3, seed=seed)
+    model.summary()
+    accuracy, seconds = _train(model, batch_size, epochs, seed, data, 0 if quiet else 1)
     print(f"Test accuracy: {accuracy:.2%} on {len(data[2])} held-out images; training took "
           f"{seconds:.1f}s ({epochs} epochs of batch {batch_size}, first compile included).")
     return {"accuracy": accuracy, "seconds": seconds}
@@ -72,6 +70,8 @@ def run_compare_bn(epochs: int, seed: int, data: tuple[np.ndarray, ...],
                    batch_sizes: tuple[int, ...] = COMPARE_BATCH_SIZES,
                    ) -> dict[str, dict[int, float]]:
     """`--compare-bn`: test accuracy of each normalisation at each batch size."""
+    from numba_gn.cli.architectures import resnet
+
     results: dict[str, dict[int, float]] = {norm: {} for norm in COMPARE_NORMS}
     print(f"Residual network (16 channels, 2 blocks), {epochs} epochs, Adam with cosine decay "
           f"from 2e-3, test accuracy on {len(data[2])} held-out images:")
@@ -79,7 +79,8 @@ def run_compare_bn(epochs: int, seed: int, data: tuple[np.ndarray, ...],
     print("batch size  " + "  ".join(COMPARE_NORMS.values()))
     for batch_size in batch_sizes:
         for norm in COMPARE_NORMS:
-            accuracy, _, _ = _train(norm, batch_size, epochs, seed, data, 16, 2, 0)
+            model = resnet(data[0].shape[1:], 10, width=16, blocks=2, norm=norm, seed=seed)
+            accuracy, _ = _train(model, batch_size, epochs, seed, data, 0)
             results[norm][batch_size] = accuracy
         cells = "  ".join(
             f"{results[n][batch_size]:>{w}.2%}" for n, w in zip(results, widths, strict=True)

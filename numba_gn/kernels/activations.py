@@ -151,12 +151,7 @@ def forward(name: str, x: np.ndarray) -> np.ndarray:
     """`act(x)` of a float32 array (any shape; a copy is made if it is not contiguous)."""
     x = np.ascontiguousarray(x)
     y = buffers.empty(x.shape, x.dtype)
-    flat_x, flat_y = x.reshape(-1), y.reshape(-1)
-    if _threading.use_parallel(x.size):
-        with _threading.parallel_launch():
-            forward_par(CODES[name], flat_x, flat_y)
-    else:
-        forward_ser(CODES[name], flat_x, flat_y)
+    _threading.launch(forward_ser, forward_par, x.size, CODES[name], x.reshape(-1), y.reshape(-1))
     return y
 
 
@@ -166,9 +161,5 @@ def backward(name: str, g: np.ndarray, v: np.ndarray) -> np.ndarray:
     v = np.ascontiguousarray(v)
     dx = buffers.empty(g.shape, g.dtype)
     args = (CODES[name], g.reshape(-1), v.reshape(-1), dx.reshape(-1))
-    if _threading.use_parallel(g.size):
-        with _threading.parallel_launch():
-            backward_par(*args)
-    else:
-        backward_ser(*args)
+    _threading.launch(backward_ser, backward_par, g.size, *args)
     return dx

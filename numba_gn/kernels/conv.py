@@ -100,11 +100,7 @@ def col2im(
     dcols = np.ascontiguousarray(dcols)
     dx2 = np.empty((n * hp * wp, c), dtype=dcols.dtype)
     args = (dcols, dx2, n, hp, wp, *kernel_hw, *strides, *dilation, *out_hw)
-    if _threading.use_parallel(dcols.size):
-        with _threading.parallel_launch():
-            _col2im_par(*args)
-    else:
-        _col2im_ser(*args)
+    _threading.launch(_col2im_ser, _col2im_par, dcols.size, *args)
     return dx2.reshape(padded_shape)
 
 
@@ -479,12 +475,8 @@ def _wg_input_grad_par(dv, pt, pl, tile_rows, tw, dx):  # pragma: no cover - jit
 
 
 def _launch(serial, parallel, size: int, *args) -> None:
-    """Run the parallel twin for large inputs, else the serial one (same bits either way)."""
-    if _threading.use_parallel(size):
-        with _threading.parallel_launch(_knobs.PARALLEL_CHUNK):
-            parallel(*args)
-    else:
-        serial(*args)
+    """The Winograd twins, slices handed out a few at a time (see `_threading.parallel_launch`)."""
+    _threading.launch(serial, parallel, size, *args, chunk=_knobs.PARALLEL_CHUNK)
 
 
 def _out(out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
