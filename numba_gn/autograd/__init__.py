@@ -56,6 +56,7 @@ from numba_gn.autograd.ops_pool import avg_pool, max_pool
 from numba_gn.autograd.ops_resize import repeat, resize_linear
 from numba_gn.autograd.tape import GradientTape, no_record, stop_gradient, stop_recording
 from numba_gn.autograd.tensor import Tensor
+from numba_gn.autograd.value_and_grad import value_and_grad
 
 __all__ = [
     "Context",
@@ -109,5 +110,6 @@ __all__ = [
     "tanh",
     "transpose",
     "unbroadcast",
+    "value_and_grad",
     "where",
 ]
