@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from numba_gn._checks import show as _show
+from numba_gn._dtypes import is_bfloat16
 
 _FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
@@ -129,18 +130,22 @@ def normalize_axes(axis: object, ndim: int) -> tuple[int, ...]:
 
 
 def as_float_array(x: object, name: str, *, masked_hint: str = "") -> np.ndarray:
-    """`x` as a native-byte-order float16/32/64 base-class ndarray (lists, scalars converted).
+    """`x` as a native-byte-order float16/bfloat16/float32/float64 base-class ndarray.
 
+    Lists and scalars are converted; bfloat16 is ml_dtypes' (see `numba_gn._dtypes`).
     ndarray subclasses are viewed as plain ndarrays (see `_asarray`); `masked_hint` is
     appended to the error refusing a masked array.
     """
     arr = x if type(x) is np.ndarray else _asarray(x, name, masked_hint=masked_hint)
     if arr.dtype not in _FLOAT_DTYPES:
-        if arr.dtype.kind == "f" and arr.dtype.itemsize in (2, 4, 8):
-            arr = arr.astype(arr.dtype.newbyteorder("="))  # big-endian floats: convert
+        dtype = arr.dtype
+        if (dtype.kind == "f" and dtype.itemsize in (2, 4, 8)) or is_bfloat16(dtype):
+            if not dtype.isnative:  # big-endian floats: convert
+                arr = arr.astype(dtype.newbyteorder("="))
         else:
             raise TypeError(
-                f"`{name}` must be a float16, float32 or float64 array, got dtype {arr.dtype}."
+                f"`{name}` must be a float16, bfloat16, float32 or float64 array, got dtype "
+                f"{arr.dtype}."
             )
     return arr
 
@@ -200,7 +205,7 @@ def param_array(
     if p is None:
         return _constant(math.prod(shape), fill)
     arr = p if type(p) is np.ndarray else _asarray(p, name)
-    if arr.dtype.kind not in "fiu" or arr.dtype.kind == "b":
+    if arr.dtype.kind not in "fiu" and not is_bfloat16(arr.dtype):
         raise TypeError(f"`{name}` must be a real float array, got dtype {arr.dtype}.")
     if arr.shape != shape:
         raise ValueError(

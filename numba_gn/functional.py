@@ -13,6 +13,7 @@ from typing import Literal, overload
 import numpy as np
 
 from numba_gn import _args, _checks, _engine
+from numba_gn._dtypes import is_bfloat16, is_float
 
 __all__ = ["group_norm", "group_norm_backward"]
 
@@ -20,14 +21,17 @@ _F16 = np.dtype(np.float16)
 
 
 def _flat(a: np.ndarray, canon: _engine.Canonical, *, read_only: bool = True) -> np.ndarray:
-    """The kernels' flat view of `a`; float16 travels as its uint16 bits (see kernels._half).
+    """The kernels' flat view of `a`, with the 16-bit formats as integer bits.
 
-    Inputs are viewed read-only (see `numba_gn._args.frozen`); outputs pass
+    float16 travels as its uint16 bits (see kernels._half), bfloat16 as its int16 bits (see
+    kernels._bfloat). Inputs are viewed read-only (see `numba_gn._args.frozen`); outputs pass
     `read_only=False`.
     """
     v = canon.view(a)  # always a new view object (or a copy), never `a` itself
     if v.dtype == _F16:
         v = v.view(np.uint16)
+    elif is_bfloat16(v.dtype):
+        v = v.view(np.int16)
     return _args.frozen(v) if read_only else v
 
 
@@ -79,6 +83,23 @@ def _plan(x: np.ndarray, groups: object, group_size: object, axis: object) -> _P
             _PLANS.clear()
         _PLANS[key] = plan
     return plan
+
+
+def _is_dask(a: object) -> bool:
+    """Whether `a` is a Dask collection, by its type's module: never imports dask itself."""
+    return type(a).__module__.startswith("dask.")
+
+
+def _lazy(name: str, out: object, *args: object, **kwargs: object) -> object:
+    """`numba_gn.dask.<name>(*args, **kwargs)`: the lazy result for Dask input."""
+    if out is not None:
+        raise TypeError(
+            "`out` is not supported with Dask arrays: the result is a lazy Dask array; write "
+            "it with `dask.array.store` (or `to_zarr`) instead."
+        )
+    from numba_gn import dask as lazy  # imports dask: only here, for Dask input
+
+    return getattr(lazy, name)(*args, **kwargs)
 
 
 #: Appended to the error refusing a masked `x` or `dy`.
@@ -140,8 +161,9 @@ def group_norm(
 
     Parameters
     ----------
-    x : array of float16, float32 or float64, ndim >= 2
-        Axis 0 is the batch axis. float16 is computed in float32 and returned as float16.
+    x : array of float16, bfloat16, float32 or float64, ndim >= 2
+        Axis 0 is the batch axis. float16 and bfloat16 (ml_dtypes') are computed in float32
+        and returned in their own dtype.
     groups : int, default 32
         Number of groups the channels are split into (contiguously: channel `c` is in group
         `c // (C/groups)`); `-1` means one group per channel (instance norm), `1` is layer
@@ -175,11 +197,16 @@ def group_norm(
     Masked arrays (`numpy.ma`) are refused with a TypeError, for every argument: this function
     would ignore their mask; `numba_gn.group_norm_masked` takes a mask.
 
+    A Dask array `x` gives lazy Dask results, computed chunk by chunk (`numba_gn.dask`).
+
     Raises
     ------
     TypeError, ValueError
         Naming the offending argument; nothing is written to `out` when raised.
     """
+    if _is_dask(x):  # lazy: `numba_gn.dask` builds the graph (imported for Dask input only)
+        return _lazy("group_norm", out, x, groups, gamma, beta, axis=axis, epsilon=epsilon,
+                     group_size=group_size, return_stats=return_stats)
     prob = _Problem(x, groups, group_size, axis)
     plan = prob.plan
     g = _args.param_array(gamma, "gamma", plan.channel_shape, 1.0, prob.x.shape)
@@ -318,13 +345,18 @@ def group_norm_backward(
     (dx, dgamma, dbeta)
         `dx` with the shape and dtype of `x` (`out` itself when given); `dgamma` and
         `dbeta` with the channel shape, in gamma's float dtype (or x's compute dtype when
-        gamma is None). Both are always computed; callers ignore what they do not need.
+        gamma is None: float32 for float16 and bfloat16 `x`). Both are always computed;
+        callers ignore what they do not need.
 
     Notes
     -----
     ndarray subclasses are handled as in `group_norm`; masked arrays are refused with a
-    TypeError (`numba_gn.group_norm_masked_backward` takes a mask).
+    TypeError (`numba_gn.group_norm_masked_backward` takes a mask). Dask arrays (`dy`, `x`,
+    `mean` or `rstd`) give lazy Dask results (`numba_gn.dask`).
     """
+    if _is_dask(x) or _is_dask(dy) or _is_dask(mean) or _is_dask(rstd):  # lazy, as above
+        return _lazy("group_norm_backward", out, dy, x, mean, rstd, groups, gamma, axis=axis,
+                     group_size=group_size)
     prob = _Problem(x, groups, group_size, axis)
     plan = prob.plan
     g = _args.param_array(gamma, "gamma", plan.channel_shape, 1.0, prob.x.shape)
@@ -336,10 +368,12 @@ def group_norm_backward(
     N, G = prob.x.shape[0], plan.groups
     m = _stats_array(mean, "mean", (N, G))
     r = _stats_array(rstd, "rstd", (N, G))
-    if isinstance(gamma, np.ndarray) and gamma.dtype.kind == "f":
+    if isinstance(gamma, np.ndarray) and is_float(gamma.dtype):
         pdtype = gamma.dtype.newbyteorder("=")  # native order, like every other output
-    else:  # float16 gradients would lose most digits of these sums
-        pdtype = np.dtype(np.float32) if prob.x.dtype == _F16 else prob.x.dtype
+    elif prob.x.dtype == _F16 or is_bfloat16(prob.x.dtype):
+        pdtype = np.dtype(np.float32)  # 16-bit gradients would lose most digits of these sums
+    else:
+        pdtype = prob.x.dtype
     outb = None
     if out is not None:
         outb = _check_out(out, prob)

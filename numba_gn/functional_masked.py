@@ -23,6 +23,7 @@ import math
 import numpy as np
 
 from numba_gn import _args
+from numba_gn._dtypes import is_bfloat16, is_float
 
 __all__ = ["group_norm_masked", "group_norm_masked_backward"]
 
@@ -120,7 +121,7 @@ def group_norm_masked(
 
     Parameters
     ----------
-    x : array of float16, float32 or float64, ndim >= 2
+    x : array of float16, bfloat16, float32 or float64, ndim >= 2
         Axis 0 is the batch axis.
     mask : bool array
         The shape of `x` with the channel axes removed; True = real position. 0/1 integer
@@ -192,7 +193,8 @@ def group_norm_masked_backward(
     -------
     (dx, dgamma, dbeta)
         `dx` in `x`'s dtype and shape; `dgamma`/`dbeta` with the channel shape, in
-        gamma's float dtype (x's compute dtype when gamma is None: float32 for float16 x).
+        gamma's float dtype (x's compute dtype when gamma is None: float32 for float16 and
+        bfloat16 x).
 
     Notes
     -----
@@ -226,10 +228,10 @@ def group_norm_masked_backward(
     correction = np.where(w, inv_m[:, None, :, None] * (b1 + xhat * b2), 0.0)
     dx = r[:, None, :, None] * (dxhat - correction)
 
-    if isinstance(gamma, np.ndarray) and gamma.dtype.kind == "f":
+    if isinstance(gamma, np.ndarray) and is_float(gamma.dtype):
         pdtype = gamma.dtype
-    else:  # float16 sums would lose most digits
-        pdtype = np.dtype(np.float32) if xs.dtype == _F16 else xs.dtype
+    else:  # 16-bit sums would lose most digits
+        pdtype = np.dtype(np.float32) if xs.dtype == _F16 or is_bfloat16(xs.dtype) else xs.dtype
     shape = layout.channel_shape
     return (
         layout.ungrouped(dx, xs.dtype),

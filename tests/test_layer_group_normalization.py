@@ -84,7 +84,7 @@ def test_groups_minus_one_constructs():
         ({"axis": (1, True)}, TypeError, "`axis`"),
         ({"epsilon": -1.0}, ValueError, "`epsilon`"),
         ({"group_size": 0}, ValueError, "`group_size`"),
-        ({"dtype": "bfloat16"}, ValueError, "bfloat16"),
+        ({"dtype": "float8_e4m3fn"}, ValueError, "float8_e4m3fn"),
         ({"gamma_initializer": "no_such_init"}, ValueError, "no_such_init"),
         ({"beta_regularizer": 3}, TypeError, "regularizer"),
     ],

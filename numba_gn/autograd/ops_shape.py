@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
+from numba_gn._dtypes import is_bfloat16
 from numba_gn.autograd.function import Context, Function
 from numba_gn.autograd.tensor import Tensor
 
@@ -90,7 +91,7 @@ class Cast(Function):
     @staticmethod
     def backward(ctx: Context, g: np.ndarray) -> np.ndarray | None:
         src, dst = ctx.dtypes
-        if src.kind not in "fc" or dst.kind not in "fc":
+        if not all(d.kind in "fc" or is_bfloat16(d) for d in (src, dst)):
             return None
         return g.astype(src, copy=False)
 

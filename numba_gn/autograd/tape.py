@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from numba_gn._dtypes import is_bfloat16
 from numba_gn.autograd._state import STATE
 from numba_gn.autograd.function import _wrap
 from numba_gn.autograd.tensor import Tensor
@@ -227,7 +228,9 @@ def backward_pass(nodes: list[tuple], grads: dict[int, np.ndarray], keep: set[in
                 )
             dtype = data.dtype
             # `is` first: builtin dtypes are singletons and `!=` on dtypes is slow.
-            if ig.dtype is not dtype and ig.dtype != dtype and dtype.kind == "f":
+            if ig.dtype is not dtype and ig.dtype != dtype and (
+                dtype.kind == "f" or is_bfloat16(dtype)
+            ):
                 ig = ig.astype(dtype)  # keep each gradient in its tensor's dtype
             k = id(inp)
             prev = grads.get(k)
@@ -236,7 +239,7 @@ def backward_pass(nodes: list[tuple], grads: dict[int, np.ndarray], keep: set[in
 
 
 def _seed(t: Tensor, og: Any) -> np.ndarray:
-    dtype = t.dtype if t.dtype.kind in "fc" else np.dtype(np.float64)
+    dtype = t.dtype if t.dtype.kind in "fc" or is_bfloat16(t.dtype) else np.dtype(np.float64)
     if og is None:
         return np.ones(t.shape, dtype=dtype)
     arr = np.asarray(og.data if isinstance(og, Tensor) else og, dtype=dtype)
@@ -249,7 +252,7 @@ def _seed(t: Tensor, og: Any) -> np.ndarray:
 
 def _finish(g: np.ndarray | None, src: Tensor, zero: bool, returned: set[int]) -> Any:
     """The gradient as returned: source dtype, own writeable memory, None/zeros if absent."""
-    if g is None or src.dtype.kind not in "fc":
+    if g is None or (src.dtype.kind not in "fc" and not is_bfloat16(src.dtype)):
         return np.zeros(src.shape, dtype=src.dtype) if zero else None
     if g.dtype != src.dtype:
         g = g.astype(src.dtype)

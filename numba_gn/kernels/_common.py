@@ -21,53 +21,86 @@ from numba import types
 from numba.extending import overload
 
 from numba_gn._jit import inline
+from numba_gn.kernels._bfloat import (
+    bfloat_to_float,
+    float_to_bfloat,
+    py_bfloat_to_float,
+    py_float_to_bfloat,
+)
 from numba_gn.kernels._half import float_to_half, half_to_float
 
 #: Largest number of elements summed in the input dtype before widening to float64.
 PIECE = 4096
 #: Independent accumulators per piece (a runtime argument: constant widths get unrolled to
 #: scalar code because Numba disables SLP vectorisation).
-LANES = {np.dtype(np.float32): 64, np.dtype(np.float64): 32, np.dtype(np.uint16): 64}
+LANES = {
+    np.dtype(np.float32): 64,
+    np.dtype(np.float64): 32,
+    np.dtype(np.uint16): 64,  # float16 bits
+    np.dtype(np.int16): 64,  # bfloat16 bits
+}
 
 
 # ----------------------------------------------------------------------------------------------
-# Storage vs compute dtype. float16 data is stored as uint16 bits and computed in float32; the
-# four functions below are the only places that know it. The Python bodies run only under
-# NUMBA_DISABLE_JIT; in kernels the overloads replace them at compile time.
+# Storage vs compute dtype. float16 data is stored as uint16 bits and bfloat16 data as int16
+# bits (see kernels._half and kernels._bfloat); both are computed in float32. This section is
+# the only place that knows it: the storage types are tested by `_is_half`/`_is_bfloat` in the
+# overloads and by `_NARROW` in the Python bodies, which run only under NUMBA_DISABLE_JIT; in
+# kernels the overloads replace them at compile time.
+
+#: NumPy storage dtypes of the 16-bit formats, computed in float32.
+_NARROW = (np.dtype(np.uint16), np.dtype(np.int16))
 
 
 def load(v):
-    """A stored element as a compute value (float16 bits -> float32; floats unchanged)."""
+    """A stored element as a compute value (16-bit formats -> float32; floats unchanged)."""
     if isinstance(v, np.uint16):
         return np.float32(np.array(v).view(np.float16))
+    if isinstance(v, np.int16):
+        return py_bfloat_to_float(v)
     return v
 
 
 def store(value, like):
-    """A compute value as an element of the storage array `like` (float32 -> float16 bits)."""
+    """A compute value as an element of the storage array `like` (float32 -> 16-bit bits)."""
     if like.dtype == np.uint16:
         return np.array(value, dtype=np.float16).view(np.uint16)[()]
+    if like.dtype == np.int16:
+        return py_float_to_bfloat(value)
     return value
 
 
 def compute_zeros(like, n):
     """Zeros of length `n` in the compute dtype of the storage array `like`."""
-    return np.zeros(n, dtype=np.float32 if like.dtype == np.uint16 else like.dtype)
+    return np.zeros(n, dtype=np.float32 if like.dtype in _NARROW else like.dtype)
 
 
 def compute_empty(like, shape):
     """An empty array of `shape` in the compute dtype of the storage array `like`."""
-    return np.empty(shape, dtype=np.float32 if like.dtype == np.uint16 else like.dtype)
+    return np.empty(shape, dtype=np.float32 if like.dtype in _NARROW else like.dtype)
 
 
 def _is_half(arr_type):
+    """Whether a Numba type is an array of float16 bits (uint16 storage)."""
     return isinstance(arr_type, types.Array) and arr_type.dtype == types.uint16
+
+
+def _is_bfloat(arr_type):
+    """Whether a Numba type is an array of bfloat16 bits (int16 storage)."""
+    return isinstance(arr_type, types.Array) and arr_type.dtype == types.int16
+
+
+def _is_narrow(arr_type):
+    """Whether a Numba type is an array of a 16-bit format, computed in float32."""
+    return _is_half(arr_type) or _is_bfloat(arr_type)
 
 
 @overload(load, inline="always")
 def _load_impl(v):
     if v == types.uint16:
         return lambda v: half_to_float(v)
+    if v == types.int16:
+        return lambda v: bfloat_to_float(v)
     return lambda v: v
 
 
@@ -75,19 +108,21 @@ def _load_impl(v):
 def _store_impl(value, like):
     if _is_half(like):
         return lambda value, like: float_to_half(value)
+    if _is_bfloat(like):
+        return lambda value, like: float_to_bfloat(np.float32(value))
     return lambda value, like: value
 
 
 @overload(compute_zeros)
 def _compute_zeros_impl(like, n):
-    if _is_half(like):
+    if _is_narrow(like):
         return lambda like, n: np.zeros(n, dtype=np.float32)
     return lambda like, n: np.zeros(n, dtype=like.dtype)
 
 
 @overload(compute_empty)
 def _compute_empty_impl(like, shape):
-    if _is_half(like):
+    if _is_narrow(like):
         return lambda like, shape: np.empty(shape, dtype=np.float32)
     return lambda like, shape: np.empty(shape, dtype=like.dtype)
 
@@ -206,14 +241,14 @@ def finish_stats(K, S, Q, count, eps):
 
 def rounded(value, like):
     """Round the float64 `value` to the compute dtype of the storage array `like`."""
-    return (np.float32 if like.dtype in (np.float32, np.uint16) else np.float64)(value)
+    return (np.float32 if like.dtype == np.float32 or like.dtype in _NARROW else np.float64)(value)
 
 
 @overload(rounded, inline="always")
 def _rounded_impl(value, like):
     # A cast, not a one-element array: this runs per group and per column, and an allocation
     # each time cost more than the arithmetic (backward of (64, 2048) data: 7 ms serial).
-    if isinstance(like, types.Array) and like.dtype in (types.float32, types.uint16):
+    if _is_narrow(like) or (isinstance(like, types.Array) and like.dtype == types.float32):
         return lambda value, like: np.float32(value)
     return lambda value, like: np.float64(value)
 

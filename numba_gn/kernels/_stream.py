@@ -14,8 +14,8 @@ as long.
 
 This IR is behind one switch: `NUMBA_GN_STREAMING_STORES=0` in the environment before import
 makes every output loop plain Numba code (`_affine_plain`, `_affine_grad_plain`),
-with the same bits; float16 data (uint16 storage) always takes those. Both kinds compute with
-explicit fused multiply-adds (`fma` in the plain loops,
+with the same bits; float16 and bfloat16 data (uint16 and int16 storage) always take those.
+Both kinds compute with explicit fused multiply-adds (`fma` in the plain loops,
 `llvm.fma` in the IR). A kernel that streams calls `store_fence` after its last
 streaming store of a parallel iteration: non-temporal stores are weakly ordered, and the fence
 makes them visible before the thread reports that its work is done.
@@ -275,7 +275,8 @@ def _fence_ir(typingctx, stream):
 
 
 # ----------------------------------------------------------------------------------------------
-# Overloads: IR loops for float32/float64, plain loops for float16 (uint16 storage).
+# Overloads: IR loops for float32/float64, plain loops for the 16-bit formats (float16 as
+# uint16, bfloat16 as int16 storage).
 
 
 def _is_float_array(t):
@@ -326,7 +327,11 @@ def _affine_grad_plain(dx, dy, x, lo, n, mh, ml, c1, c2, c3, clo):
 
 
 def _uses_ir(x):
-    """Whether the output loops for storage arrays of type `x` are the IR ones."""
+    """Whether the output loops for storage arrays of type `x` are the IR ones.
+
+    Only float32/float64 storage: the 16-bit formats (uint16, int16) convert every element
+    through `load`/`store`, which the plain loops do.
+    """
     return STREAMING_STORES and _is_float_array(x)
 
 

@@ -3,6 +3,9 @@
 `get(identifier)` accepts a name ("relu", "silu"/"swish", "gelu", "tanh", "sigmoid",
 "softmax", "linear"), None (linear), or a callable `Tensor -> Tensor`; `serialize` gives the
 name back, as `keras.activations.serialize` does for built-ins.
+
+On bfloat16 input, the activations other than `relu` and `linear` (exact in any dtype) are
+computed in float32 and rounded to bfloat16 once (see `numba_gn.layers._bfloat16`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from numba_gn.autograd import Tensor, ops, ops_nn
+from numba_gn.layers._bfloat16 import in_float32
 
 __all__ = [
     "FastSilu",
@@ -45,27 +49,27 @@ FastSilu = ops_nn.Silu
 
 def silu(x: Any) -> Tensor:
     """`x * sigmoid(x)` (Keras's "silu", alias "swish")."""
-    return ops.silu(x)
+    return in_float32(ops.silu, x)
 
 
 def gelu(x: Any, approximate: bool = False) -> Tensor:
     """Gaussian error linear unit; the exact erf form by default, as Keras."""
-    return ops.gelu(x, approximate=approximate)
+    return in_float32(ops.gelu, x, approximate=approximate)
 
 
 def tanh(x: Any) -> Tensor:
     """Hyperbolic tangent."""
-    return ops.tanh(x)
+    return in_float32(ops.tanh, x)
 
 
 def sigmoid(x: Any) -> Tensor:
     """Logistic sigmoid."""
-    return ops.sigmoid(x)
+    return in_float32(ops.sigmoid, x)
 
 
 def softmax(x: Any, axis: int = -1) -> Tensor:
     """Softmax over `axis` (last by default)."""
-    return ops.softmax(x, axis=axis)
+    return in_float32(ops.softmax, x, axis=axis)
 
 
 _BY_NAME: dict[str, Activation] = {

@@ -36,6 +36,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from numba_gn import _args
+from numba_gn._dtypes import is_float
 from numba_gn._locks import FreshLocks
 from numba_gn.autograd import Tensor, no_record
 from numba_gn.autograd import cast as _cast
@@ -750,11 +751,11 @@ class Layer(FreshLocks):
                     inputs, "inputs", "Pass the data and the layer's `mask=` argument instead."
                 )
             x = Tensor(np.asarray(inputs))
-        if x.dtype.kind not in "biuf":
+        if x.dtype.kind not in "biuf" and not is_float(x.dtype):  # bfloat16 is kind "V"
             raise TypeError(
                 f"Layer {self.name!r} expects numeric input, got an array of dtype {x.dtype}."
             )
-        if self.autocast and x.dtype.kind == "f" and x.dtype != self.compute_dtype:
+        if self.autocast and is_float(x.dtype) and x.dtype != self.compute_dtype:
             x = _cast(x, self.compute_dtype)
         return x
 
@@ -804,7 +805,7 @@ class Layer(FreshLocks):
             for r in runs
         ]
         dtype = np.dtype(self.compute_dtype)
-        if dtype.kind not in "biuf":
+        if dtype.kind not in "biuf" and not is_float(dtype):
             dtype = np.dtype(np.float32)
         outputs = []
         outer = _call_context.training
@@ -900,7 +901,7 @@ class Layer(FreshLocks):
             )
         dt = np.dtype(self.variable_dtype if dtype is None else dtype)
         if initializer is None:
-            initializer = "glorot_uniform" if dt.kind == "f" else "zeros"
+            initializer = "glorot_uniform" if is_float(dt) else "zeros"
         # Named after the layer ("dense/kernel") even when created in __init__, as Keras.
         with name_scope(self.name, caller=self, parent=self._parent_path):
             variable = Variable(
@@ -1004,7 +1005,7 @@ class Layer(FreshLocks):
                     f"set_weights() on layer {self.name!r}: value {i} for weight {w.name!r} "
                     f"is not an array ({exc}). No weight was changed."
                 ) from None
-            if arr.dtype.kind not in "biuf":
+            if arr.dtype.kind not in "biuf" and not is_float(arr.dtype):
                 raise TypeError(
                     f"set_weights() on layer {self.name!r}: value {i} for weight {w.name!r} "
                     f"must be numeric, got dtype {arr.dtype}. No weight was changed."

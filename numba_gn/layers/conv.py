@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from numba_gn import _checks
+from numba_gn._dtypes import is_float
 from numba_gn.autograd import Tensor
 from numba_gn.autograd.ops_conv import (
     Conv,
@@ -23,6 +24,7 @@ from numba_gn.autograd.ops_conv import (
     deconv_output_length,
 )
 from numba_gn.layers import activations
+from numba_gn.layers._bfloat16 import product
 from numba_gn.layers.base import Layer, Shape
 from numba_gn.layers.input_spec import InputSpec
 from numba_gn.params import constraints, initializers, regularizers
@@ -234,13 +236,14 @@ class _BaseConv(Layer):
     def call(self, inputs: Tensor) -> Tensor:
         """`activation(convolution(inputs, kernel) + bias)`."""
         x = inputs
-        if x.dtype.kind != "f":
+        if not is_float(x.dtype):
             x = x.astype(self.compute_dtype)
         kernel, bias = self.kernel, self.bias
-        if self.dtype_policy.is_mixed:  # float32 weights, float16 math: cast as Keras does
+        if self.dtype_policy.is_mixed:  # float32 weights, 16-bit math: cast as Keras does
             kernel = kernel.astype(self.compute_dtype)
             bias = None if bias is None else bias.astype(self.compute_dtype)
-        return self.activation(self._convolve(x, kernel, bias))
+        # bfloat16 is convolved in float32 (see layers._bfloat16); other dtypes as they are.
+        return self.activation(product(self._convolve, x, kernel, bias))
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         """The output shape, with Keras's output-length arithmetic on each spatial axis."""

@@ -1,10 +1,17 @@
 """`DTypePolicy`: a layer's variable dtype and compute dtype, after `keras.DTypePolicy`.
 
-Only the policies NumPy can represent exist: `float16`, `float32`, `float64` and
-`mixed_float16` (float32 variables, float16 computation). Keras's serialized form
+The float policies exist: `float16`, `float32`, `float64`, `bfloat16`, and the mixed ones
+`mixed_float16` and `mixed_bfloat16` (float32 variables, float16 or bfloat16 computation), with
+Keras's names and dtypes. Keras's serialized form
 (`{"module": "keras", "class_name": "DTypePolicy", "config": {"name": ...}, ...}`) is read and
 written, so layer configs move between Keras and numba_gn unchanged. Nothing named in a config
 is ever imported.
+
+bfloat16 is the dtype of the optional `ml_dtypes` package (NumPy has none of its own). A
+bfloat16 policy is created, compared and serialized without it; `ml_dtypes` is imported when the
+policy is first used for dtypes (`compute_dtype` or `variable_dtype`, which layers read to
+create weights and cast inputs), and an `ImportError` naming it is raised there if it is
+missing.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from numba_gn._dtypes import require
 from numba_gn.params._registry import check_config_envelope
 
 __all__ = ["DTypePolicy", "get"]
@@ -23,7 +31,9 @@ _POLICIES = {
     "float16": ("float16", "float16"),
     "float32": ("float32", "float32"),
     "float64": ("float64", "float64"),
+    "bfloat16": ("bfloat16", "bfloat16"),
     "mixed_float16": ("float32", "float16"),
+    "mixed_bfloat16": ("float32", "bfloat16"),
 }
 # Keras 3.0-3.5 wrote "FloatDTypePolicy"; later versions write "DTypePolicy".
 _CLASS_NAMES = frozenset({"DTypePolicy", "FloatDTypePolicy"})
@@ -35,25 +45,36 @@ class DTypePolicy:
     Parameters
     ----------
     name : str, default "float32"
-        One of `"float16"`, `"float32"`, `"float64"`, `"mixed_float16"`.
+        One of `"float16"`, `"float32"`, `"float64"`, `"bfloat16"`, `"mixed_float16"`,
+        `"mixed_bfloat16"`. The bfloat16 ones need `ml_dtypes` once used (see the module
+        docstring).
     """
 
-    __slots__ = ("name", "variable_dtype", "compute_dtype")
+    __slots__ = ("name", "_variable_dtype", "_compute_dtype")
 
     def __init__(self, name: str = "float32") -> None:
         if not isinstance(name, str) or name not in _POLICIES:
             raise ValueError(
                 f"Unsupported dtype policy {name!r}; numba_gn supports "
-                f"{', '.join(sorted(_POLICIES))} (NumPy has no bfloat16, and quantized "
-                "policies are not implemented)."
+                f"{', '.join(sorted(_POLICIES))} (quantized policies are not implemented)."
             )
         self.name = name
-        self.variable_dtype, self.compute_dtype = _POLICIES[name]
+        self._variable_dtype, self._compute_dtype = _POLICIES[name]
+
+    @property
+    def variable_dtype(self) -> str:
+        """The dtype of the weights, as a name (`"bfloat16"` imports `ml_dtypes`)."""
+        return require(self._variable_dtype)
+
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype of the computation, as a name (`"bfloat16"` imports `ml_dtypes`)."""
+        return require(self._compute_dtype)
 
     @property
     def is_mixed(self) -> bool:
-        """Whether the compute dtype differs from the variable dtype (`mixed_float16`)."""
-        return self.variable_dtype != self.compute_dtype
+        """Whether the compute dtype differs from the variable dtype (the `mixed_` policies)."""
+        return self._variable_dtype != self._compute_dtype
 
     def get_config(self) -> dict[str, Any]:
         """`{"name": name}`, as Keras."""

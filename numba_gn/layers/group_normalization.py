@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from numba_gn import _args, _checks
+from numba_gn._dtypes import is_float
 from numba_gn.autograd import Tensor
 from numba_gn.autograd import cast as _cast
 from numba_gn.autograd import group_norm as _group_norm
@@ -66,7 +67,8 @@ class GroupNormalization(Layer):
     Call arguments
     --------------
     inputs : ndarray or Tensor
-        Float16/32/64 (integer input is cast to float32, or float64 under a float64 policy).
+        Float16/32/64 or bfloat16 (integer input is cast to float32, or float64 under a
+        float64 policy).
     mask : bool array, optional
         The shape of the input without its channel axes (`(N, T)` for `(N, T, C)`). The
         statistics are then taken over the unmasked positions only, so padding does not change
@@ -76,11 +78,12 @@ class GroupNormalization(Layer):
 
     Output dtype
     ------------
-    The input's dtype: float16 is computed in float32 and returned as float16, float64 is
-    computed and returned in float64, while gamma and beta stay in the layer's variable dtype
-    (float32 by default). Under the `"mixed_float16"` policy the output is float16, as in
-    Keras. (Keras casts every output to the policy's compute dtype: float32 for float16 or
-    float64 input to a float32 layer.)
+    The input's dtype: float16 and bfloat16 are computed in float32 and returned in their own
+    dtype, float64 is computed and returned in float64, while gamma and beta stay in the
+    layer's variable dtype (float32 by default). Under the `"mixed_float16"` and
+    `"mixed_bfloat16"` policies the output is float16 or bfloat16, as in Keras. (Keras casts
+    every output to the policy's compute dtype: float32 for float16, bfloat16 or float64 input
+    to a float32 layer.)
 
     Differences from Keras
     ----------------------
@@ -150,7 +153,7 @@ class GroupNormalization(Layer):
     def call(self, inputs: Tensor, mask: Any = None) -> Tensor:
         """Normalise `inputs` (statistics over unmasked positions when `mask` is given)."""
         x = inputs
-        if x.dtype.kind != "f":
+        if not is_float(x.dtype):  # integers; bfloat16 (kind "V") is a float here
             x = _cast(x, np.promote_types(self.compute_dtype, np.float32))
         axis = self._axes[0] if len(self._axes) == 1 else self._axes
         # Zero channels resolve to zero groups, which is no valid `groups` argument; -1 (one

@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 
 from numba_gn import _checks
+from numba_gn._dtypes import is_float
 from numba_gn.autograd import Context, Function, Tensor, ops
 from numba_gn.autograd.ops_pool import avg_pool, max_pool, pool_output_length
 from numba_gn.layers import _spatial
+from numba_gn.layers._bfloat16 import in_float32
 from numba_gn.layers.base import Layer, Shape
 from numba_gn.layers.input_spec import InputSpec
 
@@ -78,9 +80,10 @@ class _GlobalAveragePooling(Layer):
 
     def call(self, inputs: Tensor) -> Tensor:
         """The mean over the spatial axes."""
+        # bfloat16 is averaged in float32 (see layers._bfloat16).
         if self.data_format == "channels_last" and not self.keepdims:
-            return SpatialMean.apply(inputs)
-        return ops.mean(inputs, axis=self._axes, keepdims=self.keepdims)
+            return in_float32(SpatialMean.apply, inputs)
+        return in_float32(ops.mean, inputs, axis=self._axes, keepdims=self.keepdims)
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         """`(batch, channels)`, or with the spatial axes kept as 1 when `keepdims`."""
@@ -164,8 +167,8 @@ class _Pooling(Layer):
         args = (self.pool_size, self.strides, self.padding, self._axes)
         if self._mode == "max":
             return max_pool(inputs, *args)
-        x = inputs if inputs.dtype.kind == "f" else ops.cast(inputs, self.compute_dtype)
-        return avg_pool(x, *args)
+        x = inputs if is_float(inputs.dtype) else ops.cast(inputs, self.compute_dtype)
+        return in_float32(avg_pool, x, *args)  # bfloat16: averaged in float32
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         """The pooled shape, with Keras's arithmetic (None stays None).

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from numba_gn import _checks
+from numba_gn._dtypes import is_float
 from numba_gn.params._registry import Registry, build_from_config
 
 __all__ = [
@@ -66,7 +67,7 @@ def _standardize_shape(shape: ShapeLike) -> tuple[int, ...]:
 def _standardize_dtype(dtype: DTypeLike | None, *, floating: bool = False) -> np.dtype:
     """Resolve `dtype` (default float32, Keras's floatx); optionally require a float dtype."""
     dt = np.dtype("float32" if dtype is None else dtype)
-    if floating and not np.issubdtype(dt, np.floating):
+    if floating and not is_float(dt):  # NumPy's floats or bfloat16 (not an np.floating)
         raise ValueError(f"This initializer needs a floating dtype, got dtype={dt.name}")
     return dt
 
