@@ -22,6 +22,7 @@ as Keras: `numba_gn.Model`, `numba_gn.Sequential`, `numba_gn.Input`, `numba_gn.L
 import sys as _sys
 
 from numba_gn import autograd, buffers, layers, models, params, saving, training
+from numba_gn import functional_jit as _functional_jit  # noqa: F401 (registers the @njit overloads)
 from numba_gn._cache import KernelCacheWarning
 from numba_gn._warmup import warmup
 from numba_gn.autograd import Function, GradientTape, Tensor, gradcheck

@@ -1,4 +1,4 @@
-"""Every ```python block of `docs/*.md` and of `README.md` runs, so the docs cannot drift.
+"""Every ```python block of the docs (`docs/**/*.md`) and of `README.md` runs: no drift.
 
 Each page is one test: its ``python`` blocks run in order in one namespace (later blocks use the
 names earlier ones define), and any exception fails the test, pointing at the page and line.
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+PAGES = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 _REQUIRES = re.compile(r"<!--\s*docs-test:\s*requires\s+(?P<mods>[\w., ]+?)\s*-->")

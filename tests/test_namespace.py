@@ -139,7 +139,8 @@ def test_every_public_name_exists():
 
 # -- importing -------------------------------------------------------------------------------------
 
-OPTIONAL = ("keras", "tensorflow", "torch", "jax", "matplotlib", "sklearn", "pandas", "h5py")
+OPTIONAL = ("keras", "tensorflow", "torch", "jax", "matplotlib", "sklearn", "pandas", "h5py",
+            "xarray", "dask", "distributed", "zarr", "ml_dtypes")
 
 
 def test_import_is_light_and_each_entry_point_imports_alone():

@@ -220,6 +220,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(numba_gn.cli.bench_models)",
     )
     parser.add_argument(
+        "--dask",
+        action="store_true",
+        help="instead: numba_gn.dask on chunked arrays, on several schedulers and out of core "
+        "(numba_gn.cli.bench_dask; with --quick: tiny arrays)",
+    )
+    parser.add_argument(
+        "--njit",
+        action="store_true",
+        help="instead: 1000 small calls from a user's @numba.njit loop vs a Python loop "
+        "(numba_gn.cli.bench_njit)",
+    )
+    parser.add_argument(
         "--cold-start",
         action="store_true",
         help="also time import + first call with an empty kernel cache (compiles for seconds)",
@@ -242,6 +254,18 @@ def _set_wait_policy() -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     """Measure every case, print the tables, optionally write JSON; 0 on success."""
+    if args.njit:
+        from numba_gn.cli import bench_njit
+
+        repeat = min(args.repeat, 2) if args.quick else args.repeat
+        return bench_njit.run(repeat, json_path=args.json)
+    if args.dask:
+        from numba_gn.cli import bench_dask
+
+        return bench_dask.run(
+            "tiny" if args.quick else "full", min(args.repeat, 2) if args.quick else args.repeat,
+            args.json, threads=args.threads,
+        )
     if args.models:
         from numba_gn.cli import bench_models
 
