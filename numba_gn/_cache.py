@@ -189,6 +189,14 @@ class KernelCache(caching.FunctionCache):
 
     _impl_class = _CacheImpl
 
+    def has_index(self) -> bool:
+        """Whether this kernel has an index file in the cache.
+
+        True means it was compiled and saved there for some signature, probably (not
+        certainly) the one about to be called.
+        """
+        return os.path.exists(self._cache_file._index_path)
+
     def save_overload(self, sig: Any, data: Any) -> None:
         """Save a newly compiled kernel, or warn once that it cannot be saved."""
         locator = self._impl.locator

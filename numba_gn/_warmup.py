@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numba
@@ -22,8 +22,10 @@ from numba_gn import _cache, _knobs
 from numba_gn.functional import group_norm, group_norm_backward
 
 #: The layouts a warm-up can be limited to (`conv`: the kernels of the other layers:
-#: convolutions and activations).
-LAYOUTS = ("channels-last", "channels-first", "conv")
+#: convolutions and activations; `dask`: the per-block kernels of `numba_gn.dask`, which needs
+#: Dask installed and is warmed only when asked for).
+LAYOUTS = ("channels-last", "channels-first", "conv", "dask")
+DEFAULT_LAYOUTS = ("channels-last", "channels-first", "conv")
 DTYPES = ("float32", "float64", "float16")
 
 
@@ -37,6 +39,7 @@ class Case:
     axis: int
     groups: int
     parallel: bool
+    passes: str = "both"  # group norm cases: "forward", "backward" or "both"
 
 
 def _samples_shape() -> tuple[int, ...]:
@@ -65,6 +68,7 @@ def cases() -> tuple[Case, ...]:
         Case("winograd, parallel", "conv", (8, 16, 16, 8), -1, 1, True),
         Case("activations, serial", "conv", (2, 8), -1, 1, False),
         Case("activations, parallel", "conv", (4, _knobs.PARALLEL_MIN_ELEMENTS), -1, 1, True),
+        Case("dask blocks", "dask", (2, 4, 6, 8), 1, 2, False),
     )
 
 
@@ -97,15 +101,36 @@ def _dispatchers() -> list[Any]:
     """Every Numba dispatcher of the kernels (entry points and the helpers they call)."""
     from numba.core.registry import CPUDispatcher
 
-    from numba_gn.kernels import activations, rows, slab
+    from numba_gn.kernels import activations, partial, rows, slab
     from numba_gn.kernels import conv as conv_kernels
 
     found = []
-    for module in (slab, rows, conv_kernels, activations):
+    for module in (slab, rows, conv_kernels, activations, partial):
         for value in vars(module).values():
             if isinstance(value, CPUDispatcher) and value.py_func.__module__ == module.__name__:
                 found.append(value)
     return found
+
+
+def cached(kernels: Iterable[str]) -> bool:
+    """Whether every named kernel (`"module.function"`, as in `Report`) is in the disk cache.
+
+    A cheap look for each kernel's index file, without loading anything: True means the
+    kernels were compiled and saved before, for some signatures.
+    """
+    wanted = set(kernels)
+    found = set()
+    for d in _dispatchers():
+        name = f"{d.py_func.__module__.rsplit('.', 1)[-1]}.{d.py_func.__name__}"
+        if name in wanted:
+            cache = getattr(d, "_cache", None)
+            if cache is None or not hasattr(cache, "has_index") or not cache.has_index():
+                return False
+            found.add(name)
+    unknown = wanted - found
+    if unknown:
+        raise ValueError(f"`kernels` names unknown kernels: {sorted(unknown)}")
+    return True
 
 
 def _counts(dispatchers: Sequence[Any]) -> dict[str, tuple[int, int]]:
@@ -123,6 +148,11 @@ def _run_case(case: Case, dtype: str) -> None:
     if case.name.startswith("winograd"):
         _run_winograd(x)
         return
+    if case.layout == "dask":
+        from numba_gn import dask as gn_dask
+
+        gn_dask._warm_blocks(dtype)
+        return
     if case.name.startswith("activations"):
         from numba_gn.kernels import activations
 
@@ -136,8 +166,14 @@ def _run_case(case: Case, dtype: str) -> None:
         cols = np.ones((n * (h - 2) * (w - 2), 9 * c), dtype=dtype)
         col2im(cols, case.shape, (3, 3), (1, 1), (1, 1), (h - 2, w - 2))
         return
-    y, mean, rstd = group_norm(x, case.groups, axis=case.axis, return_stats=True)
-    group_norm_backward(y, x, mean, rstd, case.groups, axis=case.axis)
+    if case.passes != "backward":
+        y, mean, rstd = group_norm(x, case.groups, axis=case.axis, return_stats=True)
+    else:  # any statistics of the right shape compile the same backward kernels
+        y = x
+        mean = np.zeros((x.shape[0], case.groups))
+        rstd = np.ones((x.shape[0], case.groups))
+    if case.passes != "forward":
+        group_norm_backward(y, x, mean, rstd, case.groups, axis=case.axis)
 
 
 def _run_winograd(x: np.ndarray) -> None:
@@ -153,10 +189,11 @@ def _run_winograd(x: np.ndarray) -> None:
 
 def tasks(
     dtypes: Iterable[str | np.dtype] = ("float32", "float64"),
-    layouts: Iterable[str] = LAYOUTS,
+    layouts: Iterable[str] = DEFAULT_LAYOUTS,
     parallel: bool = True,
+    names: Iterable[str] | None = None,
 ) -> list[tuple[str, Case]]:
-    """The (dtype, case) pairs a warm-up runs, checked."""
+    """The (dtype, case) pairs a warm-up runs, checked; `names` picks cases by name."""
     dts = [np.dtype(d).name for d in dtypes]
     for d in dts:
         if d not in DTYPES:
@@ -166,10 +203,21 @@ def tasks(
         if lay not in LAYOUTS:
             raise ValueError(f"`layouts` may hold {', '.join(LAYOUTS)}; got {lay!r}.")
     chosen = [c for c in cases() if c.layout in lays and (parallel or not c.parallel)]
+    if names is not None:
+        wanted = list(names)
+        known = {c.name for c in cases()}
+        unknown = [n for n in wanted if n not in known]
+        if unknown:
+            raise ValueError(
+                f"`names` must be case names ({', '.join(sorted(known))}); got {unknown}."
+            )
+        chosen = [c for c in chosen if c.name in wanted]
     # The conv kernels are float32/float64 only (the layers compute float16 in float32), the
     # activation kernels float32 only (other dtypes use NumPy).
     return [
-        (d, c) for d in dts for c in chosen
+        (d, c)
+        for d in dts
+        for c in chosen
         if not (c.layout == "conv" and d == "float16")
         and not (c.name.startswith("activations") and d != "float32")
     ]
@@ -193,14 +241,118 @@ def run_tasks(
             step.compiled += [name] * (misses - m0)
         report.merge(step)
         if progress is not None:
-            progress(i + 1, len(todo), f"{dtype} {case.name}", step)
+            passes = "" if case.passes == "both" else f" ({case.passes})"
+            progress(i + 1, len(todo), f"{dtype} {case.name}{passes}", step)
     return report
+
+
+_CHILD = (
+    "import json, sys\n"
+    "from numba_gn import _warmup\n"
+    "todo = [(d, _warmup.Case(*c)) for d, c in json.loads(sys.argv[1])]\n"
+    "def say(done, total, label, step):\n"
+    "    print(json.dumps({'label': label, **step.as_dict()}), flush=True)\n"
+    "_warmup.run_tasks(todo, say)\n"
+)
+
+
+def _split_passes(todo: Sequence[tuple[str, Case]]) -> list[tuple[str, Case]]:
+    """Group norm tasks as a forward and a backward task each (two processes can take them)."""
+    out = []
+    for dtype, case in todo:
+        if case.layout == "conv" or case.passes != "both":
+            out.append((dtype, case))
+        else:
+            out += [(dtype, replace(case, passes=p)) for p in ("forward", "backward")]
+    return out
+
+
+def _shares(todo: Sequence[tuple[str, Case]], jobs: int) -> list[list[tuple[str, Case]]]:
+    """`todo` over `jobs` processes: longest first, each to the least loaded.
+
+    The cost is an estimate: a parallel group norm pass compiles slowest, a convolution or
+    activation task fastest.
+    """
+
+    def cost(task: tuple[str, Case]) -> int:
+        case = task[1]
+        return 1 if case.layout == "conv" else (3 if case.parallel else 2)
+
+    shares: list[list[tuple[str, Case]]] = [[] for _ in range(jobs)]
+    loads = [0] * jobs
+    for task in sorted(todo, key=cost, reverse=True):
+        i = loads.index(min(loads))
+        shares[i].append(task)
+        loads[i] += cost(task)
+    return shares
+
+
+def run_tasks_in_processes(
+    todo: Sequence[tuple[str, Case]],
+    jobs: int,
+    progress: Callable[[str, Report], None] | None = None,
+) -> tuple[Report, bool]:
+    """Run `todo` over `jobs` child processes sharing the disk cache.
+
+    Numba compiles with the GIL held, so processes are the way to use several cores. Group norm
+    tasks are split into their forward and backward passes and the tasks are spread by their
+    expected cost. Returns the merged report and whether a child failed;
+    `progress(label, step_report)` is called (from reader threads, one at a time) as each
+    task finishes.
+    """
+    import json
+    import subprocess
+    import sys
+    import threading
+    from dataclasses import astuple
+
+    report = Report(cache=_cache.cache_root())
+    shares = _shares(_split_passes(todo), jobs)
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CHILD, json.dumps([(d, astuple(c)) for d, c in share])],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for share in shares
+        if share
+    ]
+    lock = threading.Lock()
+
+    def read(child: subprocess.Popen) -> None:
+        assert child.stdout is not None
+        with child.stdout:
+            _read_lines(child.stdout)
+
+    def _read_lines(stream: Any) -> None:
+        for line in stream:
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            step = Report(data["compiled"], data["loaded"], data["seconds"], data["cache"])
+            with lock:
+                report.compiled += step.compiled
+                report.loaded += step.loaded
+                if progress is not None:
+                    progress(data["label"], step)
+
+    readers = [threading.Thread(target=read, args=(c,)) for c in children]
+    for t in readers:
+        t.start()
+    for t in readers:
+        t.join()
+    failed = [c.wait() for c in children]
+    return report, any(failed)
 
 
 def warmup(
     dtypes: Iterable[str | np.dtype] = ("float32", "float64"),
     parallel: bool = True,
-    layouts: Iterable[str] = LAYOUTS,
+    layouts: Iterable[str] = DEFAULT_LAYOUTS,
+    *,
+    names: Iterable[str] | None = None,
+    jobs: int = 1,
 ) -> Report:
     """Compile or load every kernel the given dtypes and layouts can use, now.
 
@@ -214,9 +366,17 @@ def warmup(
         Any of float32, float64, float16.
     parallel : bool, default True
         Also the parallel kernels (used for inputs of 32768 elements and more).
-    layouts : iterable of str, default every layout
-        Any of "channels-last", "channels-first" and "conv" (the convolution layers'
-        kernels).
+    layouts : iterable of str, default ("channels-last", "channels-first", "conv")
+        Any of "channels-last", "channels-first", "conv" (the convolution layers' and
+        activations' kernels) and "dask" (the per-block kernels of `numba_gn.dask`; needs
+        Dask).
+    names : iterable of str, optional
+        Only the cases with these names (see `cases()`), for an application that knows
+        which kernels it uses.
+    jobs : int, default 1
+        Processes compiling at once. Numba compiles with the GIL held, so with an empty cache
+        `jobs` up to the number of cores divides the wall time; each child costs an import
+        (about a second) even when everything is cached already.
 
     Returns
     -------
@@ -224,4 +384,14 @@ def warmup(
         The kernels compiled and those loaded from the disk cache (a name per specialisation),
         the seconds taken and the cache folder.
     """
-    return run_tasks(tasks(dtypes, layouts, parallel))
+    todo = tasks(dtypes, layouts, parallel, names)
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"`jobs` must be an int >= 1, got {jobs!r}.")
+    if jobs == 1:
+        return run_tasks(todo)
+    start = time.perf_counter()
+    report, failed = run_tasks_in_processes(todo, jobs)
+    if failed:
+        raise RuntimeError("a warm-up process failed; run `numba-gn warmup` to see its error")
+    report.seconds = time.perf_counter() - start
+    return report

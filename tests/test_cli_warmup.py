@@ -45,14 +45,15 @@ def test_warmup_fills_an_empty_cache(warmed):
     cache, first, _ = warmed
     assert first.returncode == 0, first.stderr
     summary = json.loads(first.stdout.strip().splitlines()[-1])
-    tasks = _warmup.tasks(["float64"], _warmup.LAYOUTS, parallel=False)
+    tasks = _warmup.tasks(["float64"], _warmup.DEFAULT_LAYOUTS, parallel=False)
     assert summary["tasks"] == len(tasks) == 5  # float64: no activation kernels
     assert summary["jobs"] == 2 and summary["failed"] is False
     # forward and backward of the serial row and slab kernels, the conv kernels, their helpers
     assert summary["compiled"] >= 5
     assert summary["cache"] == str(cache) and summary["cache_writable"] is True
     assert any(cache.rglob("*.nbc"))
-    assert first.stderr.count("float64") == len(tasks)  # one progress line per task
+    # one progress line per task, a group norm task being run as its two passes
+    assert first.stderr.count("float64") == len(_warmup._split_passes(tasks)) == 8
 
 
 def test_second_process_loads_without_compiling(warmed):
@@ -99,3 +100,69 @@ def test_warmup_cases_reach_every_kernel_path():
             for s in case.shape:
                 n *= s
             assert n >= _knobs.PARALLEL_MIN_ELEMENTS, case
+
+
+def _cached_in(cache: Path, kernels: list[str]) -> str:
+    code = f"from numba_gn import _warmup; print(_warmup.cached({kernels!r}))"
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        env=child_env({"NUMBA_CACHE_DIR": str(cache)}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+def test_cached_looks_for_the_kernels_index_files(warmed, tmp_path):
+    cache = warmed[0]
+    assert _cached_in(cache, ["rows.forward_ser", "slab.backward_fused_ser"]) == "True"
+    assert _cached_in(cache, ["rows.forward_samples_par"]) == "False"  # warmed serial only
+    assert _cached_in(tmp_path / "empty", ["rows.forward_ser"]) == "False"
+    with pytest.raises(ValueError, match="unknown kernels"):
+        _warmup.cached(["rows.no_such_kernel"])
+
+
+def test_warmup_picks_cases_by_name_and_checks_jobs():
+    todo = _warmup.tasks(["float32"], names=["rows, serial", "activations, serial"])
+    assert [c.name for _, c in todo] == ["rows, serial", "activations, serial"]
+    with pytest.raises(ValueError, match="`names`"):
+        _warmup.tasks(["float32"], names=["rows, sideways"])
+    for jobs in (0, 1.5, True):
+        with pytest.raises(ValueError, match="`jobs`"):
+            _warmup.warmup(("float32",), names=["rows, serial"], jobs=jobs)
+
+
+def test_tasks_are_spread_by_cost():
+    todo = _warmup.tasks(
+        ["float32"], names=["rows, serial", "rows, whole samples", "col2im, serial"]
+    )
+    shares = _warmup._shares(_warmup._split_passes(todo), 2)
+    labels = [[f"{c.name} {c.passes}" for _, c in share] for share in shares]
+    # the two parallel passes go to different processes, then the serial ones fill up
+    assert labels == [
+        ["rows, whole samples forward", "rows, serial forward", "col2im, serial both"],
+        ["rows, whole samples backward", "rows, serial backward"],
+    ]
+
+
+def test_demo_kernel_names_are_known():
+    from numba_gn.cli import demo
+
+    _warmup.cached(demo.DEMO_KERNELS)  # raises for a name that is not a kernel
+    assert set(demo.DEMO_CASES) <= {c.name for c in _warmup.cases()}
+
+
+def test_dask_layout_warms_the_block_kernels():
+    """`--layout dask` compiles (or loads) every per-block kernel of `numba_gn.dask`."""
+    pytest.importorskip("dask")
+    import numba
+
+    from numba_gn.kernels import partial
+
+    _warmup.warmup(("float64",), parallel=False, layouts=("dask",))
+    kernels = [partial.block_moments, partial.block_apply, partial.block_dy_sums, partial.block_dx]
+    for kernel in kernels:
+        assert any(sig[0].dtype == numba.float64 for sig in kernel.signatures), kernel
+    assert "dask" not in _warmup.DEFAULT_LAYOUTS  # needs Dask: only when asked for

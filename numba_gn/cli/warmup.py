@@ -9,25 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import threading
 import time
 from typing import TextIO
 
-_CHILD = (
-    "import json, sys\n"
-    "from numba_gn import _warmup\n"
-    "todo = [(d, _warmup.Case(*c)) for d, c in json.loads(sys.argv[1])]\n"
-    "def say(done, total, label, step):\n"
-    "    print(json.dumps({'label': label, **step.as_dict()}), flush=True)\n"
-    "_warmup.run_tasks(todo, say)\n"
-)
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`warmup` options."""
-    from numba_gn._warmup import DTYPES, LAYOUTS
+    from numba_gn._warmup import DEFAULT_LAYOUTS, DTYPES, LAYOUTS
 
     parser.add_argument(
         "--dtype",
@@ -40,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--layout",
         nargs="+",
         choices=LAYOUTS,
-        default=list(LAYOUTS),
-        help="kernel families to compile (default: all)",
+        default=list(DEFAULT_LAYOUTS),
+        help="kernel families to compile (default: all but dask, which needs Dask installed)",
     )
     parser.add_argument(
         "--jobs", type=int, default=1, help="processes compiling at once (default: 1)"
@@ -82,47 +72,6 @@ class _Progress:
             self.stream.flush()
 
 
-def _run_jobs(todo: list, jobs: int, progress: _Progress):
-    """Split `todo` round-robin over `jobs` child processes and gather their reports."""
-    from dataclasses import astuple
-
-    from numba_gn._warmup import Report
-
-    report = Report()
-    shares = [todo[i::jobs] for i in range(jobs)]
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", _CHILD, json.dumps([(d, astuple(c)) for d, c in share])],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for share in shares
-        if share
-    ]
-    lock = threading.Lock()
-
-    def read(child: subprocess.Popen) -> None:
-        assert child.stdout is not None
-        for line in child.stdout:
-            try:
-                step = json.loads(line)
-            except ValueError:
-                continue
-            with lock:
-                report.compiled += step["compiled"]
-                report.loaded += step["loaded"]
-                report.cache = step["cache"]
-            progress.step(step["label"], len(step["compiled"]), step["seconds"])
-
-    readers = [threading.Thread(target=read, args=(c,)) for c in children]
-    for t in readers:
-        t.start()
-    for t in readers:
-        t.join()
-    failed = [c.wait() for c in children]
-    return report, any(failed)
-
-
 def run(args: argparse.Namespace) -> int:
     """Warm the cache; print a summary. Exit status 1 if a child process failed."""
     from numba_gn import _cache, _warmup
@@ -145,7 +94,11 @@ def run(args: argparse.Namespace) -> int:
         report = _warmup.run_tasks(todo, say)
         failed = False
     else:
-        report, failed = _run_jobs(todo, args.jobs, progress)
+        report, failed = _warmup.run_tasks_in_processes(
+            todo,
+            args.jobs,
+            lambda label, step: progress.step(label, len(step.compiled), step.seconds),
+        )
     wall = time.perf_counter() - start
     summary = {
         "tasks": len(todo),
