@@ -29,6 +29,32 @@ def median_seconds(fn: Callable[[], object], *, repeat: int = 15, min_time: floa
     return statistics.median(samples)
 
 
+def median_of_runs(
+    fn: Callable[[], object],
+    repeat: int,
+    *,
+    warm: bool = True,
+    after: Callable[[], object] | None = None,
+) -> float:
+    """Median seconds of one `fn()` per sample over `repeat` samples.
+
+    For calls long enough to time one at a time. One untimed call comes first when `warm`;
+    `after()` follows each call, untimed (to release what a call left behind).
+    """
+    if warm:
+        fn()
+        if after is not None:
+            after()
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+        if after is not None:
+            after()
+    return statistics.median(samples)
+
+
 def copy_seconds(x: np.ndarray, *, repeat: int = 15) -> float:
     """Median time of `np.copyto(y, x)` into a preallocated array: the bandwidth floor."""
     y = np.empty_like(x)

@@ -462,12 +462,7 @@ class _Timer:
             return _timing.median_seconds(fn, repeat=self.repeat, min_time=self.min_time)
         # Slow call (large arrays, NumPy): one call per sample, fewer samples (at least 3).
         repeat = max(3, min(self.repeat, int(self.budget / once)))
-        samples = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - t0)
-        return statistics.median(samples)
+        return _timing.median_of_runs(fn, repeat, warm=False)
 
 
 class _Data:

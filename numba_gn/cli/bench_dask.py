@@ -30,7 +30,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -41,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from numba_gn._atomic import write_text
+from numba_gn._timing import median_of_runs
 
 __all__ = ["SIZES", "Size", "main", "measure", "print_report", "run"]
 
@@ -66,26 +66,6 @@ SIZES = {
     "small": Size((16, 64, 32, 32), 32, 4, (4, 32, 16, 32), 128, "2GiB"),
     "full": Size((64, 256, 64, 64), 32, 4, (4, 64, 32, 32), 512, "640MiB"),
 }
-
-
-def _median(
-    fn: Callable[[], object], repeat: int, after: Callable[[], object] | None = None
-) -> float:
-    """Median seconds of `fn()` over `repeat` runs, after one untimed run.
-
-    `after()`, if given, follows every run, untimed.
-    """
-    fn()  # compiles or loads the kernels, warms the memory
-    if after is not None:
-        after()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        if after is not None:
-            after()
-    return statistics.median(times)
 
 
 def group_norm_reductions(x: Any, groups: int, gamma: np.ndarray, beta: np.ndarray) -> Any:
@@ -179,18 +159,20 @@ def measure(size: str = "full", repeat: int = 5, workdir: str | None = None,
         del out
 
     say("in-memory numba_gn.group_norm")
-    seconds["in_memory"] = _median(lambda: numba_gn.group_norm(x, G, gamma, beta, axis=1), repeat)
+    seconds["in_memory"] = median_of_runs(
+        lambda: numba_gn.group_norm(x, G, gamma, beta, axis=1), repeat
+    )
     for label, arr in (("", xb), ("_blocks", xk)):
         say(f"numba_gn.dask, threaded scheduler{label.replace('_', ', ')}")
-        seconds["dask_threads" + label] = _median(
+        seconds["dask_threads" + label] = median_of_runs(
             lambda arr=arr: persist(gd.group_norm(arr, G, gamma, beta, axis=1)), repeat
         )
         say(f"dask.array reductions{label.replace('_', ', ')}")
-        seconds["dask_reductions" + label] = _median(
+        seconds["dask_reductions" + label] = median_of_runs(
             lambda arr=arr: persist(group_norm_reductions(arr, G, gamma, beta)), repeat
         )
     say("numba_gn.dask, threaded scheduler, compute()")
-    seconds["dask_threads_compute"] = _median(
+    seconds["dask_threads_compute"] = median_of_runs(
         lambda: gd.group_norm(xb, G, gamma, beta, axis=1).compute(scheduler="threads"), repeat
     )
 
@@ -224,7 +206,7 @@ def measure(size: str = "full", repeat: int = 5, workdir: str | None = None,
             data = client.persist(made.astype(np.float32), workers=where)
             wait(data)
             try:
-                return _median(lambda: on_cluster(data, where), repeat, release)
+                return median_of_runs(lambda: on_cluster(data, where), repeat, after=release)
             finally:
                 client.cancel(data)
 

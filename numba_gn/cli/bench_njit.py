@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from numba_gn._atomic import write_text
+from numba_gn._timing import median_of_runs
 
 __all__ = ["CALLS", "SHAPE", "measure", "njit_loop", "print_report", "python_loop", "run"]
 
@@ -73,24 +72,14 @@ def njit_loop() -> Callable[..., None]:
     return _compiled
 
 
-def _median(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # compiles (njit) or warms (Python) outside the measurement
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
-
-
 def measure(calls: int = CALLS, repeat: int = 7) -> dict[str, Any]:
     """Median seconds of both loops of `calls` calls, per call, and their ratio."""
     data = make_data(calls)
     xs, gamma, beta = data["xs"], data["gamma"], data["beta"]
     ys_njit, ys_python = data["ys"], np.zeros_like(data["ys"])
     compiled = njit_loop()
-    njit_s = _median(lambda: compiled(xs, gamma, beta, ys_njit), repeat)
-    python_s = _median(lambda: python_loop(xs, gamma, beta, ys_python), repeat)
+    njit_s = median_of_runs(lambda: compiled(xs, gamma, beta, ys_njit), repeat)
+    python_s = median_of_runs(lambda: python_loop(xs, gamma, beta, ys_python), repeat)
     return {
         "shape": list(SHAPE),
         "dtype": "float32",
