@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from _subprocess import check_python, last_json_line
 from scipy.optimize import LbfgsInvHessProduct, OptimizeResult
-from test_docs_examples import blocks
 
 import numba_gn
 from numba_gn import autograd as ag
@@ -495,19 +494,6 @@ def test_import_numba_gn_does_not_import_scipy_optimize():
     assert last_json_line(res.stdout) == {
         "before": False, "after": True, "same": "numba_gn.optimize"
     }
-
-
-def test_docs_page_runs():
-    # The page's ```python blocks, in order, in one namespace: the worked example included.
-    page = ROOT / "docs" / "pipelines" / "scipy.md"
-    rel = page.relative_to(ROOT).as_posix()
-    namespace: dict = {"__name__": "docs_pipelines_scipy"}
-    found = [b for b in blocks(page.read_text("utf-8")) if b.lang == "python"]
-    assert len(found) >= 5
-    for b in found:
-        exec(compile("\n" * b.line + b.code, rel, "exec"), namespace)  # noqa: S102
-    assert namespace["lbfgs_loss"] < namespace["adam_loss"]
-    assert "<!-- timings: filled in by the maintainer -->" in page.read_text("utf-8")
 
 
 def test_api_page_documents_the_new_names():
