@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from numba_gn._dtypes import is_bfloat16
+from numba_gn._dtypes import is_bfloat16, is_float
 from numba_gn.autograd import Tensor, ops
 
 __all__ = ["in_float32", "product"]
@@ -43,8 +43,20 @@ def in_float32(fn: Callable[..., Any], x: Any, *args: Any, **kwargs: Any) -> Any
     return ops.cast(fn(ops.cast(x, _F32), *args, **kwargs), x.dtype)
 
 
-def product(op: Callable[[Any, Any, Any], Tensor], x: Tensor, kernel: Any, bias: Any) -> Tensor:
-    """`op(x, kernel, bias)` (a Dense or convolution product); in float32 for bfloat16 `x`."""
+def product(layer: Any, op: Callable[[Any, Any, Any], Tensor], inputs: Tensor) -> Tensor:
+    """`op(x, kernel, bias)` of a Dense or convolution `layer`, under its dtype policy.
+
+    As Keras does: non-float inputs are cast to the compute dtype, and under a mixed policy the
+    float32 weights are cast to the compute dtype. bfloat16 is then computed in float32 and
+    rounded once.
+    """
+    x = inputs
+    if not is_float(x.dtype):
+        x = x.astype(layer.compute_dtype)
+    kernel, bias = layer.kernel, layer.bias
+    if layer.dtype_policy.is_mixed:  # float32 weights, 16-bit math
+        kernel = kernel.astype(layer.compute_dtype)
+        bias = None if bias is None else bias.astype(layer.compute_dtype)
     if not _bfloat16(x):
         return op(x, kernel, bias)
     bias = None if bias is None else ops.cast(bias, _F32)

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from numba_gn import _checks
-from numba_gn._dtypes import is_float
 from numba_gn.autograd import Tensor
 from numba_gn.autograd.ops_conv import (
     Conv,
@@ -235,15 +234,7 @@ class _BaseConv(Layer):
 
     def call(self, inputs: Tensor) -> Tensor:
         """`activation(convolution(inputs, kernel) + bias)`."""
-        x = inputs
-        if not is_float(x.dtype):
-            x = x.astype(self.compute_dtype)
-        kernel, bias = self.kernel, self.bias
-        if self.dtype_policy.is_mixed:  # float32 weights, 16-bit math: cast as Keras does
-            kernel = kernel.astype(self.compute_dtype)
-            bias = None if bias is None else bias.astype(self.compute_dtype)
-        # bfloat16 is convolved in float32 (see layers._bfloat16); other dtypes as they are.
-        return self.activation(product(self._convolve, x, kernel, bias))
+        return self.activation(product(self, self._convolve, inputs))
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         """The output shape, with Keras's output-length arithmetic on each spatial axis."""

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from numba_gn import _checks
-from numba_gn._dtypes import is_float
 from numba_gn.autograd import Context, Function, Tensor
 from numba_gn.layers import activations
 from numba_gn.layers._bfloat16 import product
@@ -159,15 +158,7 @@ class Dense(Layer):
 
     def call(self, inputs: Tensor) -> Tensor:
         """`activation(inputs @ kernel + bias)`."""
-        x = inputs
-        if not is_float(x.dtype):
-            x = x.astype(self.compute_dtype)
-        kernel, bias = self.kernel, self.bias
-        if self.dtype_policy.is_mixed:  # float32 weights, 16-bit math: cast as Keras does
-            kernel = kernel.astype(self.compute_dtype)
-            bias = None if bias is None else bias.astype(self.compute_dtype)
-        # bfloat16 is multiplied in float32 (see layers._bfloat16); other dtypes as they are.
-        return self.activation(product(Linear.apply, x, kernel, bias))
+        return self.activation(product(self, Linear.apply, inputs))
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         """`input_shape` with the last axis replaced by `units`."""
