@@ -222,8 +222,13 @@ def forward(
     gamma: np.ndarray,
     beta: np.ndarray,
     epsilon: float,
+    epi: tuple | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Normalise flat canonical `xc` into `yc`; returns float64 `(mean, rstd)` of (N*G,)."""
+    """Normalise flat canonical `xc` into `yc`; returns float64 `(mean, rstd)` of (N*G,).
+
+    `epi` is a forward epilogue `(code, slope, residual)` (see `numba_gn.kernels.epilogue`)
+    or None.
+    """
     N, A, C, B = canon.N, canon.A, canon.C, canon.B
     G = groups
     mean = np.empty(N * G, dtype=np.float64)
@@ -232,24 +237,24 @@ def forward(
     args = (xc, yc, N, G, A, C, B, gamma, beta, epsilon)
     if family == "rows":
         if strategy == "serial":
-            rows.forward_ser(*args, mean, rstd, stream)
+            rows.forward_ser(*args, mean, rstd, stream, epi)
             return mean, rstd
         with _threading.parallel_launch(_chunk(strategy)):
             if strategy == "fused":
-                rows.forward_samples_par(*args, mean, rstd, stream)
+                rows.forward_samples_par(*args, mean, rstd, stream, epi)
             else:
                 wave = _wave_samples(A * C * B * xc.itemsize)
-                rows.forward_par(*args, mean, rstd, wave, stream)
+                rows.forward_par(*args, mean, rstd, wave, stream, epi)
         return mean, rstd
     lanes = _lanes(xc.dtype, (C // G) * B)
     if strategy == "serial":
-        slab.forward_fused_ser(*args, lanes, mean, rstd, stream)
+        slab.forward_fused_ser(*args, lanes, mean, rstd, stream, epi)
         return mean, rstd
     with _threading.parallel_launch(_chunk(strategy)):
         if strategy == "fused":
-            slab.forward_fused_par(*args, lanes, mean, rstd, stream)
+            slab.forward_fused_par(*args, lanes, mean, rstd, stream, epi)
         else:
-            slab.forward_chunked_par(*args, lanes, mean, rstd, stream)
+            slab.forward_chunked_par(*args, lanes, mean, rstd, stream, epi)
     return mean, rstd
 
 
@@ -262,8 +267,12 @@ def backward(
     gamma: np.ndarray,
     mean: np.ndarray,
     rstd: np.ndarray,
+    epi: tuple | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Gradients of the canonical views; writes `dxc`, returns float64 (dgamma, dbeta) of (C,)."""
+    """Gradients of the canonical views; writes `dxc`, returns float64 (dgamma, dbeta) of (C,).
+
+    `epi` is a backward epilogue `(code, slope, residual, beta, dz)` or None.
+    """
     N, A, C, B = canon.N, canon.A, canon.C, canon.B
     G = groups
     dgamma = np.empty(C, dtype=np.float64)
@@ -272,22 +281,22 @@ def backward(
     args = (dyc, xc, dxc, N, G, A, C, B, gamma, mean, rstd)
     if family == "rows":
         if strategy == "serial":
-            rows.backward_ser(*args, dgamma, dbeta, stream)
+            rows.backward_ser(*args, dgamma, dbeta, stream, epi)
             return dgamma, dbeta
         with _threading.parallel_launch(_chunk(strategy)):
             if strategy == "fused":
-                rows.backward_samples_par(*args, dgamma, dbeta, stream)
+                rows.backward_samples_par(*args, dgamma, dbeta, stream, epi)
             else:
                 wave = _wave_samples(2 * A * C * B * xc.itemsize)
-                rows.backward_par(*args, dgamma, dbeta, wave, stream)
+                rows.backward_par(*args, dgamma, dbeta, wave, stream, epi)
         return dgamma, dbeta
     lanes = _lanes(xc.dtype, (C // G) * B)
     if strategy == "serial":
-        slab.backward_fused_ser(*args, lanes, dgamma, dbeta, stream)
+        slab.backward_fused_ser(*args, lanes, dgamma, dbeta, stream, epi)
         return dgamma, dbeta
     with _threading.parallel_launch(_chunk(strategy)):
         if strategy == "fused":
-            slab.backward_fused_par(*args, lanes, dgamma, dbeta, stream)
+            slab.backward_fused_par(*args, lanes, dgamma, dbeta, stream, epi)
         else:
-            slab.backward_chunked_par(*args, lanes, dgamma, dbeta, stream)
+            slab.backward_chunked_par(*args, lanes, dgamma, dbeta, stream, epi)
     return dgamma, dbeta

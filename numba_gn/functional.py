@@ -14,10 +14,41 @@ import numpy as np
 
 from numba_gn import _args, _checks, _engine
 from numba_gn._dtypes import is_bfloat16, is_float
+from numba_gn.kernels.epilogue import CODES
 
 __all__ = ["group_norm", "group_norm_backward"]
 
 _F16 = np.dtype(np.float16)
+
+#: The activations a fused call applies (`activation=`), Keras's names.
+ACTIVATIONS = ("linear", "relu", "leaky_relu", "silu", "swish", "sigmoid", "gelu")
+
+
+def _activation_code(activation: object, negative_slope: object, approximate: object) -> tuple:
+    """`(code, slope)` of the epilogue for `activation` (validated; None is linear)."""
+    if activation is None:
+        name = "linear"
+    elif not isinstance(activation, str):
+        raise TypeError(
+            f"`activation` must be None or one of {ACTIVATIONS} (a name), "
+            f"got {type(activation).__name__}."
+        )
+    elif activation not in ACTIVATIONS:
+        raise ValueError(f"`activation` must be None or one of {ACTIVATIONS}, got {activation!r}.")
+    else:
+        name = "silu" if activation == "swish" else activation
+    slope = _checks.real(negative_slope, "negative_slope")
+    if _checks.boolean(approximate, "approximate") and name == "gelu":
+        name = "gelu_tanh"
+    return CODES[name], slope
+
+
+def _residual(residual: object, x: np.ndarray) -> np.ndarray:
+    """`residual` as an array of `x`'s shape and dtype (converted like `dy`)."""
+    r = _args.as_float_array(residual, "residual", masked_hint=_MASKED_HINT)
+    if r.shape != x.shape:
+        raise ValueError(f"`residual` must have the shape of `x` {x.shape}, got {r.shape}.")
+    return r if r.dtype == x.dtype else r.astype(x.dtype)
 
 
 def _flat(a: np.ndarray, canon: _engine.Canonical, *, read_only: bool = True) -> np.ndarray:
@@ -131,6 +162,10 @@ def group_norm(
     group_size: int | None = ...,
     out: np.ndarray | None = ...,
     return_stats: Literal[False] = ...,
+    residual: np.ndarray | None = ...,
+    activation: str | None = ...,
+    negative_slope: float = ...,
+    approximate: bool = ...,
 ) -> np.ndarray: ...
 @overload
 def group_norm(
@@ -144,6 +179,10 @@ def group_norm(
     group_size: int | None = ...,
     out: np.ndarray | None = ...,
     return_stats: Literal[True],
+    residual: np.ndarray | None = ...,
+    activation: str | None = ...,
+    negative_slope: float = ...,
+    approximate: bool = ...,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 def group_norm(
     x,
@@ -156,8 +195,15 @@ def group_norm(
     group_size=None,
     out=None,
     return_stats=False,
+    residual=None,
+    activation=None,
+    negative_slope=0.2,
+    approximate=False,
 ):
     """Group-normalise `x` (Keras semantics) and return an array of its shape and dtype.
+
+    With `residual` or `activation`, the result is `act(GN(x) * gamma + beta + residual)`
+    computed in one pass (the *fused* op; see `group_norm_backward` for its gradients).
 
     Parameters
     ----------
@@ -184,6 +230,16 @@ def group_norm(
         always the one computed from copies of the inputs, as with NumPy ufuncs.
     return_stats : bool, default False
         Also return `mean` and `rstd = 1/sqrt(var + epsilon)`, float64 of shape (N, G).
+    residual : array of the shape of `x`, optional
+        Added to the normalised output before the activation (a residual connection);
+        converted to `x`'s dtype.
+    activation : str, optional
+        Applied last: None or "linear" (none), "relu", "leaky_relu", "silu" (or "swish"),
+        "sigmoid" or "gelu", as `keras.activations` computes them.
+    negative_slope : float, default 0.2
+        The slope of "leaky_relu" below zero (Keras's default).
+    approximate : bool, default False
+        "gelu" in its tanh form instead of the exact erf form (Keras's `approximate`).
 
     Returns
     -------
@@ -204,7 +260,15 @@ def group_norm(
     TypeError, ValueError
         Naming the offending argument; nothing is written to `out` when raised.
     """
+    fused = residual is not None or activation is not None
+    if not fused and (negative_slope != 0.2 or approximate is not False):
+        _activation_code(activation, negative_slope, approximate)  # validated all the same
     if _is_dask(x):  # lazy: `numba_gn.dask` builds the graph (imported for Dask input only)
+        if fused:
+            raise TypeError(
+                "`residual` and `activation` are not supported with Dask arrays yet; apply "
+                "them to the lazy result (`x + residual`, then the activation)."
+            )
         return _lazy("group_norm", out, x, groups, gamma, beta, axis=axis, epsilon=epsilon,
                      group_size=group_size, return_stats=return_stats)
     prob = _Problem(x, groups, group_size, axis)
@@ -215,6 +279,14 @@ def group_norm(
     if return_stats is not False and return_stats is not True:  # identity tests: cheap
         return_stats = _checks.boolean(return_stats, "return_stats")  # NumPy bools pass
     xs = prob.x
+    inputs: tuple = (xs,)
+    code = slope = 0
+    res = None
+    if fused:
+        code, slope = _activation_code(activation, negative_slope, approximate)
+        if residual is not None:
+            res = _residual(residual, xs)
+            inputs = (xs, res)
     outb = None
     if out is not None:
         outb = _check_out(out, prob)
@@ -228,9 +300,12 @@ def group_norm(
         rstd = np.full((N, G), np.nan)
         return (y, mean, rstd) if return_stats else y
 
-    target = _target(outb, canon, xs, (xs,))
+    target = _target(outb, canon, xs, inputs)
     yc = _flat(target, canon, read_only=False)
-    mean, rstd = _engine.forward(_flat(xs, canon), yc, canon, G, g, b, eps)
+    epi = None
+    if code or res is not None:
+        epi = (code, slope, None if res is None else _flat(res, canon))
+    mean, rstd = _engine.forward(_flat(xs, canon), yc, canon, G, g, b, eps, epi)
     y = _deliver(out, outb, target)
     if return_stats:
         return y, mean.reshape(N, G), rstd.reshape(N, G)
@@ -318,11 +393,20 @@ def group_norm_backward(
     groups: int = 32,
     gamma: np.ndarray | None = None,
     *,
+    beta: np.ndarray | None = None,
     axis: int | tuple[int, ...] = -1,
     group_size: int | None = None,
     out: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gradients of `group_norm` with respect to `x`, `gamma` and `beta`.
+    residual: np.ndarray | None = None,
+    activation: str | None = None,
+    negative_slope: float = 0.2,
+    approximate: bool = False,
+) -> tuple:
+    """Gradients of `group_norm` with respect to `x`, `gamma` and `beta` (and `residual`).
+
+    For the fused op (`residual` or `activation` given) the pre-activation
+    `z = GN(x) * gamma + beta + residual` is recomputed from `x` and the statistics, as the
+    forward computed it, so a fused forward keeps only `x`, `mean` and `rstd` alive.
 
     Parameters
     ----------
@@ -334,6 +418,9 @@ def group_norm_backward(
         The statistics returned by `group_norm(..., return_stats=True)`.
     groups, gamma, axis, group_size
         As in the forward call (`gamma` None means ones).
+    beta, residual, activation, negative_slope, approximate
+        The fused forward's arguments, when the forward was fused (`beta` is only read
+        then: the activation's derivative depends on `z`).
     out : array, optional
         Preallocated `dx` of the shape and dtype of `x`: saves the page faults of a fresh
         large array on every call. It may share memory with any input (`dy` or `x` itself,
@@ -342,11 +429,13 @@ def group_norm_backward(
 
     Returns
     -------
-    (dx, dgamma, dbeta)
+    (dx, dgamma, dbeta), or (dx, dgamma, dbeta, dresidual) for the fused op
         `dx` with the shape and dtype of `x` (`out` itself when given); `dgamma` and
         `dbeta` with the channel shape, in gamma's float dtype (or x's compute dtype when
         gamma is None: float32 for float16 and bfloat16 `x`). Both are always computed;
-        callers ignore what they do not need.
+        callers ignore what they do not need. `dresidual`, the gradient with respect to
+        `residual` (which is also that of `z`), has `x`'s shape and dtype; it is None when
+        `residual` is None.
 
     Notes
     -----
@@ -354,7 +443,12 @@ def group_norm_backward(
     TypeError (`numba_gn.group_norm_masked_backward` takes a mask). Dask arrays (`dy`, `x`,
     `mean` or `rstd`) give lazy Dask results (`numba_gn.dask`).
     """
+    fused = residual is not None or activation is not None
+    if not fused and (negative_slope != 0.2 or approximate is not False):
+        _activation_code(activation, negative_slope, approximate)  # validated all the same
     if _is_dask(x) or _is_dask(dy) or _is_dask(mean) or _is_dask(rstd):  # lazy, as above
+        if fused:
+            raise TypeError("`residual` and `activation` are not supported with Dask arrays yet.")
         return _lazy("group_norm_backward", out, dy, x, mean, rstd, groups, gamma, axis=axis,
                      group_size=group_size)
     prob = _Problem(x, groups, group_size, axis)
@@ -374,22 +468,47 @@ def group_norm_backward(
         pdtype = np.dtype(np.float32)  # 16-bit gradients would lose most digits of these sums
     else:
         pdtype = prob.x.dtype
+    inputs: tuple = (prob.x, dys)
+    code = slope = 0
+    res = None
+    if fused:
+        code, slope = _activation_code(activation, negative_slope, approximate)
+        bt = _args.param_array(beta, "beta", plan.channel_shape, 0.0, prob.x.shape)
+        if residual is not None:
+            res = _residual(residual, prob.x)
+            inputs = (prob.x, dys, res)
     outb = None
     if out is not None:
         outb = _check_out(out, prob)
         g, m, r = _apart(g, outb), _apart(m, outb), _apart(r, outb)
+        if fused:
+            bt = _apart(bt, outb)
     canon = plan.canon
     xs = prob.x
     if xs.size == 0:
         dx = out if out is not None else np.zeros(xs.shape, dtype=xs.dtype)
         zeros = np.zeros(plan.channel_shape, dtype=pdtype)
+        if fused:
+            return dx, zeros, zeros.copy(), None if res is None else np.zeros_like(xs)
         return dx, zeros, zeros.copy()
-    target = _target(outb, canon, xs, (xs, dys))
+    target = _target(outb, canon, xs, inputs)
     dxc = _flat(target, canon, read_only=False)
-    dgamma, dbeta = _engine.backward(_flat(dys, canon), _flat(xs, canon), dxc, canon, G, g, m, r)
+    dres = None
+    epi = None
+    dyc = _flat(dys, canon)
+    if res is not None:
+        dres = canon.empty(xs.shape, xs.dtype)
+        if code == 0:  # no activation: the residual's gradient is `dy` itself
+            np.copyto(dres, dys)
+    if code:
+        dz = dxc if dres is None else _flat(dres, canon, read_only=False)
+        resc = None if res is None else _flat(res, canon)
+        epi = (code, slope, resc, bt, dz)
+    dgamma, dbeta = _engine.backward(dyc, _flat(xs, canon), dxc, canon, G, g, m, r, epi)
     dx = _deliver(out, outb, target)
     shape = plan.channel_shape
-    return dx, dgamma.reshape(shape).astype(pdtype), dbeta.reshape(shape).astype(pdtype)
+    grads = (dx, dgamma.reshape(shape).astype(pdtype), dbeta.reshape(shape).astype(pdtype))
+    return (*grads, dres) if fused else grads
 
 
 def _stats_array(a: object, name: str, shape: tuple[int, int]) -> np.ndarray:

@@ -779,10 +779,10 @@ def _forward_implementation(x, axis, stats: bool):
         rf = _flat(rstd, False)
         stream = yf.size * itemsize >= _knobs.STREAM_MIN_BYTES
         if _engine._row_family(A, C, B, G):
-            _FORWARD_ROWS(xf, yf, N, G, A, C, B, g, b, eps, mf, rf, stream)
+            _FORWARD_ROWS(xf, yf, N, G, A, C, B, g, b, eps, mf, rf, stream, None)
         else:
             lanes = _lanes(most, (C // G) * B)
-            _FORWARD_SLAB(xf, yf, N, G, A, C, B, g, b, eps, lanes, mf, rf, stream)
+            _FORWARD_SLAB(xf, yf, N, G, A, C, B, g, b, eps, lanes, mf, rf, stream, None)
         if not direct:
             _scatter(yf, y, perm)
         return finish(y, mean, rstd)
@@ -867,10 +867,10 @@ def _backward_implementation(dy, x, gamma, axis):
         db = _flat(dbeta, False)
         stream = dxf.size * itemsize >= _knobs.STREAM_MIN_BYTES
         if _engine._row_family(A, C, B, G):
-            _BACKWARD_ROWS(dyf, xf, dxf, N, G, A, C, B, g, m, r, dg, db, stream)
+            _BACKWARD_ROWS(dyf, xf, dxf, N, G, A, C, B, g, m, r, dg, db, stream, None)
         else:
             lanes = _lanes(most, (C // G) * B)
-            _BACKWARD_SLAB(dyf, xf, dxf, N, G, A, C, B, g, m, r, lanes, dg, db, stream)
+            _BACKWARD_SLAB(dyf, xf, dxf, N, G, A, C, B, g, m, r, lanes, dg, db, stream, None)
         if not direct:
             _scatter(dxf, dx, perm)
         return dx, dgamma.astype(pdtype), dbeta.astype(pdtype)

@@ -29,7 +29,8 @@ from numba_gn.kernels._common import (
     param_grads,
     rounded,
 )
-from numba_gn.kernels._stream import affine, affine_grad, store_fence
+from numba_gn.kernels._stream import affine_grad, store_fence
+from numba_gn.kernels.epilogue import beta_of, grad_source, gradients_into, has, output
 
 #: Most rows a block accumulates in the input dtype before widening to float64.
 MAX_BLOCK_ROWS = 64
@@ -121,32 +122,38 @@ def _merge_sample(xf, n, nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coe
         r = 1.0 / np.sqrt(var + eps)
         mean[n * G + g] = mu
         rstd[n * G + g] = r
-        mh = rounded(mu, xf)
-        ml = mu - np.float64(mh)
-        # Channel by channel, not `c = j // B` per column: an integer division per column
-        # cost more than the rest of the merge.
-        for c in range(g * D, (g + 1) * D):
-            a = r * gamma[c]
-            b = beta[c] - ml * a
-            for j in range(c * B, (c + 1) * B):
-                coef[n, 0, j] = mh
-                coef[n, 1, j] = a
-                coef[n, 2, j] = b
+        _group_out_coefs(xf, mu, r, g, D, B, gamma, beta, coef[n])
 
 
 @inline
-def _apply_block(xf, yf, u, nb, A, R, rpb, coef, stream):
+def _group_out_coefs(xf, mu, r, g, D, B, gamma, beta, coef):
+    """Group `g`'s per-column `(m_hi, a, b')` of `y = (x - m_hi)*a + b'` into `coef` (3, R)."""
+    mh = rounded(mu, xf)
+    ml = mu - np.float64(mh)
+    # Channel by channel, not `c = j // B` per column: an integer division per column
+    # cost more than the rest of the merge.
+    for c in range(g * D, (g + 1) * D):
+        a = r * gamma[c]
+        b = beta[c] - ml * a
+        for j in range(c * B, (c + 1) * B):
+            coef[0, j] = mh
+            coef[1, j] = a
+            coef[2, j] = b
+
+
+@inline
+def _apply_block(xf, yf, u, nb, A, R, rpb, coef, stream, epi):
     n = u // nb
     b = u - n * nb
     r0 = b * rpb
     r1 = min(A, r0 + rpb)
     for r in range(r0, r1):
-        affine(yf, xf, (n * A + r) * R, R, coef[n, 0], coef[n, 1], coef[n, 2], 0, stream)
+        output(yf, xf, (n * A + r) * R, R, coef[n, 0], coef[n, 1], coef[n, 2], 0, stream, epi)
     store_fence(stream)
 
 
 @kernel(parallel=True)
-def forward_par(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, wave, stream):
+def forward_par(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, wave, stream, epi):
     """Forward pass, `wave` samples at a time: block sums, per-sample merge, output.
 
     Each wave's second read of x (the output pass) comes from the cache when the wave fits in
@@ -165,11 +172,11 @@ def forward_par(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, wave, strea
             n = np.int64(nn)
             _merge_sample(xf, n, nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coef)
         for uu in prange(n0 * nb, n1 * nb):
-            _apply_block(xf, yf, np.int64(uu), nb, A, R, rpb, coef, stream)
+            _apply_block(xf, yf, np.int64(uu), nb, A, R, rpb, coef, stream, epi)
 
 
 @kernel
-def forward_ser(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, stream):
+def forward_ser(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, stream, epi):
     """The three forward phases in one serial call (small inputs, forked children)."""
     R = C * B
     rpb = block_rows(A, R)
@@ -181,7 +188,7 @@ def forward_ser(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, stream):
     for n in range(N):
         _merge_sample(xf, n, nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coef)
     for u in range(N * nb):
-        _apply_block(xf, yf, u, nb, A, R, rpb, coef, stream)
+        _apply_block(xf, yf, u, nb, A, R, rpb, coef, stream, epi)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -199,6 +206,28 @@ def _centres(xf, mean, n, G, C, B, cen):
         for j in range(g * L, (g + 1) * L):
             cen[0, j] = mh
             cen[1, j] = lo
+
+
+@inline
+def _sample_out_coefs(xf, n, G, C, B, gamma, mean, rstd, epi, ocoef):
+    """With an epilogue: sample `n`'s forward output coefficients (to recompute `z`)."""
+    if has(epi):
+        D = C // G
+        beta = beta_of(epi, gamma)
+        for g in range(G):
+            _group_out_coefs(xf, mean[n * G + g], rstd[n * G + g], g, D, B, gamma, beta, ocoef[n])
+
+
+@inline
+def _dz_block(epi, dyf, xf, u, nb, A, R, rpb, ocoef):
+    """With an epilogue: `dz = dy * act'(z)` over block `u`'s rows."""
+    if has(epi):
+        n = u // nb
+        b = u - n * nb
+        r0 = b * rpb
+        for r in range(r0, min(A, r0 + rpb)):
+            lo = (n * A + r) * R
+            gradients_into(epi, dyf, xf, lo, R, ocoef[n, 0], ocoef[n, 1], ocoef[n, 2], 0)
 
 
 @inline
@@ -294,14 +323,22 @@ def _bwd_apply_block(dyf, xf, dxf, u, nb, A, R, rpb, cen, coef, stream):
 
 
 @kernel(parallel=True)
-def backward_par(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta, wave, stream):
-    """Backward pass, `wave` samples at a time (see `forward_par`), then dgamma/dbeta."""
+def backward_par(
+    dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta, wave, stream, epi
+):
+    """Backward pass, `wave` samples at a time (see `forward_par`), then dgamma/dbeta.
+
+    With an epilogue, each block first turns its `dy` into `dz` (see `numba_gn.kernels.
+    epilogue`), which the rest reads instead.
+    """
     R = C * B
     rpb = block_rows(A, R)
     nb = (A + rpb - 1) // rpb
     cen = compute_empty(xf, (N, 2, R))
     part = np.empty((N * nb, 2, R), dtype=np.float64)
     coef = compute_empty(xf, (N, 3, R))
+    ocoef = compute_empty(xf, (N if has(epi) else 0, 3, R))
+    gf = grad_source(dyf, epi)
     db = np.empty(N * C, dtype=np.float64)
     ds = np.empty(N * C, dtype=np.float64)
     for n0 in range(0, N, wave):
@@ -309,27 +346,33 @@ def backward_par(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta, 
         for nn in prange(n0, n1):
             n = np.int64(nn)
             _centres(xf, mean, n, G, C, B, cen[n])
+            _sample_out_coefs(xf, n, G, C, B, gamma, mean, rstd, epi, ocoef)
         for uu in prange(n0 * nb, n1 * nb):
-            _bwd_block_sums(dyf, xf, np.int64(uu), nb, A, R, rpb, cen, part)
+            _dz_block(epi, dyf, xf, np.int64(uu), nb, A, R, rpb, ocoef)
+            _bwd_block_sums(gf, xf, np.int64(uu), nb, A, R, rpb, cen, part)
         for nn in prange(n0, n1):
             _bwd_merge_sample(np.int64(nn), nb, G, A, C, B, gamma, rstd, part, db, ds, coef)
         for uu in prange(n0 * nb, n1 * nb):
-            _bwd_apply_block(dyf, xf, dxf, np.int64(uu), nb, A, R, rpb, cen, coef, stream)
+            _bwd_apply_block(gf, xf, dxf, np.int64(uu), nb, A, R, rpb, cen, coef, stream)
     param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)
 
 
 @kernel
-def backward_ser(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta, stream):
+def backward_ser(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta, stream, epi):
     """The three backward phases in one serial call."""
     R = C * B
     rpb = block_rows(A, R)
     nb = (A + rpb - 1) // rpb
     cen = compute_empty(xf, (N, 2, R))
+    ocoef = compute_empty(xf, (N if has(epi) else 0, 3, R))
+    gf = grad_source(dyf, epi)
     for n in range(N):
         _centres(xf, mean, n, G, C, B, cen[n])
+        _sample_out_coefs(xf, n, G, C, B, gamma, mean, rstd, epi, ocoef)
     part = np.empty((N * nb, 2, R), dtype=np.float64)
     for u in range(N * nb):
-        _bwd_block_sums(dyf, xf, u, nb, A, R, rpb, cen, part)
+        _dz_block(epi, dyf, xf, u, nb, A, R, rpb, ocoef)
+        _bwd_block_sums(gf, xf, u, nb, A, R, rpb, cen, part)
     db = np.empty(N * C, dtype=np.float64)
     ds = np.empty(N * C, dtype=np.float64)
     coef = compute_empty(xf, (N, 3, R))
@@ -337,11 +380,11 @@ def backward_ser(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta, 
         _bwd_merge_sample(n, nb, G, A, C, B, gamma, rstd, part, db, ds, coef)
     param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)
     for u in range(N * nb):
-        _bwd_apply_block(dyf, xf, dxf, u, nb, A, R, rpb, cen, coef, stream)
+        _bwd_apply_block(gf, xf, dxf, u, nb, A, R, rpb, cen, coef, stream)
 
 
 @kernel(parallel=True)
-def forward_samples_par(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, stream):
+def forward_samples_par(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, stream, epi):
     """Forward pass, one whole sample per parallel iteration (many samples: no barriers)."""
     R = C * B
     rpb = block_rows(A, R)
@@ -354,11 +397,13 @@ def forward_samples_par(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, str
             _block_sums(xf, u, nb, A, R, rpb, part)
         _merge_sample(xf, n, nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coef)
         for u in range(n * nb, (n + 1) * nb):
-            _apply_block(xf, yf, u, nb, A, R, rpb, coef, stream)
+            _apply_block(xf, yf, u, nb, A, R, rpb, coef, stream, epi)
 
 
 @kernel(parallel=True)
-def backward_samples_par(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta, stream):
+def backward_samples_par(
+    dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta, stream, epi
+):
     """Backward pass, one whole sample per parallel iteration; then dgamma/dbeta."""
     R = C * B
     rpb = block_rows(A, R)
@@ -366,14 +411,18 @@ def backward_samples_par(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma,
     cen = compute_empty(xf, (N, 2, R))
     part = np.empty((N * nb, 2, R), dtype=np.float64)
     coef = compute_empty(xf, (N, 3, R))
+    ocoef = compute_empty(xf, (N if has(epi) else 0, 3, R))
+    gf = grad_source(dyf, epi)
     db = np.empty(N * C, dtype=np.float64)
     ds = np.empty(N * C, dtype=np.float64)
     for nn in prange(N):
         n = np.int64(nn)
         _centres(xf, mean, n, G, C, B, cen[n])
+        _sample_out_coefs(xf, n, G, C, B, gamma, mean, rstd, epi, ocoef)
         for u in range(n * nb, (n + 1) * nb):
-            _bwd_block_sums(dyf, xf, u, nb, A, R, rpb, cen, part)
+            _dz_block(epi, dyf, xf, u, nb, A, R, rpb, ocoef)
+            _bwd_block_sums(gf, xf, u, nb, A, R, rpb, cen, part)
         _bwd_merge_sample(n, nb, G, A, C, B, gamma, rstd, part, db, ds, coef)
         for u in range(n * nb, (n + 1) * nb):
-            _bwd_apply_block(dyf, xf, dxf, u, nb, A, R, rpb, cen, coef, stream)
+            _bwd_apply_block(gf, xf, dxf, u, nb, A, R, rpb, cen, coef, stream)
     param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)

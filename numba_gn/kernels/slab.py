@@ -30,7 +30,8 @@ from numba_gn.kernels._common import (
     store,
 )
 from numba_gn.kernels._fma import fma
-from numba_gn.kernels._stream import affine, affine_grad, store_fence
+from numba_gn.kernels._stream import affine_grad, store_fence
+from numba_gn.kernels.epilogue import beta_of, grad_source, gradients_into, has, output
 
 #: Channel runs (`B` contiguous elements of one channel) shorter than this are not written one
 #: output call per run: the per-element work would be smaller than the cost of the call.
@@ -159,6 +160,27 @@ def _slab_coefs(mu, r, gamma, beta, g, D, coef, xf):
     return mh
 
 
+@inline
+def _slab_dz(epi, dyf, xf, n, g, A, C, B, D, mu, r, gamma):
+    """With an epilogue: `dz = dy * act'(z)` over slab `(n, g)`, `z` as the forward made it."""
+    if has(epi):
+        L = D * B
+        coef = compute_empty(xf, (D, 2))
+        mh = _slab_coefs(mu, r, gamma, beta_of(epi, gamma), g, D, coef, xf)
+        if B < SHORT_RUN:  # per-element coefficients, one call per segment (as the forward)
+            spread = compute_empty(xf, (2, L))
+            _spread(coef, 0, B, 0, L, spread[0])
+            _spread(coef, 1, B, 0, L, spread[1])
+            for a in range(A):
+                base = ((n * A + a) * C + g * D) * B
+                gradients_into(epi, dyf, xf, base, L, mh, spread[0], spread[1], 0)
+        else:
+            for a in range(A):
+                for d in range(D):
+                    base = ((n * A + a) * C + g * D + d) * B
+                    gradients_into(epi, dyf, xf, base, B, mh, coef[d, 0], coef[d, 1], 0)
+
+
 @subroutine
 def _spread(coef, k, B, start, length, out):
     """`out[j] = coef[(start + j) // B, k]`: per-channel coefficients laid out per element."""
@@ -178,7 +200,7 @@ def _spread(coef, k, B, start, length, out):
 
 
 @inline
-def _normalize_piece(xf, yf, base, start, length, B, coef, mh, stream, scratch):
+def _normalize_piece(xf, yf, base, start, length, B, coef, mh, stream, scratch, epi):
     """Normalise elements `[start, start+length)` of the segment that begins at `base`.
 
     Long channel runs take one output call each; short ones (`B < SHORT_RUN`, down to one
@@ -188,19 +210,19 @@ def _normalize_piece(xf, yf, base, start, length, B, coef, mh, stream, scratch):
     if B < SHORT_RUN:
         _spread(coef, 0, B, start, length, scratch[0])
         _spread(coef, 1, B, start, length, scratch[1])
-        affine(yf, xf, base + start, length, mh, scratch[0], scratch[1], 0, stream)
+        output(yf, xf, base + start, length, mh, scratch[0], scratch[1], 0, stream, epi)
         return
     i = start
     end = start + length
     while i < end:
         d = i // B
         stop = min(end, (d + 1) * B)
-        affine(yf, xf, base + i, stop - i, mh, coef[d, 0], coef[d, 1], 0, stream)
+        output(yf, xf, base + i, stop - i, mh, coef[d, 0], coef[d, 1], 0, stream, epi)
         i = stop
 
 
 @inline
-def _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream):
+def _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream, epi):
     D = C // G
     L = D * B
     n = s // G
@@ -219,36 +241,42 @@ def _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd
         _spread(coef, 1, B, 0, L, scratch[1])
         for a in range(A):
             base = ((n * A + a) * C + g * D) * B
-            affine(yf, xf, base, L, mh, scratch[0], scratch[1], 0, stream)
+            output(yf, xf, base, L, mh, scratch[0], scratch[1], 0, stream, epi)
     else:
         for a in range(A):
             base = ((n * A + a) * C + g * D) * B
             for start in range(0, L, PIECE):
                 length = min(PIECE, L - start)
-                _normalize_piece(xf, yf, base, start, length, B, coef, mh, stream, scratch)
+                _normalize_piece(xf, yf, base, start, length, B, coef, mh, stream, scratch, epi)
     store_fence(stream)
 
 
 @kernel(parallel=True)
-def forward_fused_par(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream):
+def forward_fused_par(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream, epi):
     """Forward pass, one slab per parallel iteration (statistics then output, slab hot in L2)."""
     for ss in prange(N * G):
         s = np.int64(ss)
-        _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream)
+        _forward_one_slab(
+            xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream, epi
+        )
 
 
 @kernel
-def forward_fused_ser(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream):
+def forward_fused_ser(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream, epi):
     """Serial twin of `forward_fused_par` (small inputs, forked children)."""
     for s in range(N * G):
-        _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream)
+        _forward_one_slab(
+            xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream, epi
+        )
 
 
 # chunked forward: pieces of every slab spread over all threads (few, large slabs)
 
 
 @kernel(parallel=True)
-def forward_chunked_par(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream):
+def forward_chunked_par(
+    xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream, epi
+):
     """Forward pass with every slab's pieces spread over all threads (few, large slabs).
 
     Three phases: shifted sums of every unit (parallel), a merge per slab in unit order
@@ -296,7 +324,9 @@ def forward_chunked_par(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rs
         scratch = compute_empty(xf, (2, stop - start if B < SHORT_RUN else 0))
         for a in range(a0, a1):
             base = first + a * C * B
-            _normalize_piece(xf, yf, base, start, stop - start, B, coef_g, mhs[s], stream, scratch)
+            _normalize_piece(
+                xf, yf, base, start, stop - start, B, coef_g, mhs[s], stream, scratch, epi
+            )
         store_fence(stream)
 
 
@@ -424,22 +454,26 @@ def _dx_run(dyf, xf, dxf, start, length, c1, c2, c3, mh, ml, stream):
 
 
 @inline
-def _backward_one_slab(dyf, xf, dxf, s, G, A, C, B, gamma, mean, rstd, lanes, db, ds, stream):
+def _backward_one_slab(
+    dyf, xf, dxf, s, G, A, C, B, gamma, mean, rstd, lanes, db, ds, stream, epi
+):
     D = C // G
     n = s // G
     g = s - n * G
     mu = mean[s]
     r = rstd[s]
+    _slab_dz(epi, dyf, xf, n, g, A, C, B, D, mu, r, gamma)
+    gf = grad_source(dyf, epi)  # `dz`, with an epilogue: read as `dy` from here on
     mh = rounded(mu, xf)
     ml = rounded(mu - np.float64(mh), xf)
     acc = compute_empty(xf, (2, lanes))
     per, P, U = _unit_layout(B, A)
     if B < lanes:
-        _short_channel_sums(dyf, xf, n, g, A, C, B, D, mh, ml, per, U, db, ds)
+        _short_channel_sums(gf, xf, n, g, A, C, B, D, mh, ml, per, U, db, ds)
     else:
         for d in range(D):
             c = g * D + d
-            sd, sx = _channel_sums(dyf, xf, n, c, A, C, B, mh, ml, acc, per, P, U)
+            sd, sx = _channel_sums(gf, xf, n, c, A, C, B, mh, ml, acc, per, P, U)
             db[n * C + c] = sd
             ds[n * C + c] = sx
     coef = compute_empty(xf, (D, 3))
@@ -450,46 +484,48 @@ def _backward_one_slab(dyf, xf, dxf, s, G, A, C, B, gamma, mean, rstd, lanes, db
         _spread(coef, 0, B, 0, L, c1)
         for a in range(A):
             base = ((n * A + a) * C + g * D) * B
-            affine_grad(dxf, dyf, xf, base, L, mh, ml, c1, coef[0, 1], coef[0, 2], 0, stream)
+            affine_grad(dxf, gf, xf, base, L, mh, ml, c1, coef[0, 1], coef[0, 2], 0, stream)
     else:
         for d in range(D):
             c = g * D + d
             for a in range(A):
                 base = ((n * A + a) * C + c) * B
                 c1, c2, c3 = coef[d, 0], coef[d, 1], coef[d, 2]
-                _dx_run(dyf, xf, dxf, base, B, c1, c2, c3, mh, ml, stream)
+                _dx_run(gf, xf, dxf, base, B, c1, c2, c3, mh, ml, stream)
     store_fence(stream)
 
 
 @kernel(parallel=True)
 def backward_fused_par(
-    dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta, stream
+    dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta, stream, epi
 ):
     """Backward pass, one slab per parallel iteration; then dgamma/dbeta serially."""
     db = np.empty(N * C, dtype=np.float64)
     ds = np.empty(N * C, dtype=np.float64)
     for ss in prange(N * G):
         _backward_one_slab(
-            dyf, xf, dxf, np.int64(ss), G, A, C, B, gamma, mean, rstd, lanes, db, ds, stream
+            dyf, xf, dxf, np.int64(ss), G, A, C, B, gamma, mean, rstd, lanes, db, ds, stream, epi
         )
     param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)
 
 
 @kernel
 def backward_fused_ser(
-    dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta, stream
+    dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta, stream, epi
 ):
     """Serial twin of `backward_fused_par`."""
     db = np.empty(N * C, dtype=np.float64)
     ds = np.empty(N * C, dtype=np.float64)
     for s in range(N * G):
-        _backward_one_slab(dyf, xf, dxf, s, G, A, C, B, gamma, mean, rstd, lanes, db, ds, stream)
+        _backward_one_slab(
+            dyf, xf, dxf, s, G, A, C, B, gamma, mean, rstd, lanes, db, ds, stream, epi
+        )
     param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)
 
 
 @kernel(parallel=True)
 def backward_chunked_par(
-    dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta, stream
+    dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta, stream, epi
 ):
     """Backward pass with the pieces of every channel run spread over all threads.
 
@@ -500,6 +536,22 @@ def backward_chunked_par(
     D = C // G
     per, P, U = _unit_layout(B, A)
     units = N * C * U
+    if has(epi):  # phase 0: `dz` for every unit, which phases 1 and 3 then read as `dy`
+        beta = beta_of(epi, gamma)
+        for uu in prange(units):
+            u = np.int64(uu)
+            nc = u // U
+            n = nc // C
+            c = nc - n * C
+            g = c // D
+            coef = compute_empty(xf, (1, 2))
+            mh = _slab_coefs(mean[n * G + g], rstd[n * G + g], gamma[c:], beta[c:], 0, 1, coef, xf)
+            a0, a1, start, stop = _unit_span(u - nc * U, B, A, per, P)
+            first = (n * A * C + c) * B
+            for a in range(a0, a1):
+                lo = first + a * C * B + start
+                gradients_into(epi, dyf, xf, lo, stop - start, mh, coef[0, 0], coef[0, 1], 0)
+    gf = grad_source(dyf, epi)
     part = np.empty((units, 2), dtype=np.float64)
     for uu in prange(units):
         u = np.int64(uu)
@@ -511,7 +563,7 @@ def backward_chunked_par(
         ml = rounded(mu - np.float64(mh), xf)
         acc = compute_empty(xf, (2, lanes))
         first = (n * A * C + c) * B
-        sums = _unit_dy_sums(dyf, xf, first, C * B, u - nc * U, B, A, per, P, mh, ml, acc)
+        sums = _unit_dy_sums(gf, xf, first, C * B, u - nc * U, B, A, per, P, mh, ml, acc)
         part[u, 0] = sums[0]
         part[u, 1] = sums[1]
     db = np.empty(N * C, dtype=np.float64)
@@ -545,5 +597,5 @@ def backward_chunked_par(
         first = (n * A * C + c) * B
         for a in range(a0, a1):
             lo = first + a * C * B + start
-            _dx_run(dyf, xf, dxf, lo, stop - start, c1, c2, c3, mh, ml, stream)
+            _dx_run(gf, xf, dxf, lo, stop - start, c1, c2, c3, mh, ml, stream)
         store_fence(stream)

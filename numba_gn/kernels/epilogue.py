@@ -1,0 +1,332 @@
+"""The fused epilogue of group normalisation: `act(GN(x) * gamma + beta + residual)`.
+
+In the networks GroupNorm lives in, its output is almost always followed by an activation
+(SiLU in diffusion UNets) and often by a residual add first (ResNets). Run as separate ops,
+each of those reads and writes the whole tensor again, and the activation's backward needs the
+stored pre-activation. Fused, the forward's output pass applies them on the way out, and the
+backward recomputes the pre-activation `z` from `x` and the statistics (the same fused
+multiply-add as the forward, so the same bits) while it reads `x` anyway.
+
+An *epilogue* is a tuple the kernels carry next to their other arguments, or None for plain
+GroupNorm (every helper here then compiles to exactly the plain code):
+
+* forward: `(code, slope, residual)`;
+* backward: `(code, slope, residual, beta, dz)`: `dz` receives `dL/dz` (the residual's
+  gradient, or scratch: the `dx` array itself) before the plain backward runs on it.
+
+`residual` is a flat array in the canonical order of `x`, or None. Each activation has its
+own loop (the activation code is a constant inside it), so the loops vectorise; `exp` on
+float32 is the branch-free one of `numba_gn.kernels.activations`, so SiLU and sigmoid give the
+same bits as those kernels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import types
+from numba.extending import overload
+
+from numba_gn._jit import inline, subroutine
+from numba_gn.kernels._common import load, rounded, store
+from numba_gn.kernels._fma import fma
+from numba_gn.kernels._stream import _at, _window, affine
+from numba_gn.kernels.activations import exp as exp32
+
+__all__ = ["CODES", "beta_of", "grad_source", "gradients_into", "has", "output"]
+
+#: Activation codes of the epilogue (names as `numba_gn.functional` accepts them).
+CODES = {
+    "linear": 0,
+    "relu": 1,
+    "leaky_relu": 2,
+    "silu": 3,
+    "sigmoid": 4,
+    "gelu_tanh": 5,
+    "gelu": 6,
+}
+_LINEAR, _RELU, _LEAKY, _SILU, _SIGMOID, _GELU_TANH, _GELU = range(7)
+
+# gelu's constants: sqrt(2/pi) and the cubic coefficient of the tanh form, 1/sqrt(2) and
+# 1/sqrt(2*pi) of the exact form.
+_K = 0.7978845608028654
+_CUBIC = 0.044715
+_RSQRT2 = 0.7071067811865476
+_RSQRT2PI = 0.3989422804014327
+
+
+# ----------------------------------------------------------------------------------------------
+# scalar activations in the compute dtype (float32 or float64)
+
+
+def _exp(v):
+    return np.exp(v)
+
+
+@overload(_exp)
+def _exp_impl(v):
+    if v == types.float32:  # vectorisable, and the bits of numba_gn's activation kernels
+        return lambda v: exp32(v)
+    return lambda v: np.exp(v)
+
+
+def _tanh(v):
+    return np.tanh(v)
+
+
+@overload(_tanh)
+def _tanh_impl(v):
+    if v == types.float32:
+        # Through the vectorisable exp: `1 - 2/(exp(2v) + 1)` is within a few ulps of tanhf
+        # where gelu uses it (`1 + tanh` absorbs the absolute error near 0), and saturates
+        # to +-1 exactly.
+        one = np.float32(1.0)
+        two = np.float32(2.0)
+        return lambda v: one - two / (exp32(two * v) + one)
+    return lambda v: np.tanh(v)
+
+
+def _like(z, value):
+    """The constant `value` in the float type of `z` (mixed arithmetic would widen float32)."""
+    return type(z)(value)
+
+
+@overload(_like, inline="always")
+def _like_impl(z, value):
+    if z == types.float32:
+        return lambda z, value: np.float32(value)
+    return lambda z, value: np.float64(value)
+
+
+@inline
+def _sigmoid(v):
+    one = _like(v, 1.0)
+    return one / (one + _exp(-v))
+
+
+@inline
+def activate(code, slope, z):
+    """`act(z)` for the epilogue's activation `code` (see `CODES`); `slope` has z's type."""
+    zero = _like(z, 0.0)
+    one = _like(z, 1.0)
+    half = _like(z, 0.5)
+    if code == _RELU:
+        return zero if z < zero else z  # NaN stays NaN
+    if code == _LEAKY:
+        return z if z >= zero else z * slope
+    if code == _SILU:
+        return z * _sigmoid(z)
+    if code == _SIGMOID:
+        return _sigmoid(z)
+    if code == _GELU_TANH:
+        u = (z * z * _like(z, _CUBIC) + one) * z * _like(z, _K)
+        return z * half * (_tanh(u) + one)
+    if code == _GELU:
+        return z * half * (math.erf(z * _like(z, _RSQRT2)) + one)
+    return z
+
+
+@inline
+def activate_grad(code, slope, z, g):
+    """`g * act'(z)`: the gradient reaching the pre-activation `z`."""
+    zero = _like(z, 0.0)
+    one = _like(z, 1.0)
+    half = _like(z, 0.5)
+    if code == _RELU:
+        return g if z > zero else g * zero
+    if code == _LEAKY:
+        return g if z >= zero else g * slope
+    if code == _SILU:
+        s = _sigmoid(z)
+        return g * (s * (one + z * (one - s)))
+    if code == _SIGMOID:
+        s = _sigmoid(z)
+        return g * (s * (one - s))
+    if code == _GELU_TANH:
+        z2 = z * z
+        k = _like(z, _K)
+        t = _tanh((z2 * _like(z, _CUBIC) + one) * z * k)
+        dt = (one - t * t) * (z2 * _like(z, 3 * _CUBIC) + one) * k
+        return g * ((t + one) * half + z * half * dt)
+    if code == _GELU:
+        cdf = (math.erf(z * _like(z, _RSQRT2)) + one) * half
+        return g * (cdf + z * (_exp(-half * z * z) * _like(z, _RSQRT2PI)))
+    return g
+
+
+# ----------------------------------------------------------------------------------------------
+# loops: one per activation, selected once per call
+
+
+def _plus(z, r, j):
+    """`z + r[j]`, or `z` when there is no residual (Python definition)."""
+    return z if r is None else z + load(r[j])
+
+
+@overload(_plus, inline="always")
+def _plus_impl(z, r, j):
+    if isinstance(r, types.NoneType):
+        return lambda z, r, j: z
+    return lambda z, r, j: z + load(r[j])
+
+
+@inline
+def _out_run(code, slope, ys, xs, rs, mw, aw, bw):
+    sl = rounded(slope, xs)
+    for j in range(ys.size):
+        z = _plus(fma(load(xs[j]) - _at(mw, j), _at(aw, j), _at(bw, j)), rs, j)
+        ys[j] = store(activate(code, sl, z), ys)
+
+
+@subroutine
+def _out_loop(code, slope, ys, xs, rs, mw, aw, bw):
+    """`ys = act(fma(xs - m, a, b) + rs)` with the activation `code` fixed inside each loop."""
+    if code == _RELU:
+        _out_run(_RELU, slope, ys, xs, rs, mw, aw, bw)
+    elif code == _LEAKY:
+        _out_run(_LEAKY, slope, ys, xs, rs, mw, aw, bw)
+    elif code == _SILU:
+        _out_run(_SILU, slope, ys, xs, rs, mw, aw, bw)
+    elif code == _SIGMOID:
+        _out_run(_SIGMOID, slope, ys, xs, rs, mw, aw, bw)
+    elif code == _GELU_TANH:
+        _out_run(_GELU_TANH, slope, ys, xs, rs, mw, aw, bw)
+    elif code == _GELU:
+        _out_run(_GELU, slope, ys, xs, rs, mw, aw, bw)
+    else:
+        _out_run(_LINEAR, slope, ys, xs, rs, mw, aw, bw)
+
+
+@inline
+def _grad_run(code, slope, dzs, dys, xs, rs, mw, aw, bw):
+    sl = rounded(slope, xs)
+    for j in range(dzs.size):
+        z = _plus(fma(load(xs[j]) - _at(mw, j), _at(aw, j), _at(bw, j)), rs, j)
+        dzs[j] = store(activate_grad(code, sl, z, load(dys[j])), dzs)
+
+
+@subroutine
+def _grad_loop(code, slope, dzs, dys, xs, rs, mw, aw, bw):
+    """`dzs = dys * act'(z)` with `z` recomputed as the forward did."""
+    if code == _RELU:
+        _grad_run(_RELU, slope, dzs, dys, xs, rs, mw, aw, bw)
+    elif code == _LEAKY:
+        _grad_run(_LEAKY, slope, dzs, dys, xs, rs, mw, aw, bw)
+    elif code == _SILU:
+        _grad_run(_SILU, slope, dzs, dys, xs, rs, mw, aw, bw)
+    elif code == _SIGMOID:
+        _grad_run(_SIGMOID, slope, dzs, dys, xs, rs, mw, aw, bw)
+    elif code == _GELU_TANH:
+        _grad_run(_GELU_TANH, slope, dzs, dys, xs, rs, mw, aw, bw)
+    elif code == _GELU:
+        _grad_run(_GELU, slope, dzs, dys, xs, rs, mw, aw, bw)
+    else:
+        _grad_run(_LINEAR, slope, dzs, dys, xs, rs, mw, aw, bw)
+
+
+# ----------------------------------------------------------------------------------------------
+# what the kernels call
+
+
+def output(y, x, lo, n, m, a, b, clo, stream, epi):
+    """The forward's output over `[lo, lo+n)`, with the epilogue when `epi` is not None.
+
+    Without one this is `affine` (see `numba_gn.kernels._stream`); with one, the loops here
+    (ordinary stores).
+    """
+    if epi is None:
+        affine(y, x, lo, n, m, a, b, clo, stream)
+        return
+    for j in range(n):
+        z = fma(load(x[lo + j]) - _at(m, clo + j), _at(a, clo + j), _at(b, clo + j))
+        if epi[2] is not None:
+            z = z + load(epi[2][lo + j])
+        y[lo + j] = store(_py_activate(epi[0], epi[1], z), y)
+
+
+@overload(output, inline="always")
+def _output_impl(y, x, lo, n, m, a, b, clo, stream, epi):
+    if isinstance(epi, types.NoneType):
+        return lambda y, x, lo, n, m, a, b, clo, stream, epi: affine(
+            y, x, lo, n, m, a, b, clo, stream
+        )
+
+    def fused(y, x, lo, n, m, a, b, clo, stream, epi):
+        _out_loop(
+            epi[0], epi[1], y[lo : lo + n], x[lo : lo + n], _window(epi[2], lo, n),
+            _window(m, clo, n), _window(a, clo, n), _window(b, clo, n),
+        )
+
+    return fused
+
+
+def has(epi):
+    """Whether an epilogue is present (a compile-time constant in kernels)."""
+    return epi is not None
+
+
+@overload(has, inline="always")
+def _has_impl(epi):
+    if isinstance(epi, types.NoneType):
+        return lambda epi: False
+    return lambda epi: True
+
+
+def beta_of(epi, gamma):
+    """The backward epilogue's `beta`; `gamma` (an array of the same type) without one."""
+    return gamma if epi is None else epi[3]
+
+
+@overload(beta_of, inline="always")
+def _beta_of_impl(epi, gamma):
+    if isinstance(epi, types.NoneType):
+        return lambda epi, gamma: gamma
+    return lambda epi, gamma: epi[3]
+
+
+def grad_source(dy, epi):
+    """The array the plain backward reads as its output gradient: `dy`, or the epilogue's `dz`."""
+    return dy if epi is None else epi[4]
+
+
+@overload(grad_source, inline="always")
+def _grad_source_impl(dy, epi):
+    if isinstance(epi, types.NoneType):
+        return lambda dy, epi: dy
+    return lambda dy, epi: epi[4]
+
+
+def gradients_into(epi, dy, x, lo, n, m, a, b, clo):
+    """`epi`'s `dz[lo:lo+n] = dy * act'(z)` with `z` recomputed; nothing without an epilogue."""
+    if epi is None:
+        return
+    for j in range(n):
+        z = fma(load(x[lo + j]) - _at(m, clo + j), _at(a, clo + j), _at(b, clo + j))
+        if epi[2] is not None:
+            z = z + load(epi[2][lo + j])
+        epi[4][lo + j] = store(_py_activate_grad(epi[0], epi[1], z, load(dy[lo + j])), epi[4])
+
+
+@overload(gradients_into, inline="always")
+def _gradients_into_impl(epi, dy, x, lo, n, m, a, b, clo):
+    if isinstance(epi, types.NoneType):
+        return lambda epi, dy, x, lo, n, m, a, b, clo: None
+
+    def fused(epi, dy, x, lo, n, m, a, b, clo):
+        _grad_loop(
+            epi[0], epi[1], epi[4][lo : lo + n], dy[lo : lo + n], x[lo : lo + n],
+            _window(epi[2], lo, n), _window(m, clo, n), _window(a, clo, n), _window(b, clo, n),
+        )
+
+    return fused
+
+
+# Python twins of the scalar functions, for NUMBA_DISABLE_JIT runs (the njit versions above are
+# dispatchers then too; these cast `slope` as the kernels' loops do).
+def _py_activate(code, slope, z):
+    return activate(code, _like(z, slope), z)
+
+
+def _py_activate_grad(code, slope, z, g):
+    return activate_grad(code, _like(z, slope), z, g)
