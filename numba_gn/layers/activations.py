@@ -1,8 +1,8 @@
 """Activation functions by Keras name, for `Activation` and layers' `activation=` argument.
 
-`get(identifier)` accepts a name ("relu", "silu"/"swish", "gelu", "tanh", "sigmoid",
-"softmax", "linear"), None (linear), or a callable `Tensor -> Tensor`; `serialize` gives the
-name back, as `keras.activations.serialize` does for built-ins.
+`get(identifier)` accepts a name ("relu", "leaky_relu", "silu"/"swish", "gelu", "tanh",
+"sigmoid", "softmax", "linear"), None (linear), or a callable `Tensor -> Tensor`;
+`serialize` gives the name back, as `keras.activations.serialize` does for built-ins.
 
 On bfloat16 input, the activations other than `relu` and `linear` (exact in any dtype) are
 computed in float32 and rounded to bfloat16 once (see `numba_gn.layers._bfloat16`).
@@ -21,6 +21,7 @@ __all__ = [
     "deserialize",
     "gelu",
     "get",
+    "leaky_relu",
     "linear",
     "relu",
     "serialize",
@@ -41,6 +42,16 @@ def linear(x: Any) -> Any:
 def relu(x: Any) -> Tensor:
     """`max(x, 0)`."""
     return ops.relu(x)
+
+
+def leaky_relu(x: Any, negative_slope: float = 0.2) -> Tensor:
+    """`max(x, negative_slope * x)`, Keras's "leaky_relu" (slope 0.2 by default)."""
+    return in_float32(_leaky_relu, x, negative_slope)
+
+
+def _leaky_relu(x: Any, negative_slope: float) -> Tensor:
+    # Keras's formula, `maximum(x, slope * x)`; a Python float keeps float32 float32.
+    return ops.maximum(x, ops.mul(x, float(negative_slope)))
 
 
 #: The SiLU op (kept under the name the layers first used; the fast sigmoid lives in autograd).
@@ -75,6 +86,7 @@ def softmax(x: Any, axis: int = -1) -> Tensor:
 _BY_NAME: dict[str, Activation] = {
     "linear": linear,
     "relu": relu,
+    "leaky_relu": leaky_relu,
     "silu": silu,
     "swish": silu,
     "gelu": gelu,

@@ -58,7 +58,8 @@ class Flatten(Layer):
 class Activation(Layer):
     """Apply an activation function, by name or as a callable.
 
-    Names: "relu", "silu" (or "swish"), "gelu", "tanh", "sigmoid", "softmax", "linear".
+    Names: "relu", "leaky_relu", "silu" (or "swish"), "gelu", "tanh", "sigmoid", "softmax",
+    "linear".
     """
 
     supports_masking = True

@@ -7,7 +7,9 @@ the outputs, as Keras's `map_graph` does, which gives:
 * the layers in Keras's order (by depth from the outputs, then by first visit): the order of
   `model.layers` and so of `model.weights`;
 * a plan to run the nodes on real values in topological order, where each intermediate result
-  is dropped as soon as the last node that needs it has run.
+  is dropped as soon as the last node that needs it has run;
+* a second plan, made on first use, in which each GroupNorm (+ Add) + Activation chain whose
+  intermediate results nothing else uses runs as one fused op (see `numba_gn.models._fusion`).
 
 The config format is Keras 3's functional one: each layer's entry carries its `inbound_nodes`
 (the call arguments, symbolic tensors written as `__keras_tensor__` dicts with their
@@ -24,6 +26,7 @@ from numba_gn.autograd import Tensor
 from numba_gn.layers.base import Layer, Shape
 from numba_gn.layers.input_layer import InputLayer
 from numba_gn.layers.symbolic import KerasTensor, Node, map_symbolic
+from numba_gn.models import _fusion
 
 __all__ = ["Graph", "flatten_structure", "graph_from_config", "pack_structure"]
 
@@ -145,6 +148,35 @@ class _Step:
         )
         self.outputs = outputs
         self.free: list[int] = []
+
+
+class _FusedStep:
+    """A fused chain to run in place of its layers' steps (the same fields as `_Step`)."""
+
+    __slots__ = ("node", "layer", "args", "kwargs", "single", "outputs", "free")
+
+    def __init__(self, chain: _fusion.FusedChain, args: tuple[_Slot, ...],
+                 outputs: list[int]) -> None:
+        self.node = None
+        self.layer = chain
+        self.args = args
+        self.kwargs: dict[str, Any] = {}
+        self.single = args[0].index if len(args) == 1 else None
+        self.outputs = outputs
+        self.free: list[int] = []
+
+
+def _set_frees(steps: Sequence[Any], keep: set[int]) -> None:
+    """Fill each step's `free`: the values no later step needs (outputs `keep` stay)."""
+    last_use: dict[int, int] = {}
+    for i, step in enumerate(steps):
+        used: list[_Slot] = []
+        _collect_slots((step.args, step.kwargs), used)
+        for slot in used:
+            last_use[slot.index] = i
+    for slot, i in last_use.items():
+        if slot not in keep:
+            steps[i].free.append(slot)
 
 
 class Graph:
@@ -275,18 +307,99 @@ class Graph:
                 outs.append(slots[id(t)])
             steps.append(_Step(node, args, kwargs, outs))
         keep = {slots[id(x)] for x in self.outputs}
-        last_use: dict[int, int] = {}
+        _set_frees(steps, keep)
+        self.steps = steps
+        self.n_slots = len(slots)
+        self.output_slots = [slots[id(x)] for x in self.outputs]
+        self._fused_plan: tuple[list[Any], list[tuple[str, str | None, str]]] | None = None
+
+    def fused_plan(self) -> tuple[list[Any], list[tuple[str, str | None, str]]]:
+        """The steps with the fusible chains fused, and each chain's layer names.
+
+        Made on first use and kept (the graph and its layers' dtype policies do not change).
+        A chain is a GroupNorm node whose output only an Activation node takes, or only a
+        two-input Add node whose output only an Activation node takes; no intermediate may be
+        a model output. See `numba_gn.models._fusion` for the other conditions.
+        """
+        plan = self._fused_plan
+        if plan is None:
+            plan = self._fused_plan = self._plan_fused()
+        return plan
+
+    def _plan_fused(self) -> tuple[list[Any], list[tuple[str, str | None, str]]]:
+        steps = self.steps
+        keep = set(self.output_slots)
+        consumers: dict[int, list[int]] = {}  # value slot -> the steps using it, per use
         for i, step in enumerate(steps):
             used: list[_Slot] = []
             _collect_slots((step.args, step.kwargs), used)
             for slot in used:
-                last_use[slot.index] = i
-        for slot, i in last_use.items():
-            if slot not in keep:
-                steps[i].free.append(slot)
-        self.steps = steps
-        self.n_slots = len(slots)
-        self.output_slots = [slots[id(x)] for x in self.outputs]
+                consumers.setdefault(slot.index, []).append(i)
+
+        taken: set[int] = set()  # steps that are part of a chain
+
+        def sole_user(slot: int) -> int | None:
+            users = consumers.get(slot, [])
+            return users[0] if len(users) == 1 and slot not in keep else None
+
+        def activation_of(i: int | None, slot: int) -> str | None:
+            if i is None or i in taken:
+                return None
+            step = steps[i]
+            if step.single != slot or len(step.outputs) != 1:
+                return None
+            return _fusion.activation_name(step.layer)
+
+        placed: dict[int, _FusedStep] = {}  # where each chain runs
+        names: list[tuple[str, str | None, str]] = []
+        for i, step in enumerate(steps):
+            if i in taken or step.single is None or len(step.outputs) != 1 or \
+                    not _fusion.is_group_norm(step.layer):
+                continue
+            out = step.outputs[0]
+            j = sole_user(out)
+            if j is None or j in taken:
+                continue
+            name = activation_of(j, out)
+            if name is not None:  # GroupNorm -> Activation: runs where GroupNorm did
+                chain = _fusion.FusedChain(step.layer, None, steps[j].layer, name)
+                if chain.statically_fusible():
+                    placed[i] = _FusedStep(chain, (_Slot(step.single),), steps[j].outputs)
+                    taken.update((i, j))
+                    names.append(chain.names)
+                continue
+            add = steps[j]
+            pair = add.args[0] if len(add.args) == 1 else None
+            if not _fusion.is_add(add.layer) or add.kwargs or len(add.outputs) != 1 or \
+                    not isinstance(pair, (list, tuple)) or len(pair) != 2 or \
+                    not all(isinstance(a, _Slot) for a in pair) or \
+                    pair[0].index == pair[1].index:
+                continue
+            gn_first = pair[0].index == out
+            residual = pair[1] if gn_first else pair[0]
+            k = sole_user(add.outputs[0])
+            name = activation_of(k, add.outputs[0])
+            if name is None:
+                continue
+            assert k is not None
+            chain = _fusion.FusedChain(step.layer, add.layer, steps[k].layer, name, gn_first)
+            if chain.statically_fusible():
+                # Runs where Add did: the residual may be computed after GroupNorm's step.
+                placed[j] = _FusedStep(
+                    chain, (_Slot(step.single), _Slot(residual.index)), steps[k].outputs
+                )
+                taken.update((i, j, k))
+                names.append(chain.names)
+        if not placed:
+            return steps, names
+        fused: list[Any] = []
+        for i, step in enumerate(steps):
+            if i in placed:
+                fused.append(placed[i])
+            elif i not in taken:
+                fused.append(_Step(step.node, step.args, step.kwargs, step.outputs))
+        _set_frees(fused, keep)
+        return fused, names
 
     @property
     def input_layers(self) -> list[InputLayer]:
@@ -295,10 +408,13 @@ class Graph:
 
     # -- running -----------------------------------------------------------------------------------
 
-    def run(self, inputs: Sequence[Any]) -> Any:
-        """The outputs (in the outputs' structure) for the flat input values `inputs`."""
+    def run(self, inputs: Sequence[Any], fuse: bool = False) -> Any:
+        """The outputs (in the outputs' structure) for the flat input values `inputs`.
+
+        `fuse`: run the fusible chains as fused ops (`fused_plan`).
+        """
         values: list[Any] = list(inputs) + [None] * (self.n_slots - len(inputs))
-        for step in self.steps:
+        for step in self.fused_plan()[0] if fuse else self.steps:
             if step.single is not None:
                 result = step.layer(values[step.single])
             else:

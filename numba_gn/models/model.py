@@ -29,7 +29,7 @@ from numba_gn.autograd import Tensor, no_record
 from numba_gn.autograd import cast as _cast
 from numba_gn.layers.base import Layer, Shape, _standardize_shape
 from numba_gn.layers.input_layer import InputLayer
-from numba_gn.models import _config
+from numba_gn.models import _config, _fusion
 from numba_gn.models._graph import Graph, flatten_structure, graph_from_config, pack_structure
 from numba_gn.models._summary import print_summary
 from numba_gn.training.model import Trainer
@@ -265,7 +265,25 @@ class Model(Trainer, Layer):
                 f"Model {type(self).__name__} does not have a `call()` method implemented."
             )
         flat = inputs if isinstance(inputs, _FlatInputs) else self._standardize_inputs(inputs)
-        return graph.run(flat)
+        return _fusion.run_with(self._fuse, lambda fuse: graph.run(flat, fuse=fuse))
+
+    @property
+    def fused_layers(self) -> list[tuple[str, str | None, str]]:
+        """The layer chains this model runs as one fused GroupNorm op (read-only).
+
+        One `(group_norm_name, add_name_or_None, activation_name)` tuple per chain: a
+        `GroupNormalization` layer whose output only an `Activation` layer takes, or only a
+        two-input `Add` whose output only an `Activation` takes. Empty when the model was
+        compiled with `fuse=False`, and for subclassed models (their `call` is Python code,
+        not a graph the model can rewrite). A call whose data would be cast between the
+        layers (another dtype than the layers compute in) runs them unfused; a model inside a
+        model compiled with `fuse=False` does not fuse either. See
+        `numba_gn.models._fusion` for the conditions.
+        """
+        graph = self._graph
+        if graph is None or not self._fuse:
+            return []
+        return list(graph.fused_plan()[1])
 
     def _convert_call_inputs(self, inputs: Any) -> tuple[Any, Any]:
         """The inputs as Tensors, and their shapes.

@@ -17,7 +17,7 @@ from numba_gn.autograd import Tensor
 from numba_gn.layers.base import Layer, Shape
 from numba_gn.layers.input_layer import InputLayer
 from numba_gn.layers.symbolic import KerasTensor
-from numba_gn.models import _config
+from numba_gn.models import _config, _fusion
 from numba_gn.models._summary import print_summary
 from numba_gn.models.model import Model
 
@@ -51,8 +51,11 @@ class Sequential(Model):
 
     # The stack is kept in these; sublayers come from `_layers` (see _sublayers).
     _untracked_attributes = Model._untracked_attributes | {
-        "_layers", "_calls", "_output_shapes", "_input_layer"
+        "_layers", "_calls", "_output_shapes", "_input_layer", "_fusion_plan"
     }
+    # `_calls` with each fusible GroupNorm + Activation pair as one call, and the pairs'
+    # names; made on the first fused call after each change of the stack.
+    _fusion_plan: tuple[list[tuple[Any, bool]], list[tuple[str, str | None, str]]] | None = None
     # One input array, as a layer takes it (not a model's list or dict of inputs).
     _takes_input_structure = False
     _convert_call_inputs = Layer._convert_call_inputs
@@ -143,6 +146,7 @@ class Sequential(Model):
                 )
             self._layers.append(layer)
             self._calls.append((layer, _takes_training(layer)))
+            self._fusion_plan = None
             if self.built and rebuild:
                 try:
                     self._build_layers(self._build_shape)  # type: ignore[arg-type]
@@ -167,6 +171,7 @@ class Sequential(Model):
                 raise IndexError(f"There are no layers in the Sequential model {self.name!r}.")
             self._calls.pop()
             layer = self._layers.pop()
+            self._fusion_plan = None
             self._output_shapes = self._output_shapes[: len(self._layers)]
             return layer
 
@@ -190,11 +195,40 @@ class Sequential(Model):
     # -- calling -----------------------------------------------------------------------------------
 
     def call(self, inputs: Tensor, training: bool = False) -> Tensor:
-        """Run the layers in order; `training` reaches every layer, nested ones included."""
-        x = inputs
-        for layer, takes_training in self._calls:
+        """Run the layers in order; `training` reaches every layer, nested ones included.
+
+        A `GroupNormalization` followed by an `Activation` runs as one fused op unless the
+        model was compiled with `fuse=False` (see `fused_layers`).
+        """
+        return _fusion.run_with(self._fuse, lambda fuse: self._run(inputs, training, fuse))
+
+    def _run(self, x: Tensor, training: bool, fuse: bool) -> Tensor:
+        calls = self._fused_calls()[0] if fuse else self._calls
+        for layer, takes_training in calls:
             x = layer(x, training=training) if takes_training else layer(x)
         return x
+
+    def _fused_calls(
+        self,
+    ) -> tuple[list[tuple[Any, bool]], list[tuple[str, str | None, str]]]:
+        plan = self._fusion_plan
+        if plan is None:
+            plan = self._fusion_plan = _fusion.plan_sequence(list(self._calls))
+        return plan
+
+    @property
+    def fused_layers(self) -> list[tuple[str, str | None, str]]:
+        """The layer pairs this model runs as one fused GroupNorm op (read-only).
+
+        One `(group_norm_name, None, activation_name)` tuple per `GroupNormalization` layer
+        directly followed by an `Activation` layer whose function the fused op has ("linear",
+        "relu", "leaky_relu", "silu"/"swish", "sigmoid", "gelu"), when their dtype policies
+        compute in float32 or float64. Empty when the model was compiled with `fuse=False`.
+        A call whose data would be cast between the two layers runs them unfused.
+        """
+        if not self._fuse:
+            return []
+        return list(self._fused_calls()[1])
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         """The shape after the last layer (inferred by a run for layers without their own)."""

@@ -491,6 +491,9 @@ class Trainer(FreshLocks):
     _metric_objects: Any = None
     # The unweighted loss of each output in the last train_step (for fit's logs).
     _step_output_losses: list[tuple[str, float]] | None = None
+    # Whether the model may run GroupNorm + (Add +) Activation chains as fused ops (set by
+    # compile(fuse=...); models that run graphs read it, see `numba_gn.models`).
+    _fuse: bool = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -527,6 +530,8 @@ class Trainer(FreshLocks):
         loss: Any = None,
         loss_weights: Any = None,
         metrics: Sequence[Any] | Mapping[str, Any] | None = None,
+        *,
+        fuse: bool = True,
     ) -> None:
         """Choose the optimizer, the loss(es) and the metrics reported by fit/evaluate.
 
@@ -548,6 +553,14 @@ class Trainer(FreshLocks):
             Metric names such as `["accuracy"]` or Metric instances (see
             `numba_gn.training.metrics.get`). With several outputs: a list with one
             entry (a metric or a list of them) per output, or a dict keyed by output name.
+        fuse : bool, default True
+            Whether `Sequential` and functional models run each `GroupNormalization` layer
+            followed by an `Activation` (or by a residual `Add` and then an `Activation`)
+            as one fused op, when nothing else uses the intermediate results (the chains
+            are listed by `model.fused_layers`). The results agree with the unfused layers
+            up to rounding; `fuse=False` runs every layer on its own (models called inside
+            this one too). A numba_gn addition: it changes neither the config nor the
+            weights, is not written to saved files, and a loaded model fuses.
         """
         if metrics is not None and not isinstance(metrics, (list, tuple, Mapping)):
             # Keras's rule; a lone string would otherwise be read letter by letter.
@@ -555,6 +568,7 @@ class Trainer(FreshLocks):
                 "Expected `metrics` argument to be a list, tuple, or dict. Received instead: "
                 f"metrics={metrics!r} of type {type(metrics).__name__}"
             )
+        fuse = _checks.boolean(fuse, "fuse")
         resolved_optimizer = optimizers_mod.get(optimizer)
         resolved_loss = _resolve_loss(loss)
         flat_losses = (resolved_loss if isinstance(resolved_loss, list)
@@ -581,6 +595,7 @@ class Trainer(FreshLocks):
             self._metric_ids = _flat_metrics(metric_spec)
             self.compiled_metrics = _flat_metrics(metric_objects)
             self._heads = heads
+            self._fuse = fuse
             self.compiled = True
 
     def _check_compiled(self, what: str) -> None:
