@@ -29,12 +29,14 @@ from numba import types
 from numba.extending import overload
 
 from numba_gn._jit import inline, subroutine
-from numba_gn.kernels._common import load, rounded, store
+from numba_gn.kernels._common import compute_empty, load, rounded, store
 from numba_gn.kernels._fma import fma
-from numba_gn.kernels._stream import _at, _window, affine
+from numba_gn.kernels._stream import _at, _uses_ir, _window, affine
 from numba_gn.kernels.activations import exp as exp32
 
-__all__ = ["CODES", "beta_of", "grad_source", "gradients_into", "has", "output"]
+__all__ = [
+    "CODES", "beta_of", "grad_source", "gradients_into", "has", "output", "stream_buffer"
+]
 
 #: Activation codes of the epilogue (names as `numba_gn.functional` accepts them).
 CODES = {
@@ -47,6 +49,9 @@ CODES = {
     "gelu": 6,
 }
 _LINEAR, _RELU, _LEAKY, _SILU, _SIGMOID, _GELU_TANH, _GELU = range(7)
+
+#: Elements per buffer of the streaming output (see `output`): 16 KiB of float32, in L1.
+_STREAM_CHUNK = 4096
 
 # gelu's constants: sqrt(2/pi) and the cubic coefficient of the tanh form, 1/sqrt(2) and
 # 1/sqrt(2*pi) of the exact form.
@@ -171,94 +176,202 @@ def _plus_impl(z, r, j):
     return lambda z, r, j: z + load(r[j])
 
 
-@inline
-def _out_run(code, slope, ys, xs, rs, mw, aw, bw):
-    sl = rounded(slope, xs)
-    for j in range(ys.size):
-        z = _plus(fma(load(xs[j]) - _at(mw, j), _at(aw, j), _at(bw, j)), rs, j)
-        ys[j] = store(activate(code, sl, z), ys)
+def _row_coef(v, i):
+    """Row `i`'s coefficient: `v[i, 0]` of a per-row (rows, 1) array, else `v` itself."""
+    return v[i, 0] if isinstance(v, np.ndarray) and v.ndim == 2 else v
 
 
-@subroutine
-def _out_loop(code, slope, ys, xs, rs, mw, aw, bw):
-    """`ys = act(fma(xs - m, a, b) + rs)` with the activation `code` fixed inside each loop."""
-    if code == _RELU:
-        _out_run(_RELU, slope, ys, xs, rs, mw, aw, bw)
-    elif code == _LEAKY:
-        _out_run(_LEAKY, slope, ys, xs, rs, mw, aw, bw)
-    elif code == _SILU:
-        _out_run(_SILU, slope, ys, xs, rs, mw, aw, bw)
-    elif code == _SIGMOID:
-        _out_run(_SIGMOID, slope, ys, xs, rs, mw, aw, bw)
-    elif code == _GELU_TANH:
-        _out_run(_GELU_TANH, slope, ys, xs, rs, mw, aw, bw)
-    elif code == _GELU:
-        _out_run(_GELU, slope, ys, xs, rs, mw, aw, bw)
-    else:
-        _out_run(_LINEAR, slope, ys, xs, rs, mw, aw, bw)
+@overload(_row_coef, inline="always")
+def _row_coef_impl(v, i):
+    if isinstance(v, types.Array) and v.ndim == 2:
+        return lambda v, i: v[i, 0]
+    return lambda v, i: v
+
+
+def _rows_from(v, i):
+    """A per-row (rows, 1) coefficient array from row `i` on; anything else unchanged."""
+    return v[i:] if isinstance(v, np.ndarray) and v.ndim == 2 else v
+
+
+@overload(_rows_from, inline="always")
+def _rows_from_impl(v, i):
+    if isinstance(v, types.Array) and v.ndim == 2:
+        return lambda v, i: v[i:]
+    return lambda v, i: v
 
 
 @inline
-def _grad_run(code, slope, dzs, dys, xs, rs, mw, aw, bw):
-    sl = rounded(slope, xs)
-    for j in range(dzs.size):
-        z = _plus(fma(load(xs[j]) - _at(mw, j), _at(aw, j), _at(bw, j)), rs, j)
-        dzs[j] = store(activate_grad(code, sl, z, load(dys[j])), dzs)
+def _out_run(code, slope, y, ylo, x, lo, r, rows, cols, m, a, b, clo):
+    sl = rounded(slope, x)
+    for i in range(rows):
+        mw = _window(_row_coef(m, i), clo, cols)
+        aw = _window(_row_coef(a, i), clo, cols)
+        bw = _window(_row_coef(b, i), clo, cols)
+        # Slices, so that the inner loop indexes from 0 and vectorises (see `_affine_plain`).
+        ys = y[ylo + i * cols : ylo + (i + 1) * cols]
+        xs = x[lo + i * cols : lo + (i + 1) * cols]
+        rs = _window(r, lo + i * cols, cols)
+        for j in range(cols):
+            z = _plus(fma(load(xs[j]) - _at(mw, j), _at(aw, j), _at(bw, j)), rs, j)
+            ys[j] = store(activate(code, sl, z), ys)
 
 
 @subroutine
-def _grad_loop(code, slope, dzs, dys, xs, rs, mw, aw, bw):
-    """`dzs = dys * act'(z)` with `z` recomputed as the forward did."""
+def _out_loop(code, slope, y, ylo, x, lo, r, rows, cols, m, a, b, clo):
+    """`y = act(fma(x - m, a, b) + r)`, the activation fixed inside each loop.
+
+    `rows` rows of `cols` elements: `y` from `ylo`, `x` and `r` from `lo`; each coefficient
+    is a scalar, an array per column (read from `clo`) or a (rows, 1) array per row.
+    """
     if code == _RELU:
-        _grad_run(_RELU, slope, dzs, dys, xs, rs, mw, aw, bw)
+        _out_run(_RELU, slope, y, ylo, x, lo, r, rows, cols, m, a, b, clo)
     elif code == _LEAKY:
-        _grad_run(_LEAKY, slope, dzs, dys, xs, rs, mw, aw, bw)
+        _out_run(_LEAKY, slope, y, ylo, x, lo, r, rows, cols, m, a, b, clo)
     elif code == _SILU:
-        _grad_run(_SILU, slope, dzs, dys, xs, rs, mw, aw, bw)
+        _out_run(_SILU, slope, y, ylo, x, lo, r, rows, cols, m, a, b, clo)
     elif code == _SIGMOID:
-        _grad_run(_SIGMOID, slope, dzs, dys, xs, rs, mw, aw, bw)
+        _out_run(_SIGMOID, slope, y, ylo, x, lo, r, rows, cols, m, a, b, clo)
     elif code == _GELU_TANH:
-        _grad_run(_GELU_TANH, slope, dzs, dys, xs, rs, mw, aw, bw)
+        _out_run(_GELU_TANH, slope, y, ylo, x, lo, r, rows, cols, m, a, b, clo)
     elif code == _GELU:
-        _grad_run(_GELU, slope, dzs, dys, xs, rs, mw, aw, bw)
+        _out_run(_GELU, slope, y, ylo, x, lo, r, rows, cols, m, a, b, clo)
     else:
-        _grad_run(_LINEAR, slope, dzs, dys, xs, rs, mw, aw, bw)
+        _out_run(_LINEAR, slope, y, ylo, x, lo, r, rows, cols, m, a, b, clo)
+
+
+@inline
+def _grad_run(code, slope, dz, dy, x, r, lo, rows, cols, m, a, b, clo):
+    sl = rounded(slope, x)
+    for i in range(rows):
+        mw = _window(_row_coef(m, i), clo, cols)
+        aw = _window(_row_coef(a, i), clo, cols)
+        bw = _window(_row_coef(b, i), clo, cols)
+        start = lo + i * cols
+        dzs = dz[start : start + cols]
+        dys = dy[start : start + cols]
+        xs = x[start : start + cols]
+        rs = _window(r, start, cols)
+        for j in range(cols):
+            z = _plus(fma(load(xs[j]) - _at(mw, j), _at(aw, j), _at(bw, j)), rs, j)
+            dzs[j] = store(activate_grad(code, sl, z, load(dys[j])), dzs)
+
+
+@subroutine
+def _grad_loop(code, slope, dz, dy, x, r, lo, rows, cols, m, a, b, clo):
+    """`dz = dy * act'(z)` with `z` recomputed as the forward did (layout as `_out_loop`)."""
+    if code == _RELU:
+        _grad_run(_RELU, slope, dz, dy, x, r, lo, rows, cols, m, a, b, clo)
+    elif code == _LEAKY:
+        _grad_run(_LEAKY, slope, dz, dy, x, r, lo, rows, cols, m, a, b, clo)
+    elif code == _SILU:
+        _grad_run(_SILU, slope, dz, dy, x, r, lo, rows, cols, m, a, b, clo)
+    elif code == _SIGMOID:
+        _grad_run(_SIGMOID, slope, dz, dy, x, r, lo, rows, cols, m, a, b, clo)
+    elif code == _GELU_TANH:
+        _grad_run(_GELU_TANH, slope, dz, dy, x, r, lo, rows, cols, m, a, b, clo)
+    elif code == _GELU:
+        _grad_run(_GELU, slope, dz, dy, x, r, lo, rows, cols, m, a, b, clo)
+    else:
+        _grad_run(_LINEAR, slope, dz, dy, x, r, lo, rows, cols, m, a, b, clo)
 
 
 # ----------------------------------------------------------------------------------------------
 # what the kernels call
+#
+# Both take `rows` rows of `cols` contiguous elements from `lo`, with coefficients that are
+# scalars, arrays per column (read from `clo`) or (rows, 1) arrays per row, so that a kernel
+# makes one call per block of rows: a call costs about as much as a hundred elements of the
+# loop.
 
 
-def output(y, x, lo, n, m, a, b, clo, stream, epi):
-    """The forward's output over `[lo, lo+n)`, with the epilogue when `epi` is not None.
+def output(y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf):
+    """The forward's output rows, with the epilogue when `epi` is not None.
 
-    Without one this is `affine` (see `numba_gn.kernels._stream`); with one, the loops here
-    (ordinary stores).
+    Without one this is `affine` row by row (see `numba_gn.kernels._stream`); with one, the
+    loops here. `buf` is `stream_buffer`'s scratch for streaming stores.
     """
-    if epi is None:
-        affine(y, x, lo, n, m, a, b, clo, stream)
-        return
-    for j in range(n):
-        z = fma(load(x[lo + j]) - _at(m, clo + j), _at(a, clo + j), _at(b, clo + j))
-        if epi[2] is not None:
-            z = z + load(epi[2][lo + j])
-        y[lo + j] = store(_py_activate(epi[0], epi[1], z), y)
+    for i in range(rows):
+        start = lo + i * cols
+        mi, ai, bi = _row_coef(m, i), _row_coef(a, i), _row_coef(b, i)
+        if epi is None:
+            affine(y, x, start, cols, mi, ai, bi, clo, stream)
+            continue
+        for j in range(cols):
+            k = clo + j
+            z = fma(load(x[start + j]) - _at(mi, k), _at(ai, k), _at(bi, k))
+            if epi[2] is not None:
+                z = z + load(epi[2][start + j])
+            y[start + j] = store(_py_activate(epi[0], epi[1], z), y)
 
 
 @overload(output, inline="always")
-def _output_impl(y, x, lo, n, m, a, b, clo, stream, epi):
+def _output_impl(y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf):
     if isinstance(epi, types.NoneType):
-        return lambda y, x, lo, n, m, a, b, clo, stream, epi: affine(
-            y, x, lo, n, m, a, b, clo, stream
-        )
 
-    def fused(y, x, lo, n, m, a, b, clo, stream, epi):
-        _out_loop(
-            epi[0], epi[1], y[lo : lo + n], x[lo : lo + n], _window(epi[2], lo, n),
-            _window(m, clo, n), _window(a, clo, n), _window(b, clo, n),
-        )
+        def plain(y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf):
+            for i in range(rows):
+                start = lo + i * cols
+                affine(y, x, start, cols, _row_coef(m, i), _row_coef(a, i), _row_coef(b, i),
+                       clo, stream)
 
-    return fused
+        return plain
+
+    def fused(y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf):
+        _out_loop(epi[0], epi[1], y, lo, x, lo, epi[2], rows, cols, m, a, b, clo)
+
+    if not _uses_ir(x):
+        return fused
+    dtype = np.float32 if x.dtype == types.float32 else np.float64
+    one = dtype(1.0)
+    zero = dtype(0.0)
+    negative_zero = dtype(-0.0)
+
+    def fused_streaming(y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf):
+        if not stream:
+            _out_loop(epi[0], epi[1], y, lo, x, lo, epi[2], rows, cols, m, a, b, clo)
+            return
+        # The activation loops cannot emit streaming stores: they fill `buf` (in L1/L2),
+        # which the streaming loop of `affine` then writes out (`x*1 + -0` is `x`, bit for
+        # bit, signed zeros and NaNs included). Whole rows at a time when they fit.
+        chunk = buf.size
+        if cols <= chunk:
+            per = chunk // cols
+            for i0 in range(0, rows, per):
+                k = min(per, rows - i0)
+                start = lo + i0 * cols
+                mr, ar, br = _rows_from(m, i0), _rows_from(a, i0), _rows_from(b, i0)
+                _out_loop(epi[0], epi[1], buf, 0, x, start, epi[2], k, cols, mr, ar, br, clo)
+                for i in range(k):
+                    t = buf[i * cols : (i + 1) * cols]
+                    row = y[start + i * cols : start + (i + 1) * cols]
+                    affine(row, t, 0, cols, zero, one, negative_zero, 0, stream)
+            return
+        for i in range(rows):
+            mr, ar, br = _rows_from(m, i), _rows_from(a, i), _rows_from(b, i)
+            for j in range(0, cols, chunk):
+                k = min(chunk, cols - j)
+                start = lo + i * cols + j
+                _out_loop(epi[0], epi[1], buf, 0, x, start, epi[2], 1, k, mr, ar, br, clo + j)
+                affine(y[start : start + k], buf[:k], 0, k, zero, one, negative_zero, 0, stream)
+
+    return fused_streaming
+
+
+def stream_buffer(x, stream, epi):
+    """Scratch for `output`'s streaming stores: allocate once per block of calls, not per call.
+
+    None without an epilogue; empty when not streaming.
+    """
+    if epi is None:
+        return None
+    return np.empty(_STREAM_CHUNK if stream else 0, dtype=x.dtype)
+
+
+@overload(stream_buffer, inline="always")
+def _stream_buffer_impl(x, stream, epi):
+    if isinstance(epi, types.NoneType):
+        return lambda x, stream, epi: None
+    return lambda x, stream, epi: compute_empty(x, _STREAM_CHUNK if stream else 0)
 
 
 def has(epi):
@@ -297,27 +410,29 @@ def _grad_source_impl(dy, epi):
     return lambda dy, epi: epi[4]
 
 
-def gradients_into(epi, dy, x, lo, n, m, a, b, clo):
-    """`epi`'s `dz[lo:lo+n] = dy * act'(z)` with `z` recomputed; nothing without an epilogue."""
+def gradients_into(epi, dy, x, lo, rows, cols, m, a, b, clo):
+    """`epi`'s `dz = dy * act'(z)` over rows as `output`'s; nothing without an epilogue."""
     if epi is None:
         return
-    for j in range(n):
-        z = fma(load(x[lo + j]) - _at(m, clo + j), _at(a, clo + j), _at(b, clo + j))
-        if epi[2] is not None:
-            z = z + load(epi[2][lo + j])
-        epi[4][lo + j] = store(_py_activate_grad(epi[0], epi[1], z, load(dy[lo + j])), epi[4])
+    for i in range(rows):
+        start = lo + i * cols
+        mi, ai, bi = _row_coef(m, i), _row_coef(a, i), _row_coef(b, i)
+        for j in range(cols):
+            k = clo + j
+            z = fma(load(x[start + j]) - _at(mi, k), _at(ai, k), _at(bi, k))
+            if epi[2] is not None:
+                z = z + load(epi[2][start + j])
+            g = _py_activate_grad(epi[0], epi[1], z, load(dy[start + j]))
+            epi[4][start + j] = store(g, epi[4])
 
 
 @overload(gradients_into, inline="always")
-def _gradients_into_impl(epi, dy, x, lo, n, m, a, b, clo):
+def _gradients_into_impl(epi, dy, x, lo, rows, cols, m, a, b, clo):
     if isinstance(epi, types.NoneType):
-        return lambda epi, dy, x, lo, n, m, a, b, clo: None
+        return lambda epi, dy, x, lo, rows, cols, m, a, b, clo: None
 
-    def fused(epi, dy, x, lo, n, m, a, b, clo):
-        _grad_loop(
-            epi[0], epi[1], epi[4][lo : lo + n], dy[lo : lo + n], x[lo : lo + n],
-            _window(epi[2], lo, n), _window(m, clo, n), _window(a, clo, n), _window(b, clo, n),
-        )
+    def fused(epi, dy, x, lo, rows, cols, m, a, b, clo):
+        _grad_loop(epi[0], epi[1], epi[4], dy, x, epi[2], lo, rows, cols, m, a, b, clo)
 
     return fused
 

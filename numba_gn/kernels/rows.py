@@ -30,7 +30,14 @@ from numba_gn.kernels._common import (
     rounded,
 )
 from numba_gn.kernels._stream import affine_grad, store_fence
-from numba_gn.kernels.epilogue import beta_of, grad_source, gradients_into, has, output
+from numba_gn.kernels.epilogue import (
+    beta_of,
+    grad_source,
+    gradients_into,
+    has,
+    output,
+    stream_buffer,
+)
 
 #: Most rows a block accumulates in the input dtype before widening to float64.
 MAX_BLOCK_ROWS = 64
@@ -147,8 +154,9 @@ def _apply_block(xf, yf, u, nb, A, R, rpb, coef, stream, epi):
     b = u - n * nb
     r0 = b * rpb
     r1 = min(A, r0 + rpb)
-    for r in range(r0, r1):
-        output(yf, xf, (n * A + r) * R, R, coef[n, 0], coef[n, 1], coef[n, 2], 0, stream, epi)
+    buf = stream_buffer(xf, stream, epi)
+    lo = (n * A + r0) * R
+    output(yf, xf, lo, r1 - r0, R, coef[n, 0], coef[n, 1], coef[n, 2], 0, stream, epi, buf)
     store_fence(stream)
 
 
@@ -225,9 +233,9 @@ def _dz_block(epi, dyf, xf, u, nb, A, R, rpb, ocoef):
         n = u // nb
         b = u - n * nb
         r0 = b * rpb
-        for r in range(r0, min(A, r0 + rpb)):
-            lo = (n * A + r) * R
-            gradients_into(epi, dyf, xf, lo, R, ocoef[n, 0], ocoef[n, 1], ocoef[n, 2], 0)
+        rows = min(A, r0 + rpb) - r0
+        lo = (n * A + r0) * R
+        gradients_into(epi, dyf, xf, lo, rows, R, ocoef[n, 0], ocoef[n, 1], ocoef[n, 2], 0)
 
 
 @inline

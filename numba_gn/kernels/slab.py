@@ -31,7 +31,14 @@ from numba_gn.kernels._common import (
 )
 from numba_gn.kernels._fma import fma
 from numba_gn.kernels._stream import affine_grad, store_fence
-from numba_gn.kernels.epilogue import beta_of, grad_source, gradients_into, has, output
+from numba_gn.kernels.epilogue import (
+    beta_of,
+    grad_source,
+    gradients_into,
+    has,
+    output,
+    stream_buffer,
+)
 
 #: Channel runs (`B` contiguous elements of one channel) shorter than this are not written one
 #: output call per run: the per-element work would be smaller than the cost of the call.
@@ -167,18 +174,17 @@ def _slab_dz(epi, dyf, xf, n, g, A, C, B, D, mu, r, gamma):
         L = D * B
         coef = compute_empty(xf, (D, 2))
         mh = _slab_coefs(mu, r, gamma, beta_of(epi, gamma), g, D, coef, xf)
-        if B < SHORT_RUN:  # per-element coefficients, one call per segment (as the forward)
+        if B < SHORT_RUN:  # per-element coefficients, one call per segment
             spread = compute_empty(xf, (2, L))
             _spread(coef, 0, B, 0, L, spread[0])
             _spread(coef, 1, B, 0, L, spread[1])
             for a in range(A):
                 base = ((n * A + a) * C + g * D) * B
-                gradients_into(epi, dyf, xf, base, L, mh, spread[0], spread[1], 0)
-        else:
+                gradients_into(epi, dyf, xf, base, 1, L, mh, spread[0], spread[1], 0)
+        else:  # a segment is D runs of B: rows with per-row coefficients, one call
             for a in range(A):
-                for d in range(D):
-                    base = ((n * A + a) * C + g * D + d) * B
-                    gradients_into(epi, dyf, xf, base, B, mh, coef[d, 0], coef[d, 1], 0)
+                base = ((n * A + a) * C + g * D) * B
+                gradients_into(epi, dyf, xf, base, D, B, mh, coef[:, 0:1], coef[:, 1:2], 0)
 
 
 @subroutine
@@ -200,7 +206,7 @@ def _spread(coef, k, B, start, length, out):
 
 
 @inline
-def _normalize_piece(xf, yf, base, start, length, B, coef, mh, stream, scratch, epi):
+def _normalize_piece(xf, yf, base, start, length, B, coef, mh, stream, scratch, epi, buf):
     """Normalise elements `[start, start+length)` of the segment that begins at `base`.
 
     Long channel runs take one output call each; short ones (`B < SHORT_RUN`, down to one
@@ -210,14 +216,31 @@ def _normalize_piece(xf, yf, base, start, length, B, coef, mh, stream, scratch, 
     if B < SHORT_RUN:
         _spread(coef, 0, B, start, length, scratch[0])
         _spread(coef, 1, B, start, length, scratch[1])
-        output(yf, xf, base + start, length, mh, scratch[0], scratch[1], 0, stream, epi)
+        output(yf, xf, base + start, 1, length, mh, scratch[0], scratch[1], 0, stream, epi, buf)
         return
     i = start
     end = start + length
+    if has(epi):  # whole runs in one call (the fused loops are calls, not inlined)
+        d = i // B
+        if i > d * B:  # the end of a run
+            stop = min(end, (d + 1) * B)
+            output(yf, xf, base + i, 1, stop - i, mh, coef[d, 0], coef[d, 1], 0, stream, epi, buf)
+            i = stop
+        k = (end - i) // B
+        if k > 0:
+            d = i // B
+            a_rows = coef[d : d + k, 0:1]
+            b_rows = coef[d : d + k, 1:2]
+            output(yf, xf, base + i, k, B, mh, a_rows, b_rows, 0, stream, epi, buf)
+            i += k * B
+        if i < end:  # the start of a run
+            d = i // B
+            output(yf, xf, base + i, 1, end - i, mh, coef[d, 0], coef[d, 1], 0, stream, epi, buf)
+        return
     while i < end:
         d = i // B
         stop = min(end, (d + 1) * B)
-        output(yf, xf, base + i, stop - i, mh, coef[d, 0], coef[d, 1], 0, stream, epi)
+        output(yf, xf, base + i, 1, stop - i, mh, coef[d, 0], coef[d, 1], 0, stream, epi, buf)
         i = stop
 
 
@@ -236,18 +259,21 @@ def _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd
     mh = _slab_coefs(mu, r, gamma, beta, g, D, coef, xf)
     # Only short channel runs use the spread coefficients; long ones need no scratch.
     scratch = compute_empty(xf, (2, min(L, PIECE) if B < SHORT_RUN else 0))
+    buf = stream_buffer(xf, stream, epi)
     if B < SHORT_RUN and L <= PIECE:  # spread the coefficients once for every segment
         _spread(coef, 0, B, 0, L, scratch[0])
         _spread(coef, 1, B, 0, L, scratch[1])
         for a in range(A):
             base = ((n * A + a) * C + g * D) * B
-            output(yf, xf, base, L, mh, scratch[0], scratch[1], 0, stream, epi)
+            output(yf, xf, base, 1, L, mh, scratch[0], scratch[1], 0, stream, epi, buf)
     else:
         for a in range(A):
             base = ((n * A + a) * C + g * D) * B
             for start in range(0, L, PIECE):
                 length = min(PIECE, L - start)
-                _normalize_piece(xf, yf, base, start, length, B, coef, mh, stream, scratch, epi)
+                _normalize_piece(
+                    xf, yf, base, start, length, B, coef, mh, stream, scratch, epi, buf
+                )
     store_fence(stream)
 
 
@@ -322,10 +348,11 @@ def forward_chunked_par(
         coef_g = coef[n * C + g * D :]
         first = (n * A * C + g * D) * B
         scratch = compute_empty(xf, (2, stop - start if B < SHORT_RUN else 0))
+        buf = stream_buffer(xf, stream, epi)
         for a in range(a0, a1):
             base = first + a * C * B
             _normalize_piece(
-                xf, yf, base, start, stop - start, B, coef_g, mhs[s], stream, scratch, epi
+                xf, yf, base, start, stop - start, B, coef_g, mhs[s], stream, scratch, epi, buf
             )
         store_fence(stream)
 
@@ -550,7 +577,7 @@ def backward_chunked_par(
             first = (n * A * C + c) * B
             for a in range(a0, a1):
                 lo = first + a * C * B + start
-                gradients_into(epi, dyf, xf, lo, stop - start, mh, coef[0, 0], coef[0, 1], 0)
+                gradients_into(epi, dyf, xf, lo, 1, stop - start, mh, coef[0, 0], coef[0, 1], 0)
     gf = grad_source(dyf, epi)
     part = np.empty((units, 2), dtype=np.float64)
     for uu in prange(units):
