@@ -232,6 +232,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(numba_gn.cli.bench_njit)",
     )
     parser.add_argument(
+        "--fused",
+        action="store_true",
+        help="instead: fused GroupNorm + residual + activation next to GroupNorm alone, the "
+        "separate ops and PyTorch eager / torch.compile (numba_gn.cli.bench_fused)",
+    )
+    parser.add_argument(
         "--cold-start",
         action="store_true",
         help="also time import + first call with an empty kernel cache (compiles for seconds)",
@@ -254,6 +260,13 @@ def _set_wait_policy() -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     """Measure every case, print the tables, optionally write JSON; 0 on success."""
+    if args.fused:
+        from numba_gn.cli import bench_fused
+
+        return bench_fused.run(
+            quick=args.quick, repeat=min(args.repeat, 2) if args.quick else args.repeat,
+            json_path=args.json, threads=args.threads, with_torch=not args.no_torch,
+        )
     if args.njit:
         from numba_gn.cli import bench_njit
 
