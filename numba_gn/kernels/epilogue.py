@@ -278,6 +278,14 @@ def _grad_loop(code, slope, dz, dy, x, r, lo, rows, cols, m, a, b, clo):
 # ----------------------------------------------------------------------------------------------
 # what the kernels call
 #
+# Integer arguments of the loops go through `_i`: a literal `0` or `1` at a call site would
+# otherwise compile the loops (every activation of them) once more for its literal type.
+
+
+@inline
+def _i(v):
+    return np.int64(v)
+#
 # Both take `rows` rows of `cols` contiguous elements from `lo`, with coefficients that are
 # scalars, arrays per column (read from `clo`) or (rows, 1) arrays per row, so that a kernel
 # makes one call per block of rows: a call costs about as much as a hundred elements of the
@@ -317,7 +325,9 @@ def _output_impl(y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf):
         return plain
 
     def fused(y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf):
-        _out_loop(epi[0], epi[1], y, lo, x, lo, epi[2], rows, cols, m, a, b, clo)
+        _out_loop(
+            epi[0], epi[1], y, _i(lo), x, _i(lo), epi[2], _i(rows), _i(cols), m, a, b, _i(clo)
+        )
 
     if not _uses_ir(x):
         return fused
@@ -328,7 +338,10 @@ def _output_impl(y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf):
 
     def fused_streaming(y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf):
         if not stream:
-            _out_loop(epi[0], epi[1], y, lo, x, lo, epi[2], rows, cols, m, a, b, clo)
+            _out_loop(
+                epi[0], epi[1], y, _i(lo), x, _i(lo), epi[2], _i(rows), _i(cols), m, a, b,
+                _i(clo),
+            )
             return
         # The activation loops cannot emit streaming stores: they fill `buf` (in L1/L2),
         # which the streaming loop of `affine` then writes out (`x*1 + -0` is `x`, bit for
@@ -340,7 +353,10 @@ def _output_impl(y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf):
                 k = min(per, rows - i0)
                 start = lo + i0 * cols
                 mr, ar, br = _rows_from(m, i0), _rows_from(a, i0), _rows_from(b, i0)
-                _out_loop(epi[0], epi[1], buf, 0, x, start, epi[2], k, cols, mr, ar, br, clo)
+                _out_loop(
+                    epi[0], epi[1], buf, _i(0), x, _i(start), epi[2], _i(k), _i(cols), mr, ar, br,
+                    _i(clo),
+                )
                 for i in range(k):
                     t = buf[i * cols : (i + 1) * cols]
                     row = y[start + i * cols : start + (i + 1) * cols]
@@ -351,7 +367,10 @@ def _output_impl(y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf):
             for j in range(0, cols, chunk):
                 k = min(chunk, cols - j)
                 start = lo + i * cols + j
-                _out_loop(epi[0], epi[1], buf, 0, x, start, epi[2], 1, k, mr, ar, br, clo + j)
+                _out_loop(
+                    epi[0], epi[1], buf, _i(0), x, _i(start), epi[2], _i(1), _i(k), mr, ar, br,
+                    _i(clo + j),
+                )
                 affine(y[start : start + k], buf[:k], 0, k, zero, one, negative_zero, 0, stream)
 
     return fused_streaming
@@ -432,7 +451,9 @@ def _gradients_into_impl(epi, dy, x, lo, rows, cols, m, a, b, clo):
         return lambda epi, dy, x, lo, rows, cols, m, a, b, clo: None
 
     def fused(epi, dy, x, lo, rows, cols, m, a, b, clo):
-        _grad_loop(epi[0], epi[1], epi[4], dy, x, epi[2], lo, rows, cols, m, a, b, clo)
+        _grad_loop(
+            epi[0], epi[1], epi[4], dy, x, epi[2], _i(lo), _i(rows), _i(cols), m, a, b, _i(clo)
+        )
 
     return fused
 

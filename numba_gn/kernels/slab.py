@@ -30,7 +30,7 @@ from numba_gn.kernels._common import (
     store,
 )
 from numba_gn.kernels._fma import fma
-from numba_gn.kernels._stream import affine_grad, store_fence
+from numba_gn.kernels._stream import affine, affine_grad, store_fence
 from numba_gn.kernels.epilogue import (
     beta_of,
     grad_source,
@@ -175,12 +175,13 @@ def _slab_dz(epi, dyf, xf, n, g, A, C, B, D, mu, r, gamma):
         coef = compute_empty(xf, (D, 2))
         mh = _slab_coefs(mu, r, gamma, beta_of(epi, gamma), g, D, coef, xf)
         if B < SHORT_RUN:  # per-element coefficients, one call per segment
-            spread = compute_empty(xf, (2, L))
+            spread = compute_empty(xf, (3, L))
             _spread(coef, 0, B, 0, L, spread[0])
             _spread(coef, 1, B, 0, L, spread[1])
+            spread[2, :] = mh
             for a in range(A):
                 base = ((n * A + a) * C + g * D) * B
-                gradients_into(epi, dyf, xf, base, 1, L, mh, spread[0], spread[1], 0)
+                gradients_into(epi, dyf, xf, base, 1, L, spread[2], spread[0], spread[1], 0)
         else:  # a segment is D runs of B: rows with per-row coefficients, one call
             for a in range(A):
                 base = ((n * A + a) * C + g * D) * B
@@ -211,12 +212,21 @@ def _normalize_piece(xf, yf, base, start, length, B, coef, mh, stream, scratch, 
 
     Long channel runs take one output call each; short ones (`B < SHORT_RUN`, down to one
     element per channel in channels-last data) are first spread per element into `scratch`
-    (2 x `PIECE` values), so the whole piece is one call with the same arithmetic.
+    (3 x `PIECE` values), so the whole piece is one call with the same arithmetic.
+
+    With an epilogue the coefficients take two forms only, per element (spread) or per run
+    (rows), since each form compiles the epilogue's loops again; code for plain GroupNorm
+    calls `affine` itself.
     """
     if B < SHORT_RUN:
         _spread(coef, 0, B, start, length, scratch[0])
         _spread(coef, 1, B, start, length, scratch[1])
-        output(yf, xf, base + start, 1, length, mh, scratch[0], scratch[1], 0, stream, epi, buf)
+        if has(epi):
+            scratch[2, :length] = mh
+            m = scratch[2, :length]
+            output(yf, xf, base + start, 1, length, m, scratch[0], scratch[1], 0, stream, epi, buf)
+        else:
+            affine(yf, xf, base + start, length, mh, scratch[0], scratch[1], 0, stream)
         return
     i = start
     end = start + length
@@ -224,7 +234,9 @@ def _normalize_piece(xf, yf, base, start, length, B, coef, mh, stream, scratch, 
         d = i // B
         if i > d * B:  # the end of a run
             stop = min(end, (d + 1) * B)
-            output(yf, xf, base + i, 1, stop - i, mh, coef[d, 0], coef[d, 1], 0, stream, epi, buf)
+            a_rows = coef[d : d + 1, 0:1]
+            b_rows = coef[d : d + 1, 1:2]
+            output(yf, xf, base + i, 1, stop - i, mh, a_rows, b_rows, 0, stream, epi, buf)
             i = stop
         k = (end - i) // B
         if k > 0:
@@ -235,12 +247,14 @@ def _normalize_piece(xf, yf, base, start, length, B, coef, mh, stream, scratch, 
             i += k * B
         if i < end:  # the start of a run
             d = i // B
-            output(yf, xf, base + i, 1, end - i, mh, coef[d, 0], coef[d, 1], 0, stream, epi, buf)
+            a_rows = coef[d : d + 1, 0:1]
+            b_rows = coef[d : d + 1, 1:2]
+            output(yf, xf, base + i, 1, end - i, mh, a_rows, b_rows, 0, stream, epi, buf)
         return
     while i < end:
         d = i // B
         stop = min(end, (d + 1) * B)
-        output(yf, xf, base + i, 1, stop - i, mh, coef[d, 0], coef[d, 1], 0, stream, epi, buf)
+        affine(yf, xf, base + i, stop - i, mh, coef[d, 0], coef[d, 1], 0, stream)
         i = stop
 
 
@@ -258,14 +272,18 @@ def _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd
     coef = compute_empty(xf, (D, 2))
     mh = _slab_coefs(mu, r, gamma, beta, g, D, coef, xf)
     # Only short channel runs use the spread coefficients; long ones need no scratch.
-    scratch = compute_empty(xf, (2, min(L, PIECE) if B < SHORT_RUN else 0))
+    scratch = compute_empty(xf, (3, min(L, PIECE) if B < SHORT_RUN else 0))
     buf = stream_buffer(xf, stream, epi)
     if B < SHORT_RUN and L <= PIECE:  # spread the coefficients once for every segment
         _spread(coef, 0, B, 0, L, scratch[0])
         _spread(coef, 1, B, 0, L, scratch[1])
+        scratch[2, :] = mh
         for a in range(A):
             base = ((n * A + a) * C + g * D) * B
-            output(yf, xf, base, 1, L, mh, scratch[0], scratch[1], 0, stream, epi, buf)
+            if has(epi):  # per-element coefficients only (see `_normalize_piece`)
+                output(yf, xf, base, 1, L, scratch[2], scratch[0], scratch[1], 0, stream, epi, buf)
+            else:
+                affine(yf, xf, base, L, mh, scratch[0], scratch[1], 0, stream)
     else:
         for a in range(A):
             base = ((n * A + a) * C + g * D) * B
@@ -347,7 +365,7 @@ def forward_chunked_par(
         a0, a1, start, stop = _unit_span(u - s * U, L, A, per, P)
         coef_g = coef[n * C + g * D :]
         first = (n * A * C + g * D) * B
-        scratch = compute_empty(xf, (2, stop - start if B < SHORT_RUN else 0))
+        scratch = compute_empty(xf, (3, stop - start if B < SHORT_RUN else 0))
         buf = stream_buffer(xf, stream, epi)
         for a in range(a0, a1):
             base = first + a * C * B
@@ -577,7 +595,9 @@ def backward_chunked_par(
             first = (n * A * C + c) * B
             for a in range(a0, a1):
                 lo = first + a * C * B + start
-                gradients_into(epi, dyf, xf, lo, 1, stop - start, mh, coef[0, 0], coef[0, 1], 0)
+                a_rows = coef[0:1, 0:1]
+                b_rows = coef[0:1, 1:2]
+                gradients_into(epi, dyf, xf, lo, 1, stop - start, mh, a_rows, b_rows, 0)
     gf = grad_source(dyf, epi)
     part = np.empty((units, 2), dtype=np.float64)
     for uu in prange(units):
