@@ -89,8 +89,10 @@ IMPLEMENTATIONS = ("copy", "group_norm", "fused", "separate", "torch_eager", "to
 #: the same operations, perhaps in another order (a few float32 ulps); a wrong formula is off
 #: by the size of the values.
 TOLERANCE = {"forward": 1e-5, "forward+backward": 1e-4}
-#: The same for PyTorch against the fused results: its float32 GroupNorm sums in another order.
-TORCH_TOLERANCE = 1e-3
+#: The same for PyTorch against the fused results. Its float32 GroupNorm sums in float32, and
+#: its channels-last path loses more: 4.4e-3 on a (4, 64, 64, 256) ReLU case. This only has to
+#: catch a wrong formula (off by the size of the values); each row keeps the difference found.
+TORCH_TOLERANCE = 2e-2
 #: Elements of `y`, `dx` and `dresidual` PyTorch's results are compared at (all of dgamma/dbeta).
 SAMPLES = 1024
 #: What the numbers mean (also stored in the JSON output).
