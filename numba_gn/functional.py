@@ -496,15 +496,23 @@ def group_norm_backward(
     dres = None
     epi = None
     dyc = _flat(dys, canon)
+    narrow = xs.dtype == _F16 or is_bfloat16(xs.dtype)
     if res is not None:
         dres = canon.empty(xs.shape, xs.dtype)
         if code == 0:  # no activation: the residual's gradient is `dy` itself
             np.copyto(dres, dys)
+    dz32 = None
     if code:
-        dz = dxc if dres is None else _flat(dres, canon, read_only=False)
+        if narrow:  # 16-bit data: `dz` stays float32, like every other intermediate
+            dz32 = canon.empty(xs.shape, np.dtype(np.float32))
+            dz = _flat(dz32, canon, read_only=False)
+        else:
+            dz = dxc if dres is None else _flat(dres, canon, read_only=False)
         resc = None if res is None else _flat(res, canon)
         epi = (code, slope, resc, bt, dz)
     dgamma, dbeta = _engine.backward(dyc, _flat(xs, canon), dxc, canon, G, g, m, r, epi)
+    if dz32 is not None and dres is not None:
+        np.copyto(dres, dz32, casting="unsafe")  # rounded once, at the end
     dx = _deliver(out, outb, target)
     shape = plan.channel_shape
     grads = (dx, dgamma.reshape(shape).astype(pdtype), dbeta.reshape(shape).astype(pdtype))
