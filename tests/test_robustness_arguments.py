@@ -127,6 +127,8 @@ EXPECT: dict[str, dict[str, str]] = {
     "shuffle": FLAG,
     "return_dict": FLAG,
     "return_stats": FLAG,
+    "approximate": FLAG,
+    "negative_slope": {"zero": OK, "minus_one": OK},  # any real slope, as Keras's
     **{a: {label: UNSUPPORTED for label in SWEEP} for a in _UNSUPPORTED_ARGS},
     # -- initializers
     "Constant.value": {"zero": OK, "minus_one": OK},
