@@ -35,6 +35,7 @@ def _train(model: Any, batch_size: int, epochs: int, seed: int,
         optimizer=optimizers.Adam(optimizers.CosineDecay(2e-3, steps)),
         loss=losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
+        fuse=False,  # as the digits demo (see numba_gn.cli.demo.compile_demo_model)
     )
     t0 = time.perf_counter()
     model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, seed=seed,
