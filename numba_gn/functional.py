@@ -43,6 +43,15 @@ def _activation_code(activation: object, negative_slope: object, approximate: ob
     return CODES[name], slope
 
 
+def _fusion(residual: object, activation: object, negative_slope: object, approximate: object):
+    """`(fused, code, slope)` of a call's fused arguments, validated even when not fused."""
+    fused = residual is not None or activation is not None
+    if fused or negative_slope != 0.2 or approximate is not False:  # cheap tests first
+        code, slope = _activation_code(activation, negative_slope, approximate)
+        return fused, code, slope
+    return False, 0, 0
+
+
 def _residual(residual: object, x: np.ndarray) -> np.ndarray:
     """`residual` as an array of `x`'s shape and dtype (converted like `dy`)."""
     r = _args.as_float_array(residual, "residual", masked_hint=_MASKED_HINT)
@@ -260,9 +269,7 @@ def group_norm(
     TypeError, ValueError
         Naming the offending argument; nothing is written to `out` when raised.
     """
-    fused = residual is not None or activation is not None
-    if not fused and (negative_slope != 0.2 or approximate is not False):
-        _activation_code(activation, negative_slope, approximate)  # validated all the same
+    fused, code, slope = _fusion(residual, activation, negative_slope, approximate)
     if _is_dask(x):  # lazy: `numba_gn.dask` builds the graph (imported for Dask input only)
         if fused:
             raise TypeError(
@@ -280,13 +287,10 @@ def group_norm(
         return_stats = _checks.boolean(return_stats, "return_stats")  # NumPy bools pass
     xs = prob.x
     inputs: tuple = (xs,)
-    code = slope = 0
     res = None
-    if fused:
-        code, slope = _activation_code(activation, negative_slope, approximate)
-        if residual is not None:
-            res = _residual(residual, xs)
-            inputs = (xs, res)
+    if residual is not None:
+        res = _residual(residual, xs)
+        inputs = (xs, res)
     outb = None
     if out is not None:
         outb = _check_out(out, prob)
@@ -443,9 +447,7 @@ def group_norm_backward(
     TypeError (`numba_gn.group_norm_masked_backward` takes a mask). Dask arrays (`dy`, `x`,
     `mean` or `rstd`) give lazy Dask results (`numba_gn.dask`).
     """
-    fused = residual is not None or activation is not None
-    if not fused and (negative_slope != 0.2 or approximate is not False):
-        _activation_code(activation, negative_slope, approximate)  # validated all the same
+    fused, code, slope = _fusion(residual, activation, negative_slope, approximate)
     if _is_dask(x) or _is_dask(dy) or _is_dask(mean) or _is_dask(rstd):  # lazy, as above
         if fused:
             raise TypeError("`residual` and `activation` are not supported with Dask arrays yet.")
@@ -469,10 +471,8 @@ def group_norm_backward(
     else:
         pdtype = prob.x.dtype
     inputs: tuple = (prob.x, dys)
-    code = slope = 0
     res = None
     if fused:
-        code, slope = _activation_code(activation, negative_slope, approximate)
         bt = _args.param_array(beta, "beta", plan.channel_shape, 0.0, prob.x.shape)
         if residual is not None:
             res = _residual(residual, prob.x)

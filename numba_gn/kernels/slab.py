@@ -277,7 +277,8 @@ def _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd
     if B < SHORT_RUN and L <= PIECE:  # spread the coefficients once for every segment
         _spread(coef, 0, B, 0, L, scratch[0])
         _spread(coef, 1, B, 0, L, scratch[1])
-        scratch[2, :] = mh
+        if has(epi):
+            scratch[2, :] = mh
         for a in range(A):
             base = ((n * A + a) * C + g * D) * B
             if has(epi):  # per-element coefficients only (see `_normalize_piece`)
