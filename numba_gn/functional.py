@@ -14,7 +14,7 @@ import numpy as np
 
 from numba_gn import _args, _checks, _engine
 from numba_gn._dtypes import is_bfloat16, is_float
-from numba_gn.kernels.epilogue import CODES
+from numba_gn.kernels.epilogue import CODES, activation_arg
 
 __all__ = ["group_norm", "group_norm_backward"]
 
@@ -308,7 +308,7 @@ def group_norm(
     yc = _flat(target, canon, read_only=False)
     epi = None
     if code or res is not None:
-        epi = (code, slope, None if res is None else _flat(res, canon))
+        epi = (activation_arg(code), slope, None if res is None else _flat(res, canon))
     mean, rstd = _engine.forward(_flat(xs, canon), yc, canon, G, g, b, eps, epi)
     y = _deliver(out, outb, target)
     if return_stats:
@@ -509,7 +509,7 @@ def group_norm_backward(
         else:
             dz = dxc if dres is None else _flat(dres, canon, read_only=False)
         resc = None if res is None else _flat(res, canon)
-        epi = (code, slope, resc, bt, dz)
+        epi = (activation_arg(code), slope, resc, bt, dz)
     dgamma, dbeta = _engine.backward(dyc, _flat(xs, canon), dxc, canon, G, g, m, r, epi)
     if dz32 is not None and dres is not None:
         np.copyto(dres, dz32, casting="unsafe")  # rounded once, at the end

@@ -32,6 +32,24 @@ ACT_IDS = [f"{a}{'-tanh' if ap else ''}" for a, ap in ACTIVATIONS]
 # (x shape, groups, axis): channels last, channels first, a tuple of channel axes.
 SHAPES = [((2, 3, 4), 2, -1), ((2, 4, 3), 2, 1), ((2, 2, 3, 2), 3, (2, 3))]
 
+# The fused kernels are compiled per activation, residual or not and kernel family (seconds
+# each): every activation is checked with a residual on the row kernels (channels last, tuple
+# axes), where each activation's own code runs; the channels-first shape and the calls without a
+# residual, which change none of that code, take the identity and SiLU.
+FEW = [(None, False), ("silu", False)]
+
+
+def _gradcheck_cases():
+    for shape, groups, axis in SHAPES:
+        rows = axis != 1
+        for residual in (False, True):
+            for activation, approximate in ACTIVATIONS if rows and residual else FEW:
+                act_id = f"{activation}{'-tanh' if approximate else ''}"
+                yield pytest.param(
+                    shape, groups, axis, residual, activation, approximate,
+                    id=f"{shape}-{'residual' if residual else 'plain'}-{act_id}",
+                )
+
 # Finite differences step by 1e-6; a pre-activation this far from relu's and leaky_relu's kink
 # at 0 keeps both sides of every difference on one side of it.
 KINK_MARGIN = 0.02
@@ -84,9 +102,9 @@ def _reference(x, groups, gamma, beta, axis, residual, activation, approximate):
     return 0.5 * z * (1 + erf(z / np.sqrt(2)))
 
 
-@pytest.mark.parametrize("activation, approximate", ACTIVATIONS, ids=ACT_IDS)
-@pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
-@pytest.mark.parametrize("shape, groups, axis", SHAPES)
+@pytest.mark.parametrize(
+    "shape, groups, axis, residual, activation, approximate", list(_gradcheck_cases())
+)
 def test_gradcheck(shape, groups, axis, residual, activation, approximate, rng):
     x, gamma, beta, r = _inputs(rng, shape, groups, axis, residual)
     kwargs = dict(axis=axis, activation=activation, approximate=approximate)
@@ -118,8 +136,11 @@ def test_gradcheck_leaky_relu_slope_and_group_size(rng):
     )
 
 
-@pytest.mark.parametrize("activation, approximate", ACTIVATIONS, ids=ACT_IDS)
-@pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
+@pytest.mark.parametrize(
+    "residual, activation, approximate",
+    [(True, *a) for a in ACTIVATIONS] + [(False, *a) for a in FEW],
+    ids=[f"residual-{i}" for i in ACT_IDS] + ["plain-None", "plain-silu"],
+)
 def test_forward_matches_separate_ops_in_float64(residual, activation, approximate, rng):
     x, gamma, beta, r = _inputs(rng, (3, 4, 6), 2, -1, residual)
     y = ag.group_norm(Tensor(x), 2, gamma, beta, residual=r, activation=activation,

@@ -10,14 +10,15 @@ multiply-add as the forward, so the same bits) while it reads `x` anyway.
 An *epilogue* is a tuple the kernels carry next to their other arguments, or None for plain
 GroupNorm (every helper here then compiles to exactly the plain code):
 
-* forward: `(code, slope, residual)`;
-* backward: `(code, slope, residual, beta, dz)`: `dz` receives `dL/dz` (the residual's
+* forward: `(activation, slope, residual)`;
+* backward: `(activation, slope, residual, beta, dz)`: `dz` receives `dL/dz` (the residual's
   gradient, or scratch: the `dx` array itself) before the plain backward runs on it.
 
-`residual` is a flat array in the canonical order of `x`, or None. Each activation has its
-own loop (the activation code is a constant inside it), so the loops vectorise; `exp` on
-float32 is the branch-free one of `numba_gn.kernels.activations`, so SiLU and sigmoid give the
-same bits as those kernels.
+`activation` is `activation_arg(code)`, whose Numba type holds the code: a kernel is compiled
+for one activation and holds that activation's loop only. `residual` is a flat array in the
+canonical order of `x`, or None. The activation is a constant inside its loop, so the loops
+vectorise; `exp` on float32 is the branch-free one of `numba_gn.kernels.activations`, so SiLU
+and sigmoid give the same bits as those kernels.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ def activate_grad(code, slope, z, g):
 
 
 # ----------------------------------------------------------------------------------------------
-# loops: one per activation, selected once per call
+# loops: one per activation, chosen when a kernel is compiled
 
 
 def _plus(z, r, j):
@@ -216,27 +217,18 @@ def _out_run(code, slope, y, ylo, x, lo, r, rows, cols, m, a, b, clo):
             ys[j] = store(activate(code, sl, z), ys)
 
 
-@subroutine
-def _out_loop(code, slope, y, ylo, x, lo, r, rows, cols, m, a, b, clo):
-    """`y = act(fma(x - m, a, b) + r)`, the activation fixed inside each loop.
+def _out_loop_for(code: int):
+    """The output loop of activation `code`: `y = act(fma(x - m, a, b) + r)`.
 
     `rows` rows of `cols` elements: `y` from `ylo`, `x` and `r` from `lo`; each coefficient
     is a scalar, an array per column (read from `clo`) or a (rows, 1) array per row.
     """
-    if code == _RELU:
-        _out_run(_RELU, slope, y, ylo, x, lo, r, rows, cols, m, a, b, clo)
-    elif code == _LEAKY:
-        _out_run(_LEAKY, slope, y, ylo, x, lo, r, rows, cols, m, a, b, clo)
-    elif code == _SILU:
-        _out_run(_SILU, slope, y, ylo, x, lo, r, rows, cols, m, a, b, clo)
-    elif code == _SIGMOID:
-        _out_run(_SIGMOID, slope, y, ylo, x, lo, r, rows, cols, m, a, b, clo)
-    elif code == _GELU_TANH:
-        _out_run(_GELU_TANH, slope, y, ylo, x, lo, r, rows, cols, m, a, b, clo)
-    elif code == _GELU:
-        _out_run(_GELU, slope, y, ylo, x, lo, r, rows, cols, m, a, b, clo)
-    else:
-        _out_run(_LINEAR, slope, y, ylo, x, lo, r, rows, cols, m, a, b, clo)
+
+    def loop(slope, y, ylo, x, lo, r, rows, cols, m, a, b, clo):
+        _out_run(code, slope, y, ylo, x, lo, r, rows, cols, m, a, b, clo)
+
+    loop.__name__ = loop.__qualname__ = f"_out_loop_{_NAMES[code]}"
+    return subroutine(loop)
 
 
 @inline
@@ -256,30 +248,52 @@ def _grad_run(code, slope, dz, dy, x, r, lo, rows, cols, m, a, b, clo):
             dzs[j] = store(activate_grad(code, sl, z, load(dys[j])), dzs)
 
 
-@subroutine
-def _grad_loop(code, slope, dz, dy, x, r, lo, rows, cols, m, a, b, clo):
-    """`dz = dy * act'(z)` with `z` recomputed as the forward did (layout as `_out_loop`)."""
-    if code == _RELU:
-        _grad_run(_RELU, slope, dz, dy, x, r, lo, rows, cols, m, a, b, clo)
-    elif code == _LEAKY:
-        _grad_run(_LEAKY, slope, dz, dy, x, r, lo, rows, cols, m, a, b, clo)
-    elif code == _SILU:
-        _grad_run(_SILU, slope, dz, dy, x, r, lo, rows, cols, m, a, b, clo)
-    elif code == _SIGMOID:
-        _grad_run(_SIGMOID, slope, dz, dy, x, r, lo, rows, cols, m, a, b, clo)
-    elif code == _GELU_TANH:
-        _grad_run(_GELU_TANH, slope, dz, dy, x, r, lo, rows, cols, m, a, b, clo)
-    elif code == _GELU:
-        _grad_run(_GELU, slope, dz, dy, x, r, lo, rows, cols, m, a, b, clo)
-    else:
-        _grad_run(_LINEAR, slope, dz, dy, x, r, lo, rows, cols, m, a, b, clo)
+def _grad_loop_for(code: int):
+    """The backward loop of activation `code`: `dz = dy * act'(z)`.
+
+    `z` is recomputed as the forward made it; the layout is `_out_loop_for`'s.
+    """
+
+    def loop(slope, dz, dy, x, r, lo, rows, cols, m, a, b, clo):
+        _grad_run(code, slope, dz, dy, x, r, lo, rows, cols, m, a, b, clo)
+
+    loop.__name__ = loop.__qualname__ = f"_grad_loop_{_NAMES[code]}"
+    return subroutine(loop)
+
+
+# One compiled loop per activation, made when a kernel for that activation is first compiled:
+# a kernel holds its own activation's loop only (compiling all seven took about as long as the
+# rest of the kernel).
+_NAMES = {code: name for name, code in CODES.items()}
+_OUT_LOOPS = tuple(_out_loop_for(code) for code in range(len(CODES)))
+_GRAD_LOOPS = tuple(_grad_loop_for(code) for code in range(len(CODES)))
+
+
+def activation_arg(code: int) -> np.ndarray:
+    """The epilogue's activation `code` as kernels take it: a one-element array of `code` dims.
+
+    The activation is then part of the kernel's Numba type, so a kernel holds its own
+    activation's loop only (a kernel that held all seven took half again as long to compile).
+    An array's number of dimensions is a type parameter that Numba's dispatcher reads in its
+    fast path and that parallel kernels accept as an argument; an object of a class of our own
+    costs ~15 us per call to type, and a nested tuple cannot be passed to a parallel region.
+    """
+    return _ACTIVATION_ARGS[code]
+
+
+_ACTIVATION_ARGS = tuple(np.zeros((1,) * code, np.int8) for code in range(len(CODES)))
+
+
+def _code(activation_type) -> int:
+    """The activation code of `activation_arg`'s Numba type (compile time)."""
+    return activation_type.ndim
 
 
 # ----------------------------------------------------------------------------------------------
 # what the kernels call
 #
 # Integer arguments of the loops go through `_i`: a literal `0` or `1` at a call site would
-# otherwise compile the loops (every activation of them) once more for its literal type.
+# otherwise compile the loop once more for its literal type.
 
 
 @inline
@@ -309,7 +323,7 @@ def output(y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf):
             z = fma(load(x[start + j]) - _at(mi, k), _at(ai, k), _at(bi, k))
             if epi[2] is not None:
                 z = z + load(epi[2][start + j])
-            y[start + j] = store(_py_activate(epi[0], epi[1], z), y)
+            y[start + j] = store(_py_activate(epi[0].ndim, epi[1], z), y)
 
 
 @overload(output, inline="always")
@@ -324,56 +338,78 @@ def _output_impl(y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf):
 
         return plain
 
-    def fused(y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf):
-        _out_loop(
-            epi[0], epi[1], y, _i(lo), x, _i(lo), epi[2], _i(rows), _i(cols), m, a, b, _i(clo)
+    if not _uses_ir(x):
+        return lambda y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf: _out_call(
+            epi, y, lo, x, lo, rows, cols, m, a, b, clo
         )
 
-    if not _uses_ir(x):
-        return fused
-    dtype = np.float32 if x.dtype == types.float32 else np.float64
-    one = dtype(1.0)
-    zero = dtype(0.0)
-    negative_zero = dtype(-0.0)
+    def fused(y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf):
+        if stream:
+            # A call, not inlined: kernels have up to five output call sites, and inlining
+            # the streaming body (two loops) at each took a third of their compile time.
+            _streamed_output(y, x, _i(lo), _i(rows), _i(cols), m, a, b, _i(clo), epi, buf)
+        else:
+            _out_call(epi, y, lo, x, lo, rows, cols, m, a, b, clo)
 
-    def fused_streaming(y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf):
-        if not stream:
-            _out_loop(
-                epi[0], epi[1], y, _i(lo), x, _i(lo), epi[2], _i(rows), _i(cols), m, a, b,
-                _i(clo),
-            )
-            return
-        # The activation loops cannot emit streaming stores: they fill `buf` (in L1/L2),
-        # which the streaming loop of `affine` then writes out (`x*1 + -0` is `x`, bit for
-        # bit, signed zeros and NaNs included). Whole rows at a time when they fit.
-        chunk = buf.size
-        if cols <= chunk:
-            per = chunk // cols
-            for i0 in range(0, rows, per):
-                k = min(per, rows - i0)
-                start = lo + i0 * cols
-                mr, ar, br = _rows_from(m, i0), _rows_from(a, i0), _rows_from(b, i0)
-                _out_loop(
-                    epi[0], epi[1], buf, _i(0), x, _i(start), epi[2], _i(k), _i(cols), mr, ar, br,
-                    _i(clo),
-                )
-                for i in range(k):
-                    t = buf[i * cols : (i + 1) * cols]
-                    row = y[start + i * cols : start + (i + 1) * cols]
-                    affine(row, t, 0, cols, zero, one, negative_zero, 0, stream)
-            return
-        for i in range(rows):
-            mr, ar, br = _rows_from(m, i), _rows_from(a, i), _rows_from(b, i)
-            for j in range(0, cols, chunk):
-                k = min(chunk, cols - j)
-                start = lo + i * cols + j
-                _out_loop(
-                    epi[0], epi[1], buf, _i(0), x, _i(start), epi[2], _i(1), _i(k), mr, ar, br,
-                    _i(clo + j),
-                )
-                affine(y[start : start + k], buf[:k], 0, k, zero, one, negative_zero, 0, stream)
+    return fused
 
-    return fused_streaming
+
+def _out_call(epi, y, ylo, x, lo, rows, cols, m, a, b, clo):
+    """Call the output loop of `epi`'s activation (chosen when the caller compiles)."""
+    _OUT_LOOPS[epi[0].ndim](epi[1], y, ylo, x, lo, epi[2], rows, cols, m, a, b, clo)
+
+
+@overload(_out_call, inline="always")
+def _out_call_impl(epi, y, ylo, x, lo, rows, cols, m, a, b, clo):
+    loop = _OUT_LOOPS[_code(epi.types[0])]
+
+    def call(epi, y, ylo, x, lo, rows, cols, m, a, b, clo):
+        loop(epi[1], y, _i(ylo), x, _i(lo), epi[2], _i(rows), _i(cols), m, a, b, _i(clo))
+
+    return call
+
+
+def _typed(x, value):
+    """`value` in the float type of array `x`'s elements."""
+    return x.dtype.type(value)
+
+
+@overload(_typed, inline="always")
+def _typed_impl(x, value):
+    if x.dtype == types.float32:
+        return lambda x, value: np.float32(value)
+    return lambda x, value: np.float64(value)
+
+
+@subroutine
+def _streamed_output(y, x, lo, rows, cols, m, a, b, clo, epi, buf):
+    """`output` with an epilogue and streaming stores (float32 and float64 outputs)."""
+    # The activation loops cannot emit streaming stores: they fill `buf` (in L1/L2), which
+    # the streaming loop of `affine` then writes out (`x*1 + -0` is `x`, bit for bit, signed
+    # zeros and NaNs included). Whole rows at a time when they fit.
+    one = _typed(x, 1.0)
+    zero = _typed(x, 0.0)
+    negative_zero = _typed(x, -0.0)
+    chunk = buf.size
+    if cols <= chunk:
+        per = chunk // cols
+        for i0 in range(0, rows, per):
+            k = min(per, rows - i0)
+            start = lo + i0 * cols
+            mr, ar, br = _rows_from(m, i0), _rows_from(a, i0), _rows_from(b, i0)
+            _out_call(epi, buf, 0, x, start, k, cols, mr, ar, br, clo)
+            for i in range(k):
+                t = buf[i * cols : (i + 1) * cols]
+                row = y[start + i * cols : start + (i + 1) * cols]
+                affine(row, t, 0, cols, zero, one, negative_zero, 0, True)
+        return
+    for i in range(rows):
+        mr, ar, br = _rows_from(m, i), _rows_from(a, i), _rows_from(b, i)
+        for j in range(0, cols, chunk):
+            k = min(chunk, cols - j)
+            start = lo + i * cols + j
+            _out_call(epi, buf, 0, x, start, 1, k, mr, ar, br, clo + j)
+            affine(y[start : start + k], buf[:k], 0, k, zero, one, negative_zero, 0, True)
 
 
 def stream_buffer(x, stream, epi):
@@ -441,7 +477,7 @@ def gradients_into(epi, dy, x, lo, rows, cols, m, a, b, clo):
             z = fma(load(x[start + j]) - _at(mi, k), _at(ai, k), _at(bi, k))
             if epi[2] is not None:
                 z = z + load(epi[2][start + j])
-            g = _py_activate_grad(epi[0], epi[1], z, load(dy[start + j]))
+            g = _py_activate_grad(epi[0].ndim, epi[1], z, load(dy[start + j]))
             epi[4][start + j] = store(g, epi[4])
 
 
@@ -450,10 +486,10 @@ def _gradients_into_impl(epi, dy, x, lo, rows, cols, m, a, b, clo):
     if isinstance(epi, types.NoneType):
         return lambda epi, dy, x, lo, rows, cols, m, a, b, clo: None
 
+    loop = _GRAD_LOOPS[_code(epi.types[0])]
+
     def fused(epi, dy, x, lo, rows, cols, m, a, b, clo):
-        _grad_loop(
-            epi[0], epi[1], epi[4], dy, x, epi[2], _i(lo), _i(rows), _i(cols), m, a, b, _i(clo)
-        )
+        loop(epi[1], epi[4], dy, x, epi[2], _i(lo), _i(rows), _i(cols), m, a, b, _i(clo))
 
     return fused
 
