@@ -102,7 +102,7 @@ PATHS = [(s, stream) for s in ("serial", "fused", "chunked") for stream in (Fals
 # paths, which share every line of the epilogue, are all checked with SiLU. The choice is made
 # here only.
 FEW_ACTS = ("none", "leaky_relu", "silu", "gelu")  # identity, a slope, exp, erf
-HALF_ACTS = ("silu", "gelu")  # 16-bit data: the float32 loops behind a conversion
+HALF_ACTS = ("silu",)  # 16-bit data: the float32 loops between a load and a store
 PATH_ACT = "silu"
 
 
@@ -612,26 +612,31 @@ def test_half_precision_backward(layout, dtype, act, with_residual, rng):
 
 
 @pytest.mark.parametrize("act", HALF_ACTS)
-@pytest.mark.parametrize("dtype", list(_half_dtypes()))
+@pytest.mark.parametrize(("dtype", "with_residual"), list(_half_cases()))
 @pytest.mark.parametrize("layout", ["rows", "slab"])
-def test_half_precision_is_the_float32_computation_rounded_once(layout, dtype, act, rng):
+def test_half_precision_is_the_float32_computation_rounded_once(layout, dtype, with_residual, act,
+                                                                rng):
     # As for plain GroupNorm: the same statistics and sums as float32 on the same values, and
     # every 16-bit output the float32 result rounded once (no 16-bit intermediate).
     case, kw = LAYOUTS[layout], ACTS[act]
     d = _data(rng, case, dtype)
     d32 = d._replace(x=d.x.astype(np.float32), residual=d.residual.astype(np.float32),
                      dy=d.dy.astype(np.float32))
-    y, mean, rstd = _forward(case, d, d.residual, kw)
-    y32, mean32, rstd32 = _forward(case, d32, d32.residual, kw)
+    res, res32 = (d.residual, d32.residual) if with_residual else (None, None)
+    y, mean, rstd = _forward(case, d, res, kw)
+    y32, mean32, rstd32 = _forward(case, d32, res32, kw)
     np.testing.assert_array_equal(mean, mean32)
     np.testing.assert_array_equal(rstd, rstd32)
     np.testing.assert_array_equal(_bits16(y), _bits16(y32.astype(dtype)))
-    dx, dgamma, dbeta, dres = _backward(case, d, mean, rstd, d.residual, kw)
-    dx32, dgamma32, dbeta32, dres32 = _backward(case, d32, mean32, rstd32, d32.residual, kw)
+    dx, dgamma, dbeta, dres = _backward(case, d, mean, rstd, res, kw)
+    dx32, dgamma32, dbeta32, dres32 = _backward(case, d32, mean32, rstd32, res32, kw)
     np.testing.assert_array_equal(dgamma, dgamma32)
     np.testing.assert_array_equal(dbeta, dbeta32)
-    np.testing.assert_array_equal(_bits16(dres), _bits16(dres32.astype(dtype)))
     np.testing.assert_array_equal(_bits16(dx), _bits16(dx32.astype(dtype)))
+    if with_residual:
+        np.testing.assert_array_equal(_bits16(dres), _bits16(dres32.astype(dtype)))
+    else:
+        assert dres is None and dres32 is None
 
 
 def _bits16(a: np.ndarray) -> np.ndarray:
