@@ -5,7 +5,8 @@ kernel path. Between them the cases reach every kernel: the row kernels (serial,
 samples spread over all threads, whole samples per thread), the slab kernels (serial, fused,
 chunked) for channels-first data and for channels-last data with wide rows, and the
 convolution layers' `col2im` and Winograd tile transforms, and the float32 activation kernels
-(ReLU, SiLU, sigmoid).
+(ReLU, SiLU, sigmoid). When asked, each group norm case also runs fused with an activation
+(with and without a residual), which compiles those kernels for that activation.
 """
 
 from __future__ import annotations
@@ -27,11 +28,18 @@ from numba_gn.functional import group_norm, group_norm_backward
 LAYOUTS = ("channels-last", "channels-first", "conv", "dask")
 DEFAULT_LAYOUTS = ("channels-last", "channels-first", "conv")
 DTYPES = ("float32", "float64", "float16")
+#: The fused activations a warm-up can add (`group_norm(..., activation=)`; `gelu_tanh` is
+#: `activation="gelu", approximate=True`). Each is compiled with and without a residual.
+ACTIVATIONS = ("linear", "relu", "leaky_relu", "silu", "sigmoid", "gelu", "gelu_tanh")
 
 
 @dataclass(frozen=True)
 class Case:
-    """One kernel path: `group_norm(x, groups, axis=axis)` on an input of `shape`."""
+    """One kernel path: `group_norm(x, groups, axis=axis)` on an input of `shape`.
+
+    With `activation`, the fused call `group_norm(..., activation=)` (`residual=x` as well
+    when `residual`).
+    """
 
     name: str
     layout: str
@@ -40,6 +48,8 @@ class Case:
     groups: int
     parallel: bool
     passes: str = "both"  # group norm cases: "forward", "backward" or "both"
+    activation: str | None = None  # group norm cases: fused with this activation (ACTIVATIONS)
+    residual: bool = False  # ... and a residual
 
 
 def _samples_shape() -> tuple[int, ...]:
@@ -166,14 +176,20 @@ def _run_case(case: Case, dtype: str) -> None:
         cols = np.ones((n * (h - 2) * (w - 2), 9 * c), dtype=dtype)
         col2im(cols, case.shape, (3, 3), (1, 1), (1, 1), (h - 2, w - 2))
         return
+    fused = {}
+    if case.activation is not None:
+        tanh = case.activation == "gelu_tanh"
+        fused = {"activation": "gelu" if tanh else case.activation, "approximate": tanh}
+        if case.residual:
+            fused["residual"] = x
     if case.passes != "backward":
-        y, mean, rstd = group_norm(x, case.groups, axis=case.axis, return_stats=True)
+        y, mean, rstd = group_norm(x, case.groups, axis=case.axis, return_stats=True, **fused)
     else:  # any statistics of the right shape compile the same backward kernels
         y = x
         mean = np.zeros((x.shape[0], case.groups))
         rstd = np.ones((x.shape[0], case.groups))
     if case.passes != "forward":
-        group_norm_backward(y, x, mean, rstd, case.groups, axis=case.axis)
+        group_norm_backward(y, x, mean, rstd, case.groups, axis=case.axis, **fused)
 
 
 def _run_winograd(x: np.ndarray) -> None:
@@ -187,13 +203,35 @@ def _run_winograd(x: np.ndarray) -> None:
     kc.winograd_input_grad(kc.winograd_output_grad(y), x.shape, (1, 1), tiles)
 
 
+def _fused(case: Case, activations: Sequence[str]) -> list[Case]:
+    """The fused variants of a group norm case: each activation without and with a residual.
+
+    Without a residual, `linear` is plain GroupNorm: no variant.
+    """
+    return [
+        replace(
+            case,
+            name=f"{case.name}, {act}" + (" + residual" if residual else ""),
+            activation=act,
+            residual=residual,
+        )
+        for act in activations
+        for residual in (False, True)
+        if residual or act != "linear"
+    ]
+
+
 def tasks(
     dtypes: Iterable[str | np.dtype] = ("float32", "float64"),
     layouts: Iterable[str] = DEFAULT_LAYOUTS,
     parallel: bool = True,
     names: Iterable[str] | None = None,
+    activations: Iterable[str] = (),
 ) -> list[tuple[str, Case]]:
-    """The (dtype, case) pairs a warm-up runs, checked; `names` picks cases by name."""
+    """The (dtype, case) pairs a warm-up runs, checked; `names` picks cases by name.
+
+    `activations` adds the fused kernels of each group norm case for those activations.
+    """
     dts = [np.dtype(d).name for d in dtypes]
     for d in dts:
         if d not in DTYPES:
@@ -212,6 +250,16 @@ def tasks(
                 f"`names` must be case names ({', '.join(sorted(known))}); got {unknown}."
             )
         chosen = [c for c in chosen if c.name in wanted]
+    acts = [activations] if isinstance(activations, str) else list(activations)
+    for act in acts:
+        if act not in ACTIVATIONS:
+            raise ValueError(f"`activations` may hold {', '.join(ACTIVATIONS)}; got {act!r}.")
+    if acts:
+        group_norm_layouts = ("channels-last", "channels-first")
+        chosen = [
+            v for c in chosen
+            for v in [c, *(_fused(c, acts) if c.layout in group_norm_layouts else [])]
+        ]
     # The conv kernels are float32/float64 only (the layers compute float16 in float32), the
     # activation kernels float32 only (other dtypes use NumPy).
     return [
@@ -276,7 +324,9 @@ def _shares(todo: Sequence[tuple[str, Case]], jobs: int) -> list[list[tuple[str,
 
     def cost(task: tuple[str, Case]) -> int:
         case = task[1]
-        return 1 if case.layout == "conv" else (3 if case.parallel else 2)
+        if case.layout == "conv":
+            return 1
+        return (3 if case.parallel else 2) + (case.activation is not None)
 
     shares: list[list[tuple[str, Case]]] = [[] for _ in range(jobs)]
     loads = [0] * jobs
@@ -353,6 +403,7 @@ def warmup(
     *,
     names: Iterable[str] | None = None,
     jobs: int = 1,
+    activations: Iterable[str] = (),
 ) -> Report:
     """Compile or load every kernel the given dtypes and layouts can use, now.
 
@@ -373,6 +424,12 @@ def warmup(
     names : iterable of str, optional
         Only the cases with these names (see `cases()`), for an application that knows
         which kernels it uses.
+    activations : iterable of str, default ()
+        Also the fused kernels (`group_norm(..., activation=, residual=)`) for these
+        activations (`ACTIVATIONS`; `"gelu_tanh"` is gelu with `approximate=True`), with and
+        without a residual: a model's GroupNormalization followed by an activation runs them
+        (see `Model.compile(fuse=...)`). Each activation costs about as much as the plain
+        kernels again, twice.
     jobs : int, default 1
         Processes compiling at once. Numba compiles with the GIL held, so with an empty cache
         `jobs` up to the number of cores divides the wall time; each child costs an import
@@ -384,7 +441,7 @@ def warmup(
         The kernels compiled and those loaded from the disk cache (a name per specialisation),
         the seconds taken and the cache folder.
     """
-    todo = tasks(dtypes, layouts, parallel, names)
+    todo = tasks(dtypes, layouts, parallel, names, activations)
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ValueError(f"`jobs` must be an int >= 1, got {jobs!r}.")
     if jobs == 1:

@@ -166,3 +166,51 @@ def test_dask_layout_warms_the_block_kernels():
     for kernel in kernels:
         assert any(sig[0].dtype == numba.float64 for sig in kernel.signatures), kernel
     assert "dask" not in _warmup.DEFAULT_LAYOUTS  # needs Dask: only when asked for
+
+
+def test_activations_add_the_fused_cases():
+    plain = _warmup.tasks(["float32"], ["channels-last", "conv"], parallel=False)
+    todo = _warmup.tasks(
+        ["float32"], ["channels-last", "conv"], parallel=False, activations=["linear", "gelu"]
+    )
+    # each group norm case, then its fused variants; linear alone is plain GroupNorm
+    assert [c.name for _, c in todo if c.name.startswith("rows, serial")] == [
+        "rows, serial",
+        "rows, serial, linear + residual",
+        "rows, serial, gelu",
+        "rows, serial, gelu + residual",
+    ]
+    fused = [c for _, c in todo if c.activation is not None]
+    assert len(todo) == len(plain) + len(fused)
+    assert {c.layout for c in fused} == {"channels-last"}  # not the conv and activation cases
+    assert all(c.residual == c.name.endswith("+ residual") for c in fused)
+    # split into passes like any group norm case, the activation kept
+    assert {c.activation for _, c in _warmup._split_passes(todo)} == {None, "linear", "gelu"}
+    with pytest.raises(ValueError, match="`activations`"):
+        _warmup.tasks(["float32"], activations=["tanh"])
+    args = build_parser().parse_args(["warmup", "--activation", "silu", "gelu_tanh"])
+    assert args.activation == ["silu", "gelu_tanh"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["warmup", "--activation", "swish!"])
+
+
+def test_warmup_compiles_the_fused_kernels_of_an_activation():
+    """The fused kernels are compiled per activation: warming relu compiles relu's."""
+    import numba
+
+    from numba_gn.kernels import rows
+    from numba_gn.kernels.epilogue import CODES
+
+    report = _warmup.warmup(
+        ("float32",), layouts=("channels-last",), names=["rows, serial"], activations=["relu"]
+    )
+    assert len(report.compiled) + len(report.loaded) >= 2
+    for kernel in (rows.forward_ser, rows.backward_ser):
+        # the epilogue is the last argument: (activation, slope, residual, ...), the
+        # activation's code being the number of dimensions of its array
+        epilogues = {sig[-1] for sig in kernel.signatures if sig[0].dtype.name == "float32"}
+        fused = [e for e in epilogues if e is not None and hasattr(e, "types")]
+        codes_and_residual = {
+            (e.types[0].ndim, not isinstance(e.types[2], numba.types.NoneType)) for e in fused
+        }
+        assert {(CODES["relu"], False), (CODES["relu"], True)} <= codes_and_residual, kernel

@@ -17,7 +17,7 @@ from typing import TextIO
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`warmup` options."""
-    from numba_gn._warmup import DEFAULT_LAYOUTS, DTYPES, LAYOUTS
+    from numba_gn._warmup import ACTIVATIONS, DEFAULT_LAYOUTS, DTYPES, LAYOUTS
 
     parser.add_argument(
         "--dtype",
@@ -32,6 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=LAYOUTS,
         default=list(DEFAULT_LAYOUTS),
         help="kernel families to compile (default: all but dask, which needs Dask installed)",
+    )
+    parser.add_argument(
+        "--activation",
+        nargs="+",
+        choices=ACTIVATIONS,
+        default=[],
+        help="also the fused GroupNorm + activation kernels for these activations, with and "
+        "without a residual (what models run; gelu_tanh: gelu with approximate=True)",
     )
     parser.add_argument(
         "--jobs", type=int, default=1, help="processes compiling at once (default: 1)"
@@ -79,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         print("numba-gn warmup: --jobs must be at least 1", file=sys.stderr)
         return 2
-    todo = _warmup.tasks(args.dtype, args.layout, parallel=not args.serial_only)
+    todo = _warmup.tasks(
+        args.dtype, args.layout, parallel=not args.serial_only, activations=args.activation
+    )
     status = _cache.status()
     where = status["path"] or "none (kernels are compiled in memory only)"
     if not args.json:
