@@ -25,16 +25,18 @@ os.environ["NUMBA_CACHE_DIR"] = _d
 """
 
 
-def _first_call(layout, backward):
+def _first_call(layout, backward, fused=""):
+    """A first call; `fused="residual=x, activation='silu'"` makes it the fused one."""
     shape, axis = _SHAPES[layout]
+    extra = f", {fused}" if fused else ""
     code = f"""
 import numpy as np
 import numba_gn
 x = np.linspace(-1.0, 1.0, {math.prod(shape)}, dtype=np.float32).reshape({shape})
-y, mean, rstd = numba_gn.group_norm(x, 32, axis={axis}, return_stats=True)
+y, mean, rstd = numba_gn.group_norm(x, 32, axis={axis}, return_stats=True{extra})
 """
     if backward:
-        code += f"numba_gn.group_norm_backward(y, x, mean, rstd, 32, axis={axis})\n"
+        code += f"numba_gn.group_norm_backward(y, x, mean, rstd, 32, axis={axis}{extra})\n"
     return code
 
 
@@ -74,3 +76,21 @@ class FirstCall(Benchmark):
 
     def timeraw_first_forward_backward(self, cache, layout):
         return self._code(cache, layout, backward=True)
+
+
+class FirstFusedCall(Benchmark):
+    """Import + first fused call (`residual=`, SiLU) with a cold kernel cache: the compile time
+    a model's first GroupNorm + activation pays once per activation (see FirstCall)."""
+
+    params = [list(_SHAPES)]
+    param_names = ["layout"]
+    rounds = 1
+    repeat = (1, 3, 60.0)
+    timeout = 600
+    _FUSED = "residual=x, activation='silu'"
+
+    def timeraw_first_fused_forward(self, layout):
+        return _first_call(layout, False, self._FUSED), _COLD_SETUP
+
+    def timeraw_first_fused_forward_backward(self, layout):
+        return _first_call(layout, True, self._FUSED), _COLD_SETUP
