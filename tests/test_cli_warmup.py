@@ -17,6 +17,7 @@ from _subprocess import child_env
 
 from numba_gn import _warmup
 from numba_gn.cli import build_parser
+from numba_gn.kernels.epilogue import CODES
 
 
 def _numba_gn(args: list[str], cache: Path, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -194,23 +195,34 @@ def test_activations_add_the_fused_cases():
         build_parser().parse_args(["warmup", "--activation", "swish!"])
 
 
-def test_warmup_compiles_the_fused_kernels_of_an_activation():
-    """The fused kernels are compiled per activation: warming relu compiles relu's."""
-    import numba
+def test_warmup_compiles_the_fused_kernels_of_an_activation(tmp_path):
+    """Warming relu compiles relu's fused kernels, with and without a residual.
 
-    from numba_gn.kernels import rows
-    from numba_gn.kernels.epilogue import CODES
-
-    report = _warmup.warmup(
-        ("float32",), layouts=("channels-last",), names=["rows, serial"], activations=["relu"]
+    In a child process with an empty cache: in this one, earlier tests may have compiled them.
+    """
+    code = (
+        "import json\n"
+        "from numba_gn import _warmup\n"
+        "from numba_gn.kernels import rows\n"
+        "report = _warmup.warmup(('float32',), layouts=('channels-last',),\n"
+        "                        names=['rows, serial'], activations=['relu'])\n"
+        "epilogues = [str(sig[-1]) for k in (rows.forward_ser, rows.backward_ser)\n"
+        "             for sig in k.signatures]\n"
+        "print(json.dumps({'compiled': report.compiled, 'epilogues': epilogues}))\n"
     )
-    assert len(report.compiled) + len(report.loaded) >= 2
-    for kernel in (rows.forward_ser, rows.backward_ser):
-        # the epilogue is the last argument: (activation, slope, residual, ...), the
-        # activation's code being the number of dimensions of its array
-        epilogues = {sig[-1] for sig in kernel.signatures if sig[0].dtype.name == "float32"}
-        fused = [e for e in epilogues if e is not None and hasattr(e, "types")]
-        codes_and_residual = {
-            (e.types[0].ndim, not isinstance(e.types[2], numba.types.NoneType)) for e in fused
-        }
-        assert {(CODES["relu"], False), (CODES["relu"], True)} <= codes_and_residual, kernel
+    child = subprocess.run(
+        [sys.executable, "-c", code],
+        env=child_env({"NUMBA_CACHE_DIR": str(tmp_path / "cache")}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert child.returncode == 0, child.stderr
+    data = json.loads(child.stdout.strip().splitlines()[-1])
+    # plain, relu, relu + residual: three specialisations of each pass, all compiled
+    assert data["compiled"].count("rows.forward_ser") == 3
+    assert data["compiled"].count("rows.backward_ser") == 3
+    # the epilogue is the last argument; relu's code is the number of dimensions of its array
+    code_array = f"array(int8, {CODES['relu']}d, C)"
+    fused = [e for e in data["epilogues"] if code_array in e]
+    assert len(fused) == 4, data["epilogues"]  # two passes, with and without a residual

@@ -36,7 +36,15 @@ from numba_gn.kernels._stream import _at, _uses_ir, _window, affine
 from numba_gn.kernels.activations import exp as exp32
 
 __all__ = [
-    "CODES", "beta_of", "grad_source", "gradients_into", "has", "output", "stream_buffer"
+    "CODES",
+    "activation_arg",
+    "beta_of",
+    "fused_output",
+    "grad_source",
+    "gradients_into",
+    "has",
+    "output",
+    "stream_buffer",
 ]
 
 #: Activation codes of the epilogue (names as `numba_gn.functional` accepts them).
@@ -337,7 +345,29 @@ def _output_impl(y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf):
                        clo, stream)
 
         return plain
+    return _with_epilogue(x)
 
+
+def fused_output(y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf):
+    """`output` at call sites that only calls with an epilogue reach; nothing without one.
+
+    Kernels branch on `has(epi)` and call this in the fused branch: Numba types and lowers
+    both branches, so with `output` there a plain kernel would compile a second, dead copy of
+    the plain loop at each such site.
+    """
+    if epi is not None:
+        output(y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf)
+
+
+@overload(fused_output, inline="always")
+def _fused_output_impl(y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf):
+    if isinstance(epi, types.NoneType):
+        return lambda y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf: None
+    return _with_epilogue(x)
+
+
+def _with_epilogue(x):
+    """The implementation of `output` with an epilogue, for the storage type of `x`."""
     if not _uses_ir(x):
         return lambda y, x, lo, rows, cols, m, a, b, clo, stream, epi, buf: _out_call(
             epi, y, lo, x, lo, rows, cols, m, a, b, clo

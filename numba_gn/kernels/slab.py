@@ -33,10 +33,10 @@ from numba_gn.kernels._fma import fma
 from numba_gn.kernels._stream import affine, affine_grad, store_fence
 from numba_gn.kernels.epilogue import (
     beta_of,
+    fused_output,
     grad_source,
     gradients_into,
     has,
-    output,
     stream_buffer,
 )
 
@@ -224,7 +224,9 @@ def _normalize_piece(xf, yf, base, start, length, B, coef, mh, stream, scratch, 
         if has(epi):
             scratch[2, :length] = mh
             m = scratch[2, :length]
-            output(yf, xf, base + start, 1, length, m, scratch[0], scratch[1], 0, stream, epi, buf)
+            fused_output(
+                yf, xf, base + start, 1, length, m, scratch[0], scratch[1], 0, stream, epi, buf
+            )
         else:
             affine(yf, xf, base + start, length, mh, scratch[0], scratch[1], 0, stream)
         return
@@ -236,20 +238,20 @@ def _normalize_piece(xf, yf, base, start, length, B, coef, mh, stream, scratch, 
             stop = min(end, (d + 1) * B)
             a_rows = coef[d : d + 1, 0:1]
             b_rows = coef[d : d + 1, 1:2]
-            output(yf, xf, base + i, 1, stop - i, mh, a_rows, b_rows, 0, stream, epi, buf)
+            fused_output(yf, xf, base + i, 1, stop - i, mh, a_rows, b_rows, 0, stream, epi, buf)
             i = stop
         k = (end - i) // B
         if k > 0:
             d = i // B
             a_rows = coef[d : d + k, 0:1]
             b_rows = coef[d : d + k, 1:2]
-            output(yf, xf, base + i, k, B, mh, a_rows, b_rows, 0, stream, epi, buf)
+            fused_output(yf, xf, base + i, k, B, mh, a_rows, b_rows, 0, stream, epi, buf)
             i += k * B
         if i < end:  # the start of a run
             d = i // B
             a_rows = coef[d : d + 1, 0:1]
             b_rows = coef[d : d + 1, 1:2]
-            output(yf, xf, base + i, 1, end - i, mh, a_rows, b_rows, 0, stream, epi, buf)
+            fused_output(yf, xf, base + i, 1, end - i, mh, a_rows, b_rows, 0, stream, epi, buf)
         return
     while i < end:
         d = i // B
@@ -282,7 +284,9 @@ def _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd
         for a in range(A):
             base = ((n * A + a) * C + g * D) * B
             if has(epi):  # per-element coefficients only (see `_normalize_piece`)
-                output(yf, xf, base, 1, L, scratch[2], scratch[0], scratch[1], 0, stream, epi, buf)
+                fused_output(
+                    yf, xf, base, 1, L, scratch[2], scratch[0], scratch[1], 0, stream, epi, buf
+                )
             else:
                 affine(yf, xf, base, L, mh, scratch[0], scratch[1], 0, stream)
     else:
