@@ -21,6 +21,7 @@ import numpy as np
 
 from numba_gn import _cache, _knobs
 from numba_gn.functional import group_norm, group_norm_backward
+from numba_gn.kernels.epilogue import CODES
 
 #: The layouts a warm-up can be limited to (`conv`: the kernels of the other layers:
 #: convolutions and activations; `dask`: the per-block kernels of `numba_gn.dask`, which needs
@@ -28,9 +29,9 @@ from numba_gn.functional import group_norm, group_norm_backward
 LAYOUTS = ("channels-last", "channels-first", "conv", "dask")
 DEFAULT_LAYOUTS = ("channels-last", "channels-first", "conv")
 DTYPES = ("float32", "float64", "float16")
-#: The fused activations a warm-up can add (`group_norm(..., activation=)`; `gelu_tanh` is
-#: `activation="gelu", approximate=True`). Each is compiled with and without a residual.
-ACTIVATIONS = ("linear", "relu", "leaky_relu", "silu", "sigmoid", "gelu", "gelu_tanh")
+#: The fused activations a warm-up can add: the epilogue's (`group_norm(..., activation=)`;
+#: `gelu_tanh` is `activation="gelu", approximate=True`), each with and without a residual.
+ACTIVATIONS = tuple(CODES)
 
 
 @dataclass(frozen=True)

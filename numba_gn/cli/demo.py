@@ -153,8 +153,9 @@ def compile_demo_model(
         optimizer=optimizers.Adam(lr),
         loss=losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
-        # The fused GroupNorm + activation kernels compile for tens of seconds with an empty
-        # cache, several times this demo's training, and are not faster at its sizes.
+        # With an empty cache the fused GroupNorm + activation kernels would add their own
+        # compile (docs/fused-models.md), longer than this demo's training, and they are not
+        # faster at its sizes.
         fuse=False,
     )
 

@@ -399,27 +399,15 @@ def _out_call_impl(epi, y, ylo, x, lo, rows, cols, m, a, b, clo):
     return call
 
 
-def _typed(x, value):
-    """`value` in the float type of array `x`'s elements."""
-    return x.dtype.type(value)
-
-
-@overload(_typed, inline="always")
-def _typed_impl(x, value):
-    if x.dtype == types.float32:
-        return lambda x, value: np.float32(value)
-    return lambda x, value: np.float64(value)
-
-
 @subroutine
 def _streamed_output(y, x, lo, rows, cols, m, a, b, clo, epi, buf):
     """`output` with an epilogue and streaming stores (float32 and float64 outputs)."""
     # The activation loops cannot emit streaming stores: they fill `buf` (in L1/L2), which
     # the streaming loop of `affine` then writes out (`x*1 + -0` is `x`, bit for bit, signed
     # zeros and NaNs included). Whole rows at a time when they fit.
-    one = _typed(x, 1.0)
-    zero = _typed(x, 0.0)
-    negative_zero = _typed(x, -0.0)
+    one = rounded(1.0, x)
+    zero = rounded(0.0, x)
+    negative_zero = rounded(-0.0, x)
     chunk = buf.size
     if cols <= chunk:
         per = chunk // cols
