@@ -50,7 +50,7 @@ except ImportError as exc:  # the module is useless without it: say how to get i
         "(or `pip install numba_gn[dask]`)."
     ) from exc
 
-from numba_gn import _args, _checks, _threading
+from numba_gn import _args, _checks, _knobs, _threading, buffers
 from numba_gn import functional as _functional
 from numba_gn.kernels import LANES
 from numba_gn.kernels import partial as _partial
@@ -273,13 +273,14 @@ def _forward_chunk(
     channel_shape: tuple[int, ...],
     epsilon: float,
     threads: int | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The in-memory forward of one batch chunk: `(y, mean, rstd)`."""
+    stats: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | np.ndarray:
+    """The in-memory forward of one batch chunk: `(y, mean, rstd)`, or `y` alone."""
     gamma, beta = _split_params(pb, channel_shape, 2)
     with _task_threads(threads):
         return _functional.group_norm(
             xb, groups, gamma, beta, axis=channel_axes, epsilon=epsilon, group_size=group_size,
-            return_stats=True,
+            return_stats=stats,
         )
 
 
@@ -319,14 +320,15 @@ def _backward_chunk(
 
 
 class _Block(NamedTuple):
-    """One block in the kernels' canonical view."""
+    """One block in the kernels' canonical `(N, A, C, B)` view, read where it lies."""
 
-    flat: np.ndarray  # read-only, C-contiguous, 16-bit floats as integer bits
+    flat: np.ndarray  # read-only 1-D span holding the block; 16-bit floats as integer bits
     shape: tuple[int, ...]  # canonical (transposed) shape
     N: int
     A: int
     C: int
     B: int
+    strides: tuple[int, int, int]  # (sN, sA, sC) in elements of `flat`; runs of B contiguous
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
@@ -354,15 +356,55 @@ def _storage(flat: np.ndarray) -> np.ndarray:
     return flat
 
 
+def _merged_stride(shape: Sequence[int], strides: Sequence[int]) -> int | None:
+    """The element stride of axes merged into one (row-major), or None if they do not merge.
+
+    Axes of length 1 do not count; with none left any stride will do (0).
+    """
+    dims = [(n, st) for n, st in zip(shape, strides, strict=True) if n != 1]
+    for (_, outer), (n, inner) in zip(dims, dims[1:], strict=False):
+        if outer != inner * n:
+            return None
+    return dims[-1][1] if dims else 0
+
+
+def _in_place(t: np.ndarray, i: int, k: int) -> tuple[np.ndarray, tuple[int, int, int]] | None:
+    """A flat span of `t`'s memory and the canonical element strides, if `t` allows it.
+
+    `t` is the block in canonical axis order (batch, before: `[1, i)`, channels: `[i, k)`,
+    after); the kernels need each run of the after-axes contiguous, and the before-axes and
+    the channel axes each merged into one stride. A chunk of `dask.array.from_array` is a view
+    of the whole array: read in place, its copy is saved, and the page faults of a new array.
+    """
+    item = t.itemsize
+    if t.size == 0 or any(st < 0 or st % item for st in t.strides):
+        return None
+    el = [st // item for st in t.strides]
+    run = _merged_stride(t.shape[k:], el[k:])
+    sA = _merged_stride(t.shape[1:i], el[1:i])
+    sC = _merged_stride(t.shape[i:k], el[i:k])
+    if run not in (0, 1) or sA is None or sC is None:
+        return None
+    sN = el[0] if t.shape[0] != 1 else 0
+    N, A, C, B = (
+        t.shape[0], math.prod(t.shape[1:i]), math.prod(t.shape[i:k]), math.prod(t.shape[k:])
+    )
+    span = 1 + (N - 1) * sN + (A - 1) * sA + (C - 1) * sC + (B - 1)
+    flat = np.lib.stride_tricks.as_strided(t, shape=(span,), strides=(item,), writeable=False)
+    return flat, (sN, sA, sC)
+
+
 def _canonical(b: np.ndarray, layout: _Layout) -> _Block:
     t = np.asarray(b).transpose(layout.perm)
     shape = t.shape
     i, k = 1 + layout.before, 1 + layout.before + layout.channels
-    flat = _storage(np.ascontiguousarray(t).reshape(-1))
-    return _Block(
-        _read_only(flat), shape, shape[0], math.prod(shape[1:i]), math.prod(shape[i:k]),
-        math.prod(shape[k:]),
-    )
+    N, A, C, B = shape[0], math.prod(shape[1:i]), math.prod(shape[i:k]), math.prod(shape[k:])
+    found = _in_place(t, i, k)
+    if found is None:  # copied into canonical order
+        flat, strides = np.ascontiguousarray(t).reshape(-1), (A * C * B, C * B, B)
+    else:
+        flat, strides = found
+    return _Block(_read_only(_storage(flat)), shape, N, A, C, B, strides)
 
 
 def _groups_of(chan: np.ndarray, layout: _Layout) -> tuple[np.ndarray, np.ndarray]:
@@ -384,9 +426,18 @@ def _lanes(storage: np.dtype, run: int) -> int:
 
 
 def _output(block: _Block, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """A new canonical output for `block` and the kernels' flat view of it."""
-    out = np.empty(block.shape, dtype=dtype)
+    """A new canonical output for `block` and the kernels' flat view of it.
+
+    Large outputs come from `numba_gn.buffers`, as the in-memory results do: a graph computed
+    again reuses the memory of results that are gone instead of faulting in fresh pages.
+    """
+    out = buffers.empty(block.shape, dtype)
     return out, _storage(out.reshape(-1))
+
+
+def _streams(out: np.ndarray) -> bool:
+    """Whether a block's output is written with streaming stores: the in-memory rule."""
+    return out.nbytes >= _knobs.STREAM_MIN_BYTES
 
 
 def _moments_block(xb: np.ndarray, chan: np.ndarray, *, layout: _Layout) -> np.ndarray:
@@ -399,9 +450,10 @@ def _moments_block(xb: np.ndarray, chan: np.ndarray, *, layout: _Layout) -> np.n
     _, grp = _groups_of(chan, layout)
     G = layout.groups
     out = np.empty((blk.N, 3, G))
-    run = max(1, min(layout.group_channels, blk.C)) * blk.B
-    lanes = _lanes(blk.flat.dtype, run)
-    _partial.block_moments(blk.flat, blk.N, blk.A, blk.C, blk.B, grp, G, lanes, out)
+    lanes = _lanes(blk.flat.dtype, blk.B)
+    _partial.block_moments(
+        blk.flat, blk.N, blk.A, blk.C, blk.B, *blk.strides, grp, G, lanes, out
+    )
     return out.reshape((blk.N,) + (1,) * (xb.ndim - 1) + (3, G))
 
 
@@ -480,7 +532,8 @@ def _apply_block(
     rstd = _read_only(np.ascontiguousarray(stats[:, 1]).reshape(-1))
     y, yf = _output(blk, xb.dtype)
     _partial.block_apply(
-        blk.flat, yf, blk.N, blk.A, blk.C, blk.B, grp, layout.groups, mean, rstd, gamma, beta
+        blk.flat, yf, blk.N, blk.A, blk.C, blk.B, *blk.strides, grp, layout.groups, mean, rstd,
+        gamma, beta, _streams(y),
     )
     return y.transpose(layout.inverse)
 
@@ -500,7 +553,8 @@ def _dy_sums_block(
     out = np.empty((x.N, x.C, 2))
     lanes = _lanes(x.flat.dtype, x.B)
     _partial.block_dy_sums(
-        dy.flat, x.flat, x.N, x.A, x.C, x.B, grp, layout.groups, mean, lanes, out
+        dy.flat, *dy.strides, x.flat, x.N, x.A, x.C, x.B, *x.strides, grp, layout.groups, mean,
+        lanes, out,
     )
     # (n, channels in `axis` order, 2) -> the block's axis order, ones elsewhere
     i = 1 + layout.before
@@ -577,7 +631,8 @@ def _dx_block(
     gamma = _read_only(gb[channels])
     dx, dxf = _output(x, xb.dtype)
     _partial.block_dx(
-        dy.flat, x.flat, dxf, x.N, x.A, x.C, x.B, grp, layout.groups, mean, rstd, coef, gamma
+        dy.flat, *dy.strides, x.flat, dxf, x.N, x.A, x.C, x.B, *x.strides, grp, layout.groups,
+        mean, rstd, coef, gamma, _streams(dx),
     )
     return dx.transpose(layout.inverse)
 
@@ -662,20 +717,31 @@ def _forward_by_batch(
     group_size: object,
     epsilon: float,
     threads: int | None,
+    stats: bool,
 ) -> list[da.Array]:
     xi = _indices(x.ndim)
-    return _per_batch_chunk(
-        _forward_chunk,
-        x,
-        [(x, xi), (params, ("p",))],
-        (setup.G, setup.G),
-        "group_norm",
+    options = dict(
         groups=groups,
         group_size=group_size,
         channel_axes=setup.axes,
         channel_shape=setup.channel_shape,
         epsilon=epsilon,
         threads=threads,
+    )
+    if not stats:  # one layer of one task per chunk: Dask's per-layer costs count here
+        y = da.blockwise(
+            _forward_chunk, xi, x, xi, params, ("p",), concatenate=True, align_arrays=False,
+            dtype=x.dtype, meta=_meta(x.ndim, x.dtype), token="group_norm", stats=False,
+            **options,
+        )
+        return [y]
+    return _per_batch_chunk(
+        _forward_chunk,
+        x,
+        [(x, xi), (params, ("p",))],
+        (setup.G, setup.G),
+        "group_norm",
+        **options,
     )
 
 
@@ -814,7 +880,10 @@ def group_norm(
     params = _params([g, b])
     if _batch_only(xd):
         threads = _threads_setting()
-        y, mean, rstd = _forward_by_batch(xd, setup, params, groups, group_size, eps, threads)
+        outs = _forward_by_batch(xd, setup, params, groups, group_size, eps, threads, return_stats)
+        if not return_stats:
+            return outs[0]
+        y, mean, rstd = outs
     else:
         y, mean, rstd = _forward_by_block(xd, setup, params, eps)
     return (y, mean, rstd) if return_stats else y

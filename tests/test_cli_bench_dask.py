@@ -25,11 +25,13 @@ from numba_gn.cli import bench_dask  # noqa: E402
 
 TIMINGS = {
     "in_memory", "dask_threads", "dask_threads_compute", "dask_reductions",
-    "dask_threads_blocks", "dask_reductions_blocks", "cluster_2_workers", "cluster_1_worker",
+    "dask_threads_blocks", "dask_reductions_blocks", "dask_threads_fine", "cluster_2_workers",
+    "cluster_1_worker",
 }
 RATIOS = {
     "dask_threads / in_memory", "dask_threads_compute / in_memory",
-    "dask_reductions / dask_threads", "dask_threads_blocks / dask_threads",
+    "dask_reductions / dask_threads", "dask_threads_blocks / in_memory",
+    "dask_threads_blocks / dask_threads", "dask_threads_fine / in_memory",
     "dask_reductions_blocks / dask_threads_blocks", "cluster_1_worker / cluster_2_workers",
     "cluster_2_workers / dask_threads",
 }
@@ -66,6 +68,11 @@ def test_bench_dask_quick_reports_every_measurement(tmp_path):
 def test_the_full_size_is_the_documented_one():
     full = bench_dask.SIZES["full"]
     assert full.shape == (64, 256, 64, 64) and full.shape[0] // full.batch_chunk == 16
+    # the blocked array: as many chunks, split along the channels and space as well
+    counts = [s // c for s, c in zip(full.shape, full.block_chunks, strict=True)]
+    assert np.prod(counts) == 16 and counts[1] > 1 and max(counts[2:]) > 1
+    assert all(s % c == 0 for s, c in zip(full.shape, full.fine_chunks, strict=True))
+    assert np.prod([s // c for s, c in zip(full.shape, full.fine_chunks, strict=True)]) == 256
     store = full.store_samples * np.prod(full.shape[1:]) * 4
     from dask.utils import parse_bytes
 

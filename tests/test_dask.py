@@ -166,6 +166,49 @@ def test_block_chunks_match_the_float64_reference(ndim, layout, data):
         assert np.max(np.abs(got - r), initial=0) <= rel * _scale(r)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("shape", "axis", "chunks"),
+    [
+        ((4, 16, 6, 8), 1, (2, 8, 3, 8)),  # channels first: runs of whole rows, read in place
+        ((4, 6, 8, 16), -1, (2, 3, 8, 8)),  # channels last: channel runs of a row, in place
+        ((4, 16, 6, 8), 1, (2, 8, 3, 4)),  # rows cut: copied into canonical order
+        ((3, 6, 10), (2, 1), (1, 5, 3)),  # two channel axes
+    ],
+)
+def test_blocks_are_read_in_place_with_the_bits_of_a_copy(rng, dtype, shape, axis, chunks):
+    """A chunk of `from_array` is a strided view; reading it in place sums in the same order
+    as reading a contiguous copy of it, so both give the same bits, forward and backward."""
+    x = (1e2 + rng.standard_normal(shape)).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    views = da.from_array(x, chunks=chunks)
+    copies = views.map_blocks(np.copy)
+    groups = 4 if axis != (2, 1) else 3
+    outs = []
+    for xd, dyd in ((views, da.from_array(dy, chunks=chunks)), (copies, None)):
+        dyd = dyd if dyd is not None else da.from_array(dy, chunks=chunks).map_blocks(np.copy)
+        y, mean, rstd = gd.group_norm(xd, groups, axis=axis, return_stats=True)
+        dx, dgamma, dbeta = gd.group_norm_backward(dyd, xd, mean, rstd, groups, axis=axis)
+        outs.append(_sync(y, mean, rstd, dx, dgamma, dbeta))
+    for a, b in zip(*outs, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # and the first case really reads in place (no copy of the block)
+    if shape == (4, 16, 6, 8) and chunks[-1] == 8:
+        setup = gd._Setup(views, groups, None, axis)
+        block = gd._canonical(x[:2, :8, :3, :], setup.layout)
+        assert np.shares_memory(block.flat, x) and block.strides == (16 * 48, 0, 48)
+
+
+def test_blocks_with_negative_strides_are_copied(rng):
+    x = (1e2 + rng.standard_normal((4, 16, 6, 8))).astype(np.float32)
+    flipped = x[:, ::-1, :, ::-1]
+    y = _sync(gd.group_norm(da.from_array(flipped, chunks=(2, 8, 3, 8)), 4, axis=1))[0]
+    want = _sync(gd.group_norm(da.from_array(flipped.copy(), chunks=(2, 8, 3, 8)), 4, axis=1))[0]
+    np.testing.assert_array_equal(y, want)
+    ref, _, _ = group_norm_ref(flipped.astype(np.float64), 4, axis=1)
+    assert np.max(np.abs(y - ref)) <= 1e-6 * _scale(ref)
+
+
 @pytest.mark.parametrize("offset", [1e4, 1e6])
 @pytest.mark.parametrize(
     ("shape", "axis", "chunks"),

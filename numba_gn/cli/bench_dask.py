@@ -11,7 +11,10 @@ One run measures, on a float32 `(N, C, H, W)` array (`(64, 256, 64, 64)` at `--s
 * `dask_reductions`: the same group norm written with `dask.array` reductions (mean and
   variance of the array reshaped to `(N, G, C/G, H, W)`), on the same chunks;
 * `dask_threads_blocks` / `dask_reductions_blocks`: both again with the array chunked along
-  the channel and spatial axes as well;
+  the channel and spatial axes as well, in as many chunks as the batch-chunked array
+  (`(16, 128, 32, 64)` at `--size full`: 4 x 2 x 2 chunks of 16 MiB);
+  `dask_threads_fine`: `numba_gn.dask` with much smaller blocks (`(4, 64, 32, 32)`: 256 of
+  1 MiB), where Dask's cost per task shows;
 * `cluster_2_workers` / `cluster_1_worker`: `numba_gn.dask.group_norm` of a batch-chunked
   array of the same shape and distribution, persisted on a `LocalCluster` of two single-thread
   worker processes, with the data made and kept on the workers (on both, or all on one);
@@ -56,15 +59,16 @@ class Size:
     shape: tuple[int, int, int, int]  # (N, C, H, W), float32
     groups: int
     batch_chunk: int  # samples per chunk of the batch-chunked array
-    block_chunks: tuple[int, int, int, int]  # chunks of the array chunked along every axis
+    block_chunks: tuple[int, int, int, int]  # chunked along every axis, as many chunks
+    fine_chunks: tuple[int, int, int, int]  # chunked along every axis, small blocks
     store_samples: int  # samples of the out-of-core store (same C, H, W)
     memory_limit: str  # per worker of the out-of-core cluster
 
 
 SIZES = {
-    "tiny": Size((8, 32, 8, 8), 8, 2, (2, 16, 4, 8), 32, "2GiB"),
-    "small": Size((16, 64, 32, 32), 32, 4, (4, 32, 16, 32), 128, "2GiB"),
-    "full": Size((64, 256, 64, 64), 32, 4, (4, 64, 32, 32), 512, "640MiB"),
+    "tiny": Size((8, 32, 8, 8), 8, 2, (4, 16, 4, 8), (2, 8, 4, 4), 32, "2GiB"),
+    "small": Size((16, 64, 32, 32), 32, 4, (8, 32, 16, 32), (2, 16, 8, 16), 128, "2GiB"),
+    "full": Size((64, 256, 64, 64), 32, 4, (16, 128, 32, 64), (4, 64, 32, 32), 512, "640MiB"),
 }
 
 
@@ -152,6 +156,7 @@ def measure(size: str = "full", repeat: int = 5, workdir: str | None = None,
     batch = (spec.batch_chunk, c, h, w)
     xb = da.from_array(x, chunks=batch)
     xk = da.from_array(x, chunks=spec.block_chunks)
+    xf = da.from_array(x, chunks=spec.fine_chunks)
     seconds: dict[str, float] = {}
 
     def persist(arr: Any) -> None:
@@ -171,6 +176,10 @@ def measure(size: str = "full", repeat: int = 5, workdir: str | None = None,
         seconds["dask_reductions" + label] = median_of_runs(
             lambda arr=arr: persist(group_norm_reductions(arr, G, gamma, beta)), repeat
         )
+    say("numba_gn.dask, threaded scheduler, small blocks")
+    seconds["dask_threads_fine"] = median_of_runs(
+        lambda: persist(gd.group_norm(xf, G, gamma, beta, axis=1)), repeat
+    )
     say("numba_gn.dask, threaded scheduler, compute()")
     seconds["dask_threads_compute"] = median_of_runs(
         lambda: gd.group_norm(xb, G, gamma, beta, axis=1).compute(scheduler="threads"), repeat
@@ -229,6 +238,7 @@ def measure(size: str = "full", repeat: int = 5, workdir: str | None = None,
         "groups": G,
         "batch_chunks": list(batch),
         "block_chunks": list(spec.block_chunks),
+        "fine_chunks": list(spec.fine_chunks),
         "repeat": repeat,
         "numba_threads": numba.get_num_threads(),
         "cpus": os.cpu_count(),
@@ -237,7 +247,9 @@ def measure(size: str = "full", repeat: int = 5, workdir: str | None = None,
             "dask_threads / in_memory": ratio("dask_threads", "in_memory"),
             "dask_threads_compute / in_memory": ratio("dask_threads_compute", "in_memory"),
             "dask_reductions / dask_threads": ratio("dask_reductions", "dask_threads"),
+            "dask_threads_blocks / in_memory": ratio("dask_threads_blocks", "in_memory"),
             "dask_threads_blocks / dask_threads": ratio("dask_threads_blocks", "dask_threads"),
+            "dask_threads_fine / in_memory": ratio("dask_threads_fine", "in_memory"),
             "dask_reductions_blocks / dask_threads_blocks": ratio(
                 "dask_reductions_blocks", "dask_threads_blocks"
             ),
@@ -306,7 +318,8 @@ def print_report(report: dict[str, Any], stream: Any = None) -> None:
     out = stream or sys.stdout
     shape = "x".join(str(s) for s in report["shape"])
     print(f"numba_gn.dask benchmark: float32 {shape}, {report['groups']} groups, "
-          f"batch chunks {tuple(report['batch_chunks'])}, blocks {tuple(report['block_chunks'])}, "
+          f"batch chunks {tuple(report['batch_chunks'])}, blocks {tuple(report['block_chunks'])} "
+          f"and {tuple(report['fine_chunks'])}, "
           f"median of {report['repeat']} (Numba threads {report['numba_threads']}, "
           f"{report['cpus']} CPUs)", file=out)
     print("", file=out)

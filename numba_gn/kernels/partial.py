@@ -3,20 +3,24 @@
 `numba_gn.dask` runs these on every block of a Dask array chunked along more than the batch
 axis, one task per block; the tasks run side by side, so every kernel here is serial.
 
-A block is seen like the in-memory kernels see a whole array: a flat, C-contiguous canonical
-view indexed `(N, A, C, B)`, where `C` counts the block's own channels (the channel axes of
-the block, flattened in the order of `axis`). A block may hold several groups, parts of
-groups, or a part of one group, so each local channel `c` comes with `grp[c]`, the global
-index of its group, and per-(sample, group) arrays have the global group count `G` (groups
-the block does not touch stay empty).
+A block is seen like the in-memory kernels see a whole array, indexed `(N, A, C, B)`, where `C`
+counts the block's own channels (the channel axes of the block, flattened in the order of
+`axis`). Its input need not be contiguous: a block of a larger array (a chunk of
+`dask.array.from_array`) is read in place, as a flat span of memory with element strides
+`(sN, sA, sC)` and contiguous runs of `B` values; outputs are C-contiguous `(N, A, C, B)`.
+A block may hold several groups, parts of groups, or a part of one group, so each local
+channel `c` comes with `grp[c]`, the global index of its group, and per-(sample, group)
+arrays have the global group count `G` (groups the block does not touch stay empty).
 
 The arithmetic is that of the in-memory kernels (`docs/numerics.md`):
 
 * `block_moments`: shifted sums `S = sum(x - K)`, `Q = sum((x - K)**2)` per (sample, group),
   `K` the mean of the first few elements of the group in the block (rounded to the compute
-  dtype), summed in the input dtype over pieces of at most `PIECE` elements with lane
-  accumulators (`shifted_sums`) and merged in float64; returned as `(count, mean, M2)` for
-  the pairwise (Chan) merge across blocks done by `numba_gn.dask`;
+  dtype). Runs of at least `lanes` values are summed channel by channel in the input dtype,
+  over pieces of at most `PIECE` elements with lane accumulators (`shifted_sums`), and
+  merged in float64; shorter runs are summed in float64 directly, in channel order. The
+  order of the sums depends on the block's shape only, never on its strides. Returned as
+  `(count, mean, M2)` for the pairwise (Chan) merge across blocks done by `numba_gn.dask`;
 * `block_apply`: `y = (x - m_hi) * a + b'` with `m_hi` the mean rounded to the compute dtype,
   `a = rstd * gamma[c]` and `b' = beta[c] - (mean - m_hi) * a` (as `slab._slab_coefs`);
 * `block_dy_sums` and `block_dx`: per (sample, channel) `sum(dy)` and
@@ -39,18 +43,19 @@ from numba_gn.kernels._common import (
     store,
 )
 from numba_gn.kernels._fma import fma
-from numba_gn.kernels._stream import affine, affine_grad
+from numba_gn.kernels._stream import affine, affine_grad, store_fence
 from numba_gn.kernels.slab import SHORT_RUN
 
 __all__ = ["block_apply", "block_dx", "block_dy_sums", "block_moments"]
 
 
 @kernel
-def block_moments(xf, N, A, C, B, grp, G, lanes, out):
+def block_moments(xf, N, A, C, B, sN, sA, sC, grp, G, lanes, out):
     """Partial `(count, mean, M2)` of every (sample, group) over one block, into `out`.
 
     `out` is float64 of shape (N, 3, G); groups the block does not hold get `(0, 0, 0)`.
     `M2` is the sum of squared deviations from the block's own mean, clamped at zero.
+    `lanes` is the lane count for runs of `B` values.
     """
     for n in range(N):
         for k in range(3):
@@ -71,7 +76,7 @@ def block_moments(xf, N, A, C, B, grp, G, lanes, out):
         count[:] = 0
         # Shifts from the first row (a = 0), which holds every channel of the block: the mean
         # of the first few elements of each group's first run, as the slab kernels take it.
-        row = n * A * C * B
+        row = n * sN
         c = 0
         while c < C:
             g = grp[c]
@@ -82,36 +87,38 @@ def block_moments(xf, N, A, C, B, grp, G, lanes, out):
                 seen[g] = True
                 m = min(lanes, (c1 - c) * B)
                 t = 0.0
-                for i in range(row + c * B, row + c * B + m):
-                    t += load(xf[i])
+                for k in range(m):
+                    t += load(xf[row + (c + k // B) * sC + k % B])
                 shift[g] = rounded(t / m, xf)
             c = c1
         for a in range(A):
-            base = (n * A + a) * C * B
+            base = n * sN + a * sA
             c = 0
             while c < C:
                 g = grp[c]
                 c1 = c + 1
                 while c1 < C and grp[c1] == g:
                     c1 += 1
-                lo = base + c * B
-                hi = base + c1 * B
                 K = shift[g]
-                if hi - lo < lanes:  # a short run: float64 directly, without a slice
+                if B < lanes:  # short runs: float64 directly, in channel order, no slices
                     s = 0.0
                     q = 0.0
-                    for i in range(lo, hi):
-                        v = np.float64(load(xf[i]) - K)
-                        s += v
-                        q += v * v
+                    for cc in range(c, c1):
+                        lo = base + cc * sC
+                        for i in range(lo, lo + B):
+                            v = np.float64(load(xf[i]) - K)
+                            s += v
+                            q += v * v
                     S[g] += s
                     Q[g] += q
                 else:
-                    for start in range(lo, hi, PIECE):
-                        s, q = shifted_sums(xf[start : min(hi, start + PIECE)], K, acc)
-                        S[g] += s
-                        Q[g] += q
-                count[g] += hi - lo
+                    for cc in range(c, c1):
+                        lo = base + cc * sC
+                        for start in range(lo, lo + B, PIECE):
+                            s, q = shifted_sums(xf[start : min(lo + B, start + PIECE)], K, acc)
+                            S[g] += s
+                            Q[g] += q
+                count[g] += (c1 - c) * B
                 c = c1
         for g in range(G):
             if count[g] > 0:
@@ -126,19 +133,23 @@ def block_moments(xf, N, A, C, B, grp, G, lanes, out):
 
 
 @kernel
-def block_apply(xf, yf, N, A, C, B, grp, G, mean, rstd, gamma, beta):
+def block_apply(xf, yf, N, A, C, B, sN, sA, sC, grp, G, mean, rstd, gamma, beta, stream):
     """`y = (x - m_hi) * a + b'` over one block, with the statistics of its samples.
 
     `mean` and `rstd` are float64 of shape (N*G,) (the block's samples, every group);
-    `gamma` and `beta` are float64 of shape (C,) (the block's channels).
+    `gamma` and `beta` are float64 of shape (C,) (the block's channels). `x` is read with
+    the strides `(sN, sA, sC)`; `y` is written C-contiguous, with streaming stores if
+    `stream` (see `numba_gn.kernels._stream`).
     """
     if N * A * C * B == 0:
         return
     mh = compute_empty(xf, C)
     ca = compute_empty(xf, C)
     cb = compute_empty(xf, C)
-    short = B < SHORT_RUN
-    L = C * B if short else 0
+    # Short channel runs that sit side by side in a row: coefficients spread per element,
+    # one call per row.
+    rows = B < SHORT_RUN and sC == B
+    L = C * B if rows else 0
     sm = compute_empty(xf, L)
     sa = compute_empty(xf, L)
     sb = compute_empty(xf, L)
@@ -152,26 +163,39 @@ def block_apply(xf, yf, N, A, C, B, grp, G, mean, rstd, gamma, beta):
             mh[c] = m_hi
             ca[c] = scale
             cb[c] = beta[c] - m_lo * scale
-        if short:  # short channel runs: coefficients spread per element, one call per row
+        if rows:
             for c in range(C):
                 for j in range(c * B, (c + 1) * B):
                     sm[j] = mh[c]
                     sa[j] = ca[c]
                     sb[j] = cb[c]
             for a in range(A):
-                affine(yf, xf, (n * A + a) * L, L, sm, sa, sb, 0, False)
+                lo = (n * A + a) * L
+                src = n * sN + a * sA
+                affine(yf[lo : lo + L], xf[src : src + L], 0, L, sm, sa, sb, 0, stream)
         else:
             for a in range(A):
                 for c in range(C):
                     lo = ((n * A + a) * C + c) * B
-                    affine(yf, xf, lo, B, mh[c], ca[c], cb[c], 0, False)
+                    src = n * sN + a * sA + c * sC
+                    if B >= SHORT_RUN:
+                        affine(
+                            yf[lo : lo + B], xf[src : src + B], 0, B, mh[c], ca[c], cb[c], 0,
+                            stream,
+                        )
+                    else:  # a call per short run would cost more than the run
+                        for j in range(B):
+                            v = fma(load(xf[src + j]) - mh[c], ca[c], cb[c])
+                            yf[lo + j] = store(v, yf)
+    store_fence(stream)
 
 
 @kernel
-def block_dy_sums(dyf, xf, N, A, C, B, grp, G, mean, lanes, out):
+def block_dy_sums(dyf, dN, dA, dC, xf, N, A, C, B, sN, sA, sC, grp, G, mean, lanes, out):
     """Per (sample, channel) float64 `sum(dy)` and `sum(dy * ((x - m_hi) - m_lo))` of a block.
 
-    `mean` is float64 of shape (N*G,); `out` is float64 of shape (N, C, 2).
+    `dy` is read with the strides `(dN, dA, dC)`, `x` with `(sN, sA, sC)`; `mean` is float64
+    of shape (N*G,); `out` is float64 of shape (N, C, 2).
     """
     for n in range(N):
         for c in range(C):
@@ -190,19 +214,22 @@ def block_dy_sums(dyf, xf, N, A, C, B, grp, G, mean, lanes, out):
             ml[c] = rounded(mu - np.float64(m_hi), xf)
         for a in range(A):
             for c in range(C):
-                lo = ((n * A + a) * C + c) * B
-                hi = lo + B
+                lo = n * sN + a * sA + c * sC
+                dlo = n * dN + a * dA + c * dC
                 sd = 0.0
                 sx = 0.0
                 if B < lanes:  # short runs: float64 directly, without slices
-                    for i in range(lo, hi):
-                        gv = np.float64(load(dyf[i]))
+                    for i in range(B):
+                        gv = np.float64(load(dyf[dlo + i]))
                         sd += gv
-                        sx += gv * np.float64((load(xf[i]) - mh[c]) - ml[c])
+                        sx += gv * np.float64((load(xf[lo + i]) - mh[c]) - ml[c])
                 else:
-                    for start in range(lo, hi, PIECE):
-                        stop = min(hi, start + PIECE)
-                        d, e = dy_sums(dyf[start:stop], xf[start:stop], mh[c], ml[c], acc)
+                    for start in range(0, B, PIECE):
+                        stop = min(B, start + PIECE)
+                        d, e = dy_sums(
+                            dyf[dlo + start : dlo + stop], xf[lo + start : lo + stop], mh[c],
+                            ml[c], acc,
+                        )
                         sd += d
                         sx += e
                 out[n, c, 0] += sd
@@ -210,12 +237,15 @@ def block_dy_sums(dyf, xf, N, A, C, B, grp, G, mean, lanes, out):
 
 
 @kernel
-def block_dx(dyf, xf, dxf, N, A, C, B, grp, G, mean, rstd, coef, gamma):
+def block_dx(
+    dyf, dN, dA, dC, xf, dxf, N, A, C, B, sN, sA, sC, grp, G, mean, rstd, coef, gamma, stream
+):
     """`dx = c1*dy + c2*((x - m_hi) - m_lo) + c3` over one block.
 
-    `mean` and `rstd` are float64 of shape (N*G,); `coef` is float64 of shape (N, 2, G)
-    holding each (sample, group)'s `c2` and `c3`; `gamma` is float64 of shape (C,) (the
-    block's channels), so that `c1 = rstd * gamma[c]`.
+    `dy` is read with the strides `(dN, dA, dC)`, `x` with `(sN, sA, sC)`; `dx` is written
+    C-contiguous, with streaming stores if `stream`. `mean` and `rstd` are float64 of shape
+    (N*G,); `coef` is float64 of shape (N, 2, G) holding each (sample, group)'s `c2` and
+    `c3`; `gamma` is float64 of shape (C,) (the block's channels), so `c1 = rstd * gamma[c]`.
     """
     if N * A * C * B == 0:
         return
@@ -238,11 +268,16 @@ def block_dx(dyf, xf, dxf, N, A, C, B, grp, G, mean, rstd, coef, gamma):
         for a in range(A):
             for c in range(C):
                 lo = ((n * A + a) * C + c) * B
+                src = n * sN + a * sA + c * sC
+                dsrc = n * dN + a * dA + c * dC
                 if B >= SHORT_RUN:
                     affine_grad(
-                        dxf, dyf, xf, lo, B, mh[c], ml[c], k1[c], k2[c], k3[c], 0, False
+                        dxf[lo : lo + B], dyf[dsrc : dsrc + B], xf[src : src + B], 0, B, mh[c],
+                        ml[c], k1[c], k2[c], k3[c], 0, stream,
                     )
                 else:  # a call per short run would cost more than the run
-                    for i in range(lo, lo + B):
-                        t = (load(xf[i]) - mh[c]) - ml[c]
-                        dxf[i] = store(fma(k1[c], load(dyf[i]), fma(k2[c], t, k3[c])), dxf)
+                    for i in range(B):
+                        t = (load(xf[src + i]) - mh[c]) - ml[c]
+                        v = fma(k1[c], load(dyf[dsrc + i]), fma(k2[c], t, k3[c]))
+                        dxf[lo + i] = store(v, dxf)
+    store_fence(stream)
