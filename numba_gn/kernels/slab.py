@@ -15,7 +15,8 @@ chunked kernels, for few large slabs). So every path and every thread count give
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
 
 from numba_gn._jit import inline, kernel, subroutine
 from numba_gn.kernels._common import (
@@ -167,25 +168,43 @@ def _slab_coefs(mu, r, gamma, beta, g, D, coef, xf):
     return mh
 
 
-@inline
 def _slab_dz(epi, dyf, xf, n, g, A, C, B, D, mu, r, gamma):
-    """With an epilogue: `dz = dy * act'(z)` over slab `(n, g)`, `z` as the forward made it."""
-    if has(epi):
-        L = D * B
-        coef = compute_empty(xf, (D, 2))
-        mh = _slab_coefs(mu, r, gamma, beta_of(epi, gamma), g, D, coef, xf)
-        if B < SHORT_RUN:  # per-element coefficients, one call per segment
-            spread = compute_empty(xf, (3, L))
-            _spread(coef, 0, B, 0, L, spread[0])
-            _spread(coef, 1, B, 0, L, spread[1])
-            spread[2, :] = mh
-            for a in range(A):
-                base = ((n * A + a) * C + g * D) * B
-                gradients_into(epi, dyf, xf, base, 1, L, spread[2], spread[0], spread[1], 0)
-        else:  # a segment is D runs of B: rows with per-row coefficients, one call
-            for a in range(A):
-                base = ((n * A + a) * C + g * D) * B
-                gradients_into(epi, dyf, xf, base, D, B, mh, coef[:, 0:1], coef[:, 1:2], 0)
+    """With an epilogue: `dz = dy * act'(z)` over slab `(n, g)`, `z` as the forward made it.
+
+    Without one this compiles to nothing (as `numba_gn.kernels.rows._sample_out_coefs`).
+    """
+    if epi is not None:
+        _fused_slab_dz(epi, dyf, xf, n, g, A, C, B, D, mu, r, gamma)
+
+
+@inline
+def _fused_slab_dz(epi, dyf, xf, n, g, A, C, B, D, mu, r, gamma):
+    L = D * B
+    coef = compute_empty(xf, (D, 2))
+    mh = _slab_coefs(mu, r, gamma, beta_of(epi, gamma), g, D, coef, xf)
+    if B < SHORT_RUN:  # per-element coefficients, one call per segment
+        spread = compute_empty(xf, (3, L))
+        _spread(coef, 0, B, 0, L, spread[0])
+        _spread(coef, 1, B, 0, L, spread[1])
+        spread[2, :] = mh
+        for a in range(A):
+            base = ((n * A + a) * C + g * D) * B
+            gradients_into(epi, dyf, xf, base, 1, L, spread[2], spread[0], spread[1], 0)
+    else:  # a segment is D runs of B: rows with per-row coefficients, one call
+        for a in range(A):
+            base = ((n * A + a) * C + g * D) * B
+            gradients_into(epi, dyf, xf, base, D, B, mh, coef[:, 0:1], coef[:, 1:2], 0)
+
+
+@overload(_slab_dz, inline="always")
+def _slab_dz_impl(epi, dyf, xf, n, g, A, C, B, D, mu, r, gamma):
+    if isinstance(epi, types.NoneType):
+        return lambda epi, dyf, xf, n, g, A, C, B, D, mu, r, gamma: None
+
+    def fused(epi, dyf, xf, n, g, A, C, B, D, mu, r, gamma):
+        _fused_slab_dz(epi, dyf, xf, n, g, A, C, B, D, mu, r, gamma)
+
+    return fused
 
 
 @subroutine
@@ -573,6 +592,47 @@ def backward_fused_ser(
     param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)
 
 
+def _units_dz(epi, dyf, xf, units, U, G, A, C, B, D, per, P, gamma, mean, rstd):
+    """With an epilogue: `dz` over every unit of `backward_chunked_par` (a parallel loop).
+
+    Without one this compiles to nothing: behind `if has(epi):` Numba would still lower the
+    dead parallel loop in every plain kernel.
+    """
+    if epi is not None:
+        _fused_units_dz(epi, dyf, xf, units, U, G, A, C, B, D, per, P, gamma, mean, rstd)
+
+
+@inline
+def _fused_units_dz(epi, dyf, xf, units, U, G, A, C, B, D, per, P, gamma, mean, rstd):
+    beta = beta_of(epi, gamma)
+    for uu in prange(units):
+        u = np.int64(uu)
+        nc = u // U
+        n = nc // C
+        c = nc - n * C
+        g = c // D
+        coef = compute_empty(xf, (1, 2))
+        mh = _slab_coefs(mean[n * G + g], rstd[n * G + g], gamma[c:], beta[c:], 0, 1, coef, xf)
+        a0, a1, start, stop = _unit_span(u - nc * U, B, A, per, P)
+        first = (n * A * C + c) * B
+        for a in range(a0, a1):
+            lo = first + a * C * B + start
+            a_rows = coef[0:1, 0:1]
+            b_rows = coef[0:1, 1:2]
+            gradients_into(epi, dyf, xf, lo, 1, stop - start, mh, a_rows, b_rows, 0)
+
+
+@overload(_units_dz, inline="always")
+def _units_dz_impl(epi, dyf, xf, units, U, G, A, C, B, D, per, P, gamma, mean, rstd):
+    if isinstance(epi, types.NoneType):
+        return lambda epi, dyf, xf, units, U, G, A, C, B, D, per, P, gamma, mean, rstd: None
+
+    def fused(epi, dyf, xf, units, U, G, A, C, B, D, per, P, gamma, mean, rstd):
+        _fused_units_dz(epi, dyf, xf, units, U, G, A, C, B, D, per, P, gamma, mean, rstd)
+
+    return fused
+
+
 @kernel(parallel=True)
 def backward_chunked_par(
     dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta, stream, epi
@@ -586,23 +646,8 @@ def backward_chunked_par(
     D = C // G
     per, P, U = _unit_layout(B, A)
     units = N * C * U
-    if has(epi):  # phase 0: `dz` for every unit, which phases 1 and 3 then read as `dy`
-        beta = beta_of(epi, gamma)
-        for uu in prange(units):
-            u = np.int64(uu)
-            nc = u // U
-            n = nc // C
-            c = nc - n * C
-            g = c // D
-            coef = compute_empty(xf, (1, 2))
-            mh = _slab_coefs(mean[n * G + g], rstd[n * G + g], gamma[c:], beta[c:], 0, 1, coef, xf)
-            a0, a1, start, stop = _unit_span(u - nc * U, B, A, per, P)
-            first = (n * A * C + c) * B
-            for a in range(a0, a1):
-                lo = first + a * C * B + start
-                a_rows = coef[0:1, 0:1]
-                b_rows = coef[0:1, 1:2]
-                gradients_into(epi, dyf, xf, lo, 1, stop - start, mh, a_rows, b_rows, 0)
+    # phase 0: `dz` for every unit, which phases 1 and 3 then read as `dy`
+    _units_dz(epi, dyf, xf, units, U, G, A, C, B, D, per, P, gamma, mean, rstd)
     gf = grad_source(dyf, epi)
     part = np.empty((units, 2), dtype=np.float64)
     for uu in prange(units):
