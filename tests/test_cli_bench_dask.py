@@ -25,13 +25,15 @@ from numba_gn.cli import bench_dask  # noqa: E402
 
 TIMINGS = {
     "in_memory", "dask_threads", "dask_threads_compute", "dask_reductions",
-    "dask_threads_blocks", "dask_reductions_blocks", "dask_threads_fine", "cluster_2_workers",
+    "dask_threads_blocks", "dask_reductions_blocks", "dask_threads_fine", "pool_blocks",
+    "cluster_2_workers",
     "cluster_1_worker",
 }
 RATIOS = {
     "dask_threads / in_memory", "dask_threads_compute / in_memory",
     "dask_reductions / dask_threads", "dask_threads_blocks / in_memory",
     "dask_threads_blocks / dask_threads", "dask_threads_fine / in_memory",
+    "pool_blocks / in_memory",
     "dask_reductions_blocks / dask_threads_blocks", "cluster_1_worker / cluster_2_workers",
     "cluster_2_workers / dask_threads",
 }
@@ -86,6 +88,26 @@ def test_the_dask_reductions_peer_is_correct(rng):
         y = bench_dask.group_norm_reductions(da.from_array(x, chunks=chunks), 4, gamma, beta)
         ref, _, _ = group_norm_ref(x, 4, gamma, beta, axis=1, epsilon=bench_dask.EPSILON)
         np.testing.assert_allclose(y.compute(scheduler="sync"), ref, atol=1e-9)
+
+
+def test_the_pool_of_blocks_computes_the_blocked_graph(rng):
+    """The no-Dask measurement runs the blocked algorithm: its blocks are Dask's, bit for bit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numba_gn.dask as gd
+
+    x = (100 + rng.standard_normal((4, 16, 6, 8))).astype(np.float32)
+    gamma = (1 + 0.1 * rng.standard_normal(16)).astype(np.float32)
+    beta = (0.1 * rng.standard_normal(16)).astype(np.float32)
+    chunks = (2, 8, 3, 8)
+    with ThreadPoolExecutor(2) as pool:
+        blocks = bench_dask.blocks_on_a_pool(x, chunks, 4, gamma, beta, pool)
+    y = gd.group_norm(da.from_array(x, chunks=chunks), 4, gamma, beta, axis=1,
+                      epsilon=bench_dask.EPSILON).compute(scheduler="sync")
+    corners = [(n, c, h) for n in (0, 2) for c in (0, 8) for h in (0, 3)]
+    assert len(blocks) == len(corners)
+    for (n, c, h), block in zip(corners, blocks, strict=True):
+        np.testing.assert_array_equal(block, y[n : n + 2, c : c + 8, h : h + 3])
 
 
 def test_bench_help_lists_dask():

@@ -13,7 +13,9 @@ One run measures, on a float32 `(N, C, H, W)` array (`(64, 256, 64, 64)` at `--s
 * `dask_threads_blocks` / `dask_reductions_blocks`: both again with the array chunked along
   the channel and spatial axes as well, in as many chunks as the batch-chunked array
   (`(16, 128, 32, 64)` at `--size full`: 4 x 2 x 2 chunks of 16 MiB);
-  `dask_threads_fine`: `numba_gn.dask` with much smaller blocks (`(4, 64, 32, 32)`: 256 of
+  `pool_blocks`: the same block tasks run on a pool of threads (one per CPU) without Dask,
+  i.e. the blocked algorithm's own cost; `dask_threads_fine`: `numba_gn.dask` with much
+  smaller blocks (`(4, 64, 32, 32)`: 256 of
   1 MiB), where Dask's cost per task shows;
 * `cluster_2_workers` / `cluster_1_worker`: `numba_gn.dask.group_norm` of a batch-chunked
   array of the same shape and distribution, persisted on a `LocalCluster` of two single-thread
@@ -37,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +88,43 @@ def group_norm_reductions(x: Any, groups: int, gamma: np.ndarray, beta: np.ndarr
     y = ((xg - mean) / da.sqrt(var + EPSILON)).reshape(x.shape)
     shape = (1, c) + (1,) * len(rest)
     return y * gamma.reshape(shape) + beta.reshape(shape)
+
+
+def blocks_on_a_pool(x: np.ndarray, chunks: tuple[int, ...], groups: int, gamma: np.ndarray,
+                     beta: np.ndarray, pool: Any) -> list[np.ndarray]:
+    """The forward of `numba_gn.dask` on `(N, C, ...)` blocks, run on a thread pool, no Dask.
+
+    The same block tasks (moments, merge per batch chunk, output) with the work of Dask's
+    scheduler taken away: what the blocked graph would cost if scheduling were free.
+    """
+    import itertools
+
+    import numba_gn.dask as gd
+
+    setup = gd._Setup(x, groups, None, 1)
+    params = np.concatenate([gamma, beta]).astype(np.float64)
+    starts = [range(0, n, c) for n, c in zip(x.shape, chunks, strict=True)]
+    blocks = [tuple(slice(a, a + c) for a, c in zip(corner, chunks, strict=True))
+              for corner in itertools.product(*starts)]
+
+    def moments(b: tuple[slice, ...]) -> np.ndarray:
+        with gd._task_threads(None):
+            return gd._moments_block(x[b], np.arange(setup.C)[b[1]], layout=setup.layout)
+
+    parts = list(pool.map(moments, blocks))
+    stats = {}
+    for b, part in zip(blocks, parts, strict=True):
+        stats.setdefault(b[0].start, []).append(part)
+    axes = tuple(range(1, x.ndim))
+    stats = {k: gd._finish_moments(np.concatenate(v, axis=1), axes, epsilon=EPSILON)
+             for k, v in stats.items()}
+
+    def apply(b: tuple[slice, ...]) -> np.ndarray:
+        with gd._task_threads(None):
+            return gd._apply_block(x[b], np.arange(setup.C)[b[1]], stats[b[0].start], params,
+                                   layout=setup.layout)
+
+    return list(pool.map(apply, blocks))
 
 
 _sampler: dict[str, Any] = {}
@@ -176,6 +216,11 @@ def measure(size: str = "full", repeat: int = 5, workdir: str | None = None,
         seconds["dask_reductions" + label] = median_of_runs(
             lambda arr=arr: persist(group_norm_reductions(arr, G, gamma, beta)), repeat
         )
+    say("the blocked tasks on a pool of threads, without Dask")
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        seconds["pool_blocks"] = median_of_runs(
+            lambda: blocks_on_a_pool(x, spec.block_chunks, G, gamma, beta, pool), repeat
+        )
     say("numba_gn.dask, threaded scheduler, small blocks")
     seconds["dask_threads_fine"] = median_of_runs(
         lambda: persist(gd.group_norm(xf, G, gamma, beta, axis=1)), repeat
@@ -249,6 +294,7 @@ def measure(size: str = "full", repeat: int = 5, workdir: str | None = None,
             "dask_reductions / dask_threads": ratio("dask_reductions", "dask_threads"),
             "dask_threads_blocks / in_memory": ratio("dask_threads_blocks", "in_memory"),
             "dask_threads_blocks / dask_threads": ratio("dask_threads_blocks", "dask_threads"),
+            "pool_blocks / in_memory": ratio("pool_blocks", "in_memory"),
             "dask_threads_fine / in_memory": ratio("dask_threads_fine", "in_memory"),
             "dask_reductions_blocks / dask_threads_blocks": ratio(
                 "dask_reductions_blocks", "dask_threads_blocks"
