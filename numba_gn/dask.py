@@ -380,15 +380,15 @@ def _in_place(t: np.ndarray, i: int, k: int) -> tuple[np.ndarray, tuple[int, int
     if t.size == 0 or any(st < 0 or st % item for st in t.strides):
         return None
     el = [st // item for st in t.strides]
-    run = _merged_stride(t.shape[k:], el[k:])
-    sA = _merged_stride(t.shape[1:i], el[1:i])
-    sC = _merged_stride(t.shape[i:k], el[i:k])
-    if run not in (0, 1) or sA is None or sC is None:
-        return None
-    sN = el[0] if t.shape[0] != 1 else 0
     N, A, C, B = (
         t.shape[0], math.prod(t.shape[1:i]), math.prod(t.shape[i:k]), math.prod(t.shape[k:])
     )
+    run = _merged_stride(t.shape[k:], el[k:])
+    sA = _merged_stride(t.shape[1:i], el[1:i])
+    sC = _merged_stride(t.shape[i:k], el[i:k])
+    if (B > 1 and run != 1) or sA is None or sC is None:  # (a broadcast run has stride 0)
+        return None
+    sN = el[0] if N != 1 else 0
     span = 1 + (N - 1) * sN + (A - 1) * sA + (C - 1) * sC + (B - 1)
     flat = np.lib.stride_tricks.as_strided(t, shape=(span,), strides=(item,), writeable=False)
     return flat, (sN, sA, sC)

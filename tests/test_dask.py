@@ -199,6 +199,23 @@ def test_blocks_are_read_in_place_with_the_bits_of_a_copy(rng, dtype, shape, axi
         assert np.shares_memory(block.flat, x) and block.strides == (16 * 48, 0, 48)
 
 
+def test_broadcast_blocks_are_read_correctly(rng):
+    """Blocks of a broadcast array (zero strides) along the channels or inside a run."""
+    base = (1e2 + rng.standard_normal((4, 16, 1))).astype(np.float32)
+    for x in (np.broadcast_to(base, (4, 16, 8)),  # stride 0 inside each channel's run
+              np.broadcast_to(base[:, :1, :].repeat(8, 2), (4, 16, 8))):  # ... along channels
+        y = _sync(gd.group_norm(da.from_array(x, chunks=(2, 8, 4)), 4, axis=1))[0]
+        ref, _, _ = group_norm_ref(np.array(x, dtype=np.float64), 4, axis=1)
+        assert np.max(np.abs(y - ref)) <= 1e-6 * _scale(ref)
+        # the block tasks themselves, given the broadcast view (Dask may copy it first)
+        layout = gd._Setup(x, 4, None, 1).layout
+        block, chan = x[:2, :8, :4], np.arange(8)
+        np.testing.assert_array_equal(
+            gd._moments_block(block, chan, layout=layout),
+            gd._moments_block(block.copy(), chan, layout=layout),
+        )
+
+
 def test_blocks_with_negative_strides_are_copied(rng):
     x = (1e2 + rng.standard_normal((4, 16, 6, 8))).astype(np.float32)
     flipped = x[:, ::-1, :, ::-1]
