@@ -50,9 +50,8 @@ except ImportError as exc:  # the module is useless without it: say how to get i
         "(or `pip install numba_gn[dask]`)."
     ) from exc
 
-from numba_gn import _args, _checks, _knobs, _threading, buffers
+from numba_gn import _args, _checks, _engine, _knobs, _threading, buffers
 from numba_gn import functional as _functional
-from numba_gn.kernels import LANES
 from numba_gn.kernels import partial as _partial
 
 __all__ = ["THREADS_KEY", "group_norm", "group_norm_backward", "task_threads", "warmup"]
@@ -368,21 +367,22 @@ def _merged_stride(shape: Sequence[int], strides: Sequence[int]) -> int | None:
     return dims[-1][1] if dims else 0
 
 
-def _in_place(t: np.ndarray, i: int, k: int) -> tuple[np.ndarray, tuple[int, int, int]] | None:
+def _in_place(
+    t: np.ndarray, i: int, k: int, dims: tuple[int, int, int, int]
+) -> tuple[np.ndarray, tuple[int, int, int]] | None:
     """A flat span of `t`'s memory and the canonical element strides, if `t` allows it.
 
     `t` is the block in canonical axis order (batch, before: `[1, i)`, channels: `[i, k)`,
-    after); the kernels need each run of the after-axes contiguous, and the before-axes and
-    the channel axes each merged into one stride. A chunk of `dask.array.from_array` is a view
-    of the whole array: read in place, its copy is saved, and the page faults of a new array.
+    after), `dims` its `(N, A, C, B)`; the kernels need each run of the after-axes contiguous,
+    and the before-axes and the channel axes each merged into one stride. A chunk of
+    `dask.array.from_array` is a view of the whole array: read in place, its copy is saved,
+    and the page faults of a new array.
     """
     item = t.itemsize
     if t.size == 0 or any(st < 0 or st % item for st in t.strides):
         return None
     el = [st // item for st in t.strides]
-    N, A, C, B = (
-        t.shape[0], math.prod(t.shape[1:i]), math.prod(t.shape[i:k]), math.prod(t.shape[k:])
-    )
+    N, A, C, B = dims
     run = _merged_stride(t.shape[k:], el[k:])
     sA = _merged_stride(t.shape[1:i], el[1:i])
     sC = _merged_stride(t.shape[i:k], el[i:k])
@@ -399,7 +399,7 @@ def _canonical(b: np.ndarray, layout: _Layout) -> _Block:
     shape = t.shape
     i, k = 1 + layout.before, 1 + layout.before + layout.channels
     N, A, C, B = shape[0], math.prod(shape[1:i]), math.prod(shape[i:k]), math.prod(shape[k:])
-    found = _in_place(t, i, k)
+    found = _in_place(t, i, k, (N, A, C, B))
     if found is None:  # copied into canonical order
         flat, strides = np.ascontiguousarray(t).reshape(-1), (A * C * B, C * B, B)
     else:
@@ -413,16 +413,6 @@ def _groups_of(chan: np.ndarray, layout: _Layout) -> tuple[np.ndarray, np.ndarra
     if layout.group_channels == 0:
         return channels, _read_only(np.zeros(0, dtype=np.int64))
     return channels, _read_only(channels // layout.group_channels)
-
-
-def _lanes(storage: np.dtype, run: int) -> int:
-    """Lane accumulators for contiguous runs of `run` elements (fewer for short runs).
-
-    The rule of the in-memory slab kernels: a quarter of the run, a power of two, at least 8
-    and at most `LANES`.
-    """
-    quarter = max(run // 4, 8)
-    return min(LANES.get(storage, 64), 1 << (quarter.bit_length() - 1))
 
 
 def _output(block: _Block, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -450,7 +440,7 @@ def _moments_block(xb: np.ndarray, chan: np.ndarray, *, layout: _Layout) -> np.n
     _, grp = _groups_of(chan, layout)
     G = layout.groups
     out = np.empty((blk.N, 3, G))
-    lanes = _lanes(blk.flat.dtype, blk.B)
+    lanes = _engine._lanes(blk.flat.dtype, blk.B)
     _partial.block_moments(
         blk.flat, blk.N, blk.A, blk.C, blk.B, *blk.strides, grp, G, lanes, out
     )
@@ -551,7 +541,7 @@ def _dy_sums_block(
     _, grp = _groups_of(chan, layout)
     mean = _read_only(np.ascontiguousarray(mb, dtype=np.float64).reshape(-1))
     out = np.empty((x.N, x.C, 2))
-    lanes = _lanes(x.flat.dtype, x.B)
+    lanes = _engine._lanes(x.flat.dtype, x.B)
     _partial.block_dy_sums(
         dy.flat, *dy.strides, x.flat, x.N, x.A, x.C, x.B, *x.strides, grp, layout.groups, mean,
         lanes, out,
