@@ -15,8 +15,7 @@ One run measures, on a float32 `(N, C, H, W)` array (`(64, 256, 64, 64)` at `--s
   (`(16, 128, 32, 64)` at `--size full`: 4 x 2 x 2 chunks of 16 MiB);
   `pool_blocks`: the same block tasks run on a pool of threads (one per CPU) without Dask,
   i.e. the blocked algorithm's own cost; `dask_threads_fine`: `numba_gn.dask` with much
-  smaller blocks (`(4, 64, 32, 32)`: 256 of
-  1 MiB), where Dask's cost per task shows;
+  smaller blocks (`(4, 64, 32, 32)`: 256 of 1 MiB), where Dask's cost per task shows;
 * `cluster_2_workers` / `cluster_1_worker`: `numba_gn.dask.group_norm` of a batch-chunked
   array of the same shape and distribution, persisted on a `LocalCluster` of two single-thread
   worker processes, with the data made and kept on the workers (on both, or all on one);
@@ -111,13 +110,12 @@ def blocks_on_a_pool(x: np.ndarray, chunks: tuple[int, ...], groups: int, gamma:
         with gd._task_threads(None):
             return gd._moments_block(x[b], np.arange(setup.C)[b[1]], layout=setup.layout)
 
-    parts = list(pool.map(moments, blocks))
-    stats = {}
-    for b, part in zip(blocks, parts, strict=True):
-        stats.setdefault(b[0].start, []).append(part)
+    by_batch_chunk: dict[int, list[np.ndarray]] = {}
+    for b, part in zip(blocks, pool.map(moments, blocks), strict=True):
+        by_batch_chunk.setdefault(b[0].start, []).append(part)
     axes = tuple(range(1, x.ndim))
     stats = {k: gd._finish_moments(np.concatenate(v, axis=1), axes, epsilon=EPSILON)
-             for k, v in stats.items()}
+             for k, v in by_batch_chunk.items()}
 
     def apply(b: tuple[slice, ...]) -> np.ndarray:
         with gd._task_threads(None):
