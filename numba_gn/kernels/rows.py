@@ -108,29 +108,47 @@ def _sample_totals(part, n, nb, R):
 
 @inline
 def _merge_sample(xf, n, nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coef):
-    """Stats of sample `n` from its block sums, then its per-column output coefficients."""
+    """Stats of sample `n` from its block sums, then its per-column output coefficients.
+
+    Written as loops over columns or over groups, each with one job: with one channel per
+    group (instance normalisation, Keras's `groups=-1`) a loop per group that does everything
+    ran one division chain at a time. The divisions and square roots now run vectorised, and
+    the operations on each value, hence the bits, are what they were.
+    """
     R = C * B
     D = C // G
     L = D * B
     k0 = n * A * R
     S, Q = _sample_totals(part, n, nb, R)
+    # Per column: its mean (the shift plus the mean of the shifted values) and its sum of
+    # squared deviations from that mean.
+    for j in range(R):
+        s = S[j]
+        Q[j] = Q[j] - s * s / A
+        S[j] = np.float64(load(xf[k0 + j])) + s / A
+    mu_n = mean[n * G : (n + 1) * G]
+    r_n = rstd[n * G : (n + 1) * G]
     for g in range(G):
-        lo = g * L
         total = 0.0
-        for j in range(lo, lo + L):
-            total += np.float64(load(xf[k0 + j])) + S[j] / A
-        mu = total / L
+        for j in range(g * L, (g + 1) * L):
+            total += S[j]
+        mu_n[g] = total
+    for g in range(G):
+        mu_n[g] = mu_n[g] / L
+    # Parallel-axis formula: the columns' squared deviations plus their means' spread.
+    for g in range(G):
+        mu = mu_n[g]
         m2 = 0.0
-        for j in range(lo, lo + L):
-            dm = np.float64(load(xf[k0 + j])) + S[j] / A - mu
-            m2 += (Q[j] - S[j] * S[j] / A) + A * dm * dm
-        var = m2 / (A * L)
-        if var < 0.0:
-            var = 0.0
-        r = 1.0 / np.sqrt(var + eps)
-        mean[n * G + g] = mu
-        rstd[n * G + g] = r
-        _group_out_coefs(xf, mu, r, g, D, B, gamma, beta, coef[n])
+        for j in range(g * L, (g + 1) * L):
+            dm = S[j] - mu
+            m2 += Q[j] + A * dm * dm
+        r_n[g] = m2  # the group's sum of squares, turned into rstd below
+    for g in range(G):
+        var = r_n[g] / (A * L)
+        var = 0.0 if var < 0.0 else var  # NaN stays NaN
+        r_n[g] = 1.0 / np.sqrt(var + eps)
+    for g in range(G):
+        _group_out_coefs(xf, mu_n[g], r_n[g], g, D, B, gamma, beta, coef[n])
 
 
 @inline
