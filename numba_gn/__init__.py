@@ -20,38 +20,70 @@ as Keras: `numba_gn.Model`, `numba_gn.Sequential`, `numba_gn.Input`, `numba_gn.L
 """
 
 import sys as _sys
+from typing import TYPE_CHECKING
 
-from numba_gn import autograd, buffers, layers, models, params, saving, training
+from numba_gn import buffers
 from numba_gn import functional_jit as _functional_jit  # noqa: F401 (registers the @njit overloads)
 from numba_gn._cache import KernelCacheWarning
+from numba_gn._lazy import AliasFinder as _AliasFinder
+from numba_gn._lazy import lazy_attribute as _lazy_attribute
 from numba_gn._warmup import warmup
-from numba_gn.autograd import Function, GradientTape, Tensor, gradcheck
 from numba_gn.functional import group_norm, group_norm_backward
 from numba_gn.functional_masked import group_norm_masked, group_norm_masked_backward
-from numba_gn.layers import GroupNormalization, Input, Layer, activations
-from numba_gn.layers.symbolic import KerasTensor
-from numba_gn.models import Model, Sequential
-from numba_gn.params import Variable, constraints, initializers, regularizers
-from numba_gn.training import callbacks, losses, metrics, optimizers
 
 __version__ = "0.1.0"
 
-# Keras code imports from these as modules too (`from keras.optimizers import Adam`): register
-# each under its Keras name, the same module object rather than a copy, so that
+# What `group_norm` needs is imported above. Everything else is imported on first use (see
+# `numba_gn._lazy`): where each public name lives, `(module, attribute)` or `(module, None)`.
+_LAZY: dict[str, tuple[str, str | None]] = {
+    **{
+        name: (f"numba_gn.{name}", None)
+        for name in ("autograd", "layers", "models", "params", "saving", "training")
+    },
+    **{name: ("numba_gn.autograd", name) for name in ("Function", "GradientTape", "Tensor")},
+    "gradcheck": ("numba_gn.autograd", "gradcheck"),
+    **{name: ("numba_gn.layers", name) for name in ("GroupNormalization", "Input", "Layer")},
+    "KerasTensor": ("numba_gn.layers.symbolic", "KerasTensor"),
+    "Model": ("numba_gn.models", "Model"),
+    "Sequential": ("numba_gn.models", "Sequential"),
+    "Variable": ("numba_gn.params", "Variable"),
+}
+
+# Keras code imports these as modules too (`from keras.optimizers import Adam`): each Keras name
+# is the module that holds those things, the same module object rather than a copy, so that
 # `from numba_gn.optimizers import Adam` works and there is one module per thing.
-for _name, _module in {
-    "activations": activations,
-    "callbacks": callbacks,
-    "constraints": constraints,
-    "initializers": initializers,
-    "losses": losses,
-    "models": models,
-    "metrics": metrics,
-    "optimizers": optimizers,
-    "regularizers": regularizers,
-}.items():
-    _sys.modules.setdefault(f"{__name__}.{_name}", _module)
-del _name, _module
+_KERAS_MODULES = {
+    "activations": "numba_gn.layers.activations",
+    "callbacks": "numba_gn.training.callbacks",
+    "constraints": "numba_gn.params.constraints",
+    "initializers": "numba_gn.params.initializers",
+    "losses": "numba_gn.training.losses",
+    "metrics": "numba_gn.training.metrics",
+    "optimizers": "numba_gn.training.optimizers",
+    "regularizers": "numba_gn.params.regularizers",
+}
+_LAZY.update({name: (module, None) for name, module in _KERAS_MODULES.items()})
+_sys.meta_path.append(
+    _AliasFinder({f"{__name__}.{name}": module for name, module in _KERAS_MODULES.items()})
+)
+
+
+def __getattr__(name: str) -> object:
+    return _lazy_attribute(__name__, _LAZY, name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:  # what the table above imports, for type checkers and editors
+    from numba_gn import autograd, layers, models, params, saving, training
+    from numba_gn.autograd import Function, GradientTape, Tensor, gradcheck
+    from numba_gn.layers import GroupNormalization, Input, Layer, activations
+    from numba_gn.layers.symbolic import KerasTensor
+    from numba_gn.models import Model, Sequential
+    from numba_gn.params import Variable, constraints, initializers, regularizers
+    from numba_gn.training import callbacks, losses, metrics, optimizers
 
 __all__ = [
     "Function",

@@ -162,6 +162,43 @@ def test_import_is_light_and_each_entry_point_imports_alone():
         assert json.loads(res.stdout.strip().splitlines()[-1]) == {"ok": True}, module
 
 
+def test_import_leaves_the_model_half_for_first_use():
+    # `import numba_gn` + `group_norm` is a pipeline's start-up: layers, models, training and
+    # autograd are imported when first touched, through an attribute or a Keras module name,
+    # and the module then keeps its own spec.
+    res = check_python(
+        """
+        import importlib, json, sys
+        import numpy as np
+        import numba_gn
+        numba_gn.group_norm(np.ones((2, 4, 8), np.float32), 2)
+        heavy = ("numba_gn.layers", "numba_gn.models", "numba_gn.training", "numba_gn.autograd")
+        before = sorted(m for m in heavy if m in sys.modules)
+        from numba_gn.optimizers import Adam
+        import numba_gn.losses as losses
+        import numba_gn.training.optimizers as real
+        out = {
+            "before": before,
+            "same": [Adam is real.Adam, losses is numba_gn.losses,
+                     losses is sys.modules["numba_gn.training.losses"]],
+            "spec": [real.__spec__.name, losses.__spec__.name],
+            "dir": all(n in dir(numba_gn) for n in numba_gn.__all__),
+            "Sequential": numba_gn.Sequential.__module__,
+        }
+        print(json.dumps(out))
+        """
+    )
+    assert last_json_line(res.stdout) == {
+        "before": [],
+        "same": [True, True, True],
+        "spec": ["numba_gn.training.optimizers", "numba_gn.training.losses"],
+        "dir": True,
+        "Sequential": "numba_gn.models.sequential",
+    }
+    with pytest.raises(AttributeError, match="no attribute 'Dense'"):
+        numba_gn.Dense  # noqa: B018 (not a top-level name in Keras either)
+
+
 # The levels, lowest first: a module may import its own level and those below, never above.
 # Models sit on top: they are layers with the training loop mixed in, so they import both;
 # layers import neither models nor training, and training imports no model.
