@@ -193,7 +193,11 @@ def choose(canon: Canonical, groups: int, size: int, out_bytes: int) -> Path:
             if family == "rows":
                 many = canon.N >= _knobs.ROW_SAMPLES_MIN_PER_THREAD * threads
             else:
-                many = canon.N * groups >= _knobs.FUSED_MIN_SLABS_PER_THREAD * threads
+                slabs = canon.N * groups
+                many = (
+                    slabs >= _knobs.FUSED_MIN_SLABS_PER_THREAD * threads
+                    and size >= _knobs.FUSED_MIN_SLAB_ELEMENTS * slabs
+                )
             strategy = "fused" if many else "chunked"
     elif strategy != "serial" and _threading.in_forked_child():
         strategy = "serial"  # see numba_gn._threading: parallel kernels are unsafe there

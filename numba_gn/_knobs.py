@@ -32,6 +32,13 @@ ROW_MAX_ELEMENTS = 2048
 #: to balance; with fewer slabs the chunked kernels spread pieces of slabs over all threads.
 FUSED_MIN_SLABS_PER_THREAD = 4
 
+#: ... and slabs of at least this many elements. Below it a slab's fixed costs (its shift, its
+#: lane accumulators, a dynamically scheduled loop iteration) outweigh its work, and the chunked
+#: kernels, which sum several short segments per unit, were 1.2x to 2x faster on 2 threads
+#: (docs/performance.md); from here up the two are level, and the fused ones pull ahead on
+#: slabs too large for the chunked kernels to find in cache.
+FUSED_MIN_SLAB_ELEMENTS = 4096
+
 #: With this many samples per thread the row kernels give each thread whole samples (no barrier
 #: between a sample's passes, and threads drift out of step, mixing reads and writes); with
 #: fewer they spread every sample's blocks over all threads, a wave of samples at a time.

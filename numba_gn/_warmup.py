@@ -60,6 +60,12 @@ def _samples_shape() -> tuple[int, ...]:
     return (n, 2, c)
 
 
+def _slabs_shape() -> tuple[int, ...]:
+    """A slab-family shape with enough slabs, large enough, for one slab per thread."""
+    n = _knobs.FUSED_MIN_SLABS_PER_THREAD * max(numba.get_num_threads(), 1)
+    return (n, 1, _knobs.FUSED_MIN_SLAB_ELEMENTS)
+
+
 def cases() -> tuple[Case, ...]:
     """Every case, serial ones first (the parallel ones need >= PARALLEL_MIN_ELEMENTS)."""
     samples = _samples_shape()
@@ -71,7 +77,7 @@ def cases() -> tuple[Case, ...]:
         Case("rows, whole samples", "channels-last", samples, -1, samples[-1] // 2, True),
         Case("wide rows, fused", "channels-last", (4, 2, 4096), -1, 2, True),
         Case("wide rows, chunked", "channels-last", (2, 4, 4096), -1, 2, True),
-        Case("slab, fused", "channels-first", (8, 64, 64), 1, 32, True),
+        Case("slab, fused", "channels-first", _slabs_shape(), 1, 1, True),
         Case("slab, chunked", "channels-first", (1, 8, 4096), 1, 1, True),
         Case("col2im, serial", "conv", (1, 4, 4, 2), -1, 1, False),
         Case("col2im, parallel", "conv", (8, 34, 34, 8), -1, 1, True),

@@ -20,7 +20,7 @@ OFFSETS = (0.0, 1e2, 1e4, 1e6)
 # at least PARALLEL_MIN_ELEMENTS (32768) elements and take the parallel ones.
 LAYOUTS = {
     "cf-ser": ((2, 8, 6, 5), 1, 4),  # slab family, channels-first
-    "cf-par": ((4, 64, 16, 16), 1, 32),  # slab, fused parallel (N*G = 128 slabs)
+    "cf-par": ((4, 16, 32, 32), 1, 4),  # slab, fused parallel (16 slabs of 4096)
     "cf-chunked": ((1, 8, 64, 128), 1, 2),  # slab, chunked (2 slabs of 2 pieces each)
     "cl-ser": ((2, 6, 5, 8), -1, 4),  # row family, channels-last
     "cl-par": ((2, 16, 16, 256), -1, 32),  # rows, parallel, wide rows

@@ -28,7 +28,7 @@ RUNS, CHILDREN, POOL_TASKS = (int(a) for a in sys.argv[1:4])
 
 # >= 32768 elements each, so the parent takes the parallel kernels (several families).
 CASES = [
-    ((4, 64, 16, 16), 1, 32, "float32"),
+    ((4, 16, 32, 32), 1, 4, "float32"),
     ((1, 8, 64, 128), 1, 2, "float64"),
     ((2, 16, 16, 128), -1, 32, "float32"),
     ((2, 16, 32, 64), (1, 2), 16, "float16"),

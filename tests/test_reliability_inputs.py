@@ -34,7 +34,7 @@ from numba_gn.models import Sequential
 LAYOUTS = {
     "slab-ser": ((2, 8, 6, 5), 1, 4),
     "rows-ser": ((2, 6, 5, 8), -1, 4),
-    "slab-fused-par": ((4, 64, 16, 16), 1, 32),
+    "slab-fused-par": ((4, 16, 32, 32), 1, 4),
     "slab-chunked-par": ((1, 8, 64, 128), 1, 2),
     "rows-par": ((2, 16, 16, 128), -1, 32),
 }
