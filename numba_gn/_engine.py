@@ -186,19 +186,8 @@ def choose(canon: Canonical, groups: int, size: int, out_bytes: int) -> Path:
         family = canon.families[groups] = "rows" if rows_ else "slab"
     strategy = _forced.strategy
     if strategy is None:
-        if not _threading.use_parallel(size):
-            strategy = "serial"
-        else:
-            threads = numba.get_num_threads()
-            if family == "rows":
-                many = canon.N >= _knobs.ROW_SAMPLES_MIN_PER_THREAD * threads
-            else:
-                slabs = canon.N * groups
-                many = (
-                    slabs >= _knobs.FUSED_MIN_SLABS_PER_THREAD * threads
-                    and size >= _knobs.FUSED_MIN_SLAB_ELEMENTS * slabs
-                )
-            strategy = "fused" if many else "chunked"
+        parallel = _threading.use_parallel(size)
+        strategy = _strategy(canon, family, groups, size) if parallel else "serial"
     elif strategy != "serial" and _threading.in_forked_child():
         strategy = "serial"  # see numba_gn._threading: parallel kernels are unsafe there
     stream = _forced.stream
@@ -207,6 +196,18 @@ def choose(canon: Canonical, groups: int, size: int, out_bytes: int) -> Path:
     path = _PATHS[family, strategy, stream]
     _forced.last = path
     return path
+
+
+def _strategy(canon: Canonical, family: str, groups: int, size: int) -> str:
+    """The automatic strategy of a call that may run in parallel (see `numba_gn._knobs`)."""
+    threads = numba.get_num_threads()
+    if family == "rows":
+        if canon.N >= _knobs.ROW_SAMPLES_MIN_PER_THREAD * threads:
+            return "fused" if size >= _knobs.ROW_FUSED_MIN_ELEMENTS else "serial"
+        return "chunked" if size >= _knobs.ROW_CHUNKED_MIN_ELEMENTS else "serial"
+    slabs = canon.N * groups
+    many = slabs >= _knobs.FUSED_MIN_SLABS_PER_THREAD * threads
+    return "fused" if many and size >= _knobs.FUSED_MIN_SLAB_ELEMENTS * slabs else "chunked"
 
 
 def _chunk(strategy: str) -> int:

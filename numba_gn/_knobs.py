@@ -34,10 +34,16 @@ FUSED_MIN_SLABS_PER_THREAD = 4
 
 #: ... and slabs of at least this many elements. Below it a slab's fixed costs (its shift, its
 #: lane accumulators, a dynamically scheduled loop iteration) outweigh its work, and the chunked
-#: kernels, which sum several short segments per unit, were 1.2x to 2x faster on 2 threads
-#: (docs/performance.md); from here up the two are level, and the fused ones pull ahead on
-#: slabs too large for the chunked kernels to find in cache.
+#: kernels, which sum several short segments per unit, are faster (docs/threads.md, "Which
+#: kernels run").
 FUSED_MIN_SLAB_ELEMENTS = 4096
+
+#: The row kernels' parallel strategies pay from larger inputs than the slab kernels': their
+#: per-element work is less, so a parallel launch and the per-thread partial sums weigh more.
+#: Whole samples per thread (many samples) from this many elements, the chunked row kernels
+#: (few samples) from the next (docs/threads.md, "Which kernels run").
+ROW_FUSED_MIN_ELEMENTS = 1 << 16
+ROW_CHUNKED_MIN_ELEMENTS = 1 << 17
 
 #: With this many samples per thread the row kernels give each thread whole samples (no barrier
 #: between a sample's passes, and threads drift out of step, mixing reads and writes); with

@@ -56,7 +56,7 @@ class Case:
 def _samples_shape() -> tuple[int, ...]:
     """A row-family shape with enough samples for whole samples per thread (depends on threads)."""
     n = _knobs.ROW_SAMPLES_MIN_PER_THREAD * max(numba.get_num_threads(), 1)
-    c = 2 * max(1, -(-_knobs.PARALLEL_MIN_ELEMENTS // (4 * n)))  # two rows of c per sample
+    c = 2 * max(1, -(-_knobs.ROW_FUSED_MIN_ELEMENTS // (4 * n)))  # two rows of c per sample
     return (n, 2, c)
 
 
@@ -73,7 +73,7 @@ def cases() -> tuple[Case, ...]:
         Case("rows, serial", "channels-last", (2, 4, 8), -1, 4, False),
         Case("wide rows, serial", "channels-last", (1, 2, 4096), -1, 2, False),
         Case("slab, serial", "channels-first", (2, 8, 4), 1, 4, False),
-        Case("rows, waves", "channels-last", (2, 64, 256), -1, 32, True),
+        Case("rows, waves", "channels-last", (2, 256, 256), -1, 32, True),
         Case("rows, whole samples", "channels-last", samples, -1, samples[-1] // 2, True),
         Case("wide rows, fused", "channels-last", (4, 2, 4096), -1, 2, True),
         Case("wide rows, chunked", "channels-last", (2, 4, 4096), -1, 2, True),
@@ -458,7 +458,8 @@ def warmup(
     dtypes : iterable of str or dtype, default ("float32", "float64")
         Any of float32, float64, float16.
     parallel : bool, default True
-        Also the parallel kernels (used for inputs of 32768 elements and more).
+        Also the parallel kernels (used for inputs of 32768 elements and more; see
+        `numba_gn._knobs`).
     layouts : iterable of str, default ("channels-last", "channels-first", "conv")
         Any of "channels-last", "channels-first", "conv" (the convolution layers' and
         activations' kernels) and "dask" (the per-block kernels of `numba_gn.dask`; needs

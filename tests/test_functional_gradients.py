@@ -150,8 +150,8 @@ REF_CASES = [
     ((4, 16, 32, 32), 1, 4),  # slab, parallel fused
     ((1, 8, 64, 128), 1, 2),  # slab, parallel chunked, two pieces per slab
     ((2, 16, 16, 256), -1, 32),  # rows, parallel
-    ((4, 128, 8, 8), 2, 4),  # middle axis, rows, parallel
-    ((2, 16, 64, 32), 2, 32),  # middle axis, slab, parallel
+    ((4, 512, 8, 8), 2, 4),  # middle axis, rows, parallel
+    ((2, 32, 64, 32), 2, 32),  # middle axis, slab, parallel
     ((64, 1024), -1, 32),  # 2-D
     ((2, 3, 4, 5), (2, 3), 5),
     ((2, 4, 3, 6), (3, 1), 4),

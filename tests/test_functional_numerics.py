@@ -26,8 +26,8 @@ LAYOUTS = {
     "cl-par": ((2, 16, 16, 256), -1, 32),  # rows, parallel, wide rows
     "cl-par-c64": ((4, 32, 16, 64), -1, 32),  # rows, parallel, 64 channels
     "mid-ser": ((2, 6, 8, 5), 2, 4),  # middle axis, short runs: row family
-    "mid-par-slab": ((2, 16, 64, 32), 2, 32),  # middle axis, runs of 64: slab family, A = 16
-    "mid-par-rows": ((4, 128, 8, 8), 2, 4),  # middle axis, runs of 16: row family, parallel
+    "mid-par-slab": ((2, 32, 64, 32), 2, 32),  # middle axis, runs of 64, A = 32
+    "mid-par-rows": ((4, 512, 8, 8), 2, 4),  # middle axis, runs of 16: row family, parallel
 }
 
 # The row family accumulates each column over blocks of up to 512 rows in float32 before widening

@@ -20,7 +20,7 @@ CASES = {
     "slab-nchw": ((4, 64, 32, 32), 1, 32),
     "slab-few-slabs": ((1, 8, 64, 128), 1, 2),  # 2 slabs of 2 pieces: chunked by default
     "slab-middle": ((4, 32, 64, 16), 2, 16),  # runs of 64: slab family with A = 32
-    "rows-middle": ((4, 128, 8, 8), 2, 4),  # runs of 16: row family
+    "rows-middle": ((4, 512, 8, 8), 2, 4),  # runs of 16: row family
     "2d-long-runs": ((64, 1024), -1, 32),
     "2d-short-runs": ((512, 64), -1, 32),
     "tuple-axes": ((4, 16, 32, 32), (1, 2), 16),

@@ -30,7 +30,7 @@ RUNS, CHILDREN, POOL_TASKS = (int(a) for a in sys.argv[1:4])
 CASES = [
     ((4, 16, 32, 32), 1, 4, "float32"),
     ((1, 8, 64, 128), 1, 2, "float64"),
-    ((2, 16, 16, 128), -1, 32, "float32"),
+    ((2, 32, 16, 128), -1, 32, "float32"),
     ((2, 16, 32, 64), (1, 2), 16, "float16"),
     ((2, 4, 8), -1, 4, "float64"),  # and one small (serial) case
 ]

@@ -42,10 +42,10 @@ CASES = [
     ((2, 8, 6, 5), 1, 4, "float16"),          # channels-first, serial, half
     ((4, 16, 32, 32), 1, 4, "float32"),       # par: fused slabs
     ((1, 8, 64, 128), 1, 2, "float64"),       # par: chunked slabs (2 slabs)
-    ((2, 16, 16, 128), -1, 32, "float32"),    # par: rows, channels-last
+    ((2, 32, 16, 128), -1, 32, "float32"),    # par: rows, channels-last
     ((2, 16, 32, 64), (1, 2), 16, "float16"), # par: tuple axes, half
     ((64, 1024), -1, 32, "float64"),          # par: 2-D, long runs
-    ((4, 128, 8, 8), 2, 4, "float32"),        # par: middle axis, row family
+    ((4, 512, 8, 8), 2, 4, "float32"),        # par: middle axis, row family
 ]
 
 def make(case, seed):
