@@ -492,6 +492,9 @@ def test_local_cluster_matches_and_workers_load_kernels_from_the_cache(rng):
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
         resources={"threads": 2},
+        # The scheduler's HTTP routes would still take port 8787 and fail the test (a warning,
+        # made an error by pytest) when another cluster on the machine holds it.
+        scheduler_kwargs={"dashboard_address": ":0"},
     ) as cluster, distributed.Client(cluster) as client:
         for chunks, w in zip(chunkings, want, strict=True):
             got = dask.compute(*_graphs(da.from_array(x, chunks=chunks)))

@@ -73,6 +73,10 @@ SIZES = {
     "full": Size((64, 256, 64, 64), 32, 4, (16, 128, 32, 64), (4, 64, 32, 32), 512, "640MiB"),
 }
 
+#: The scheduler's HTTP routes on a free port: even without a dashboard they would take 8787,
+#: which another cluster on the machine may hold.
+_NO_FIXED_PORT = {"dashboard_address": ":0"}
+
 
 def group_norm_reductions(x: Any, groups: int, gamma: np.ndarray, beta: np.ndarray) -> Any:
     """Group norm of a `(N, C, ...)` Dask array written with `dask.array` reductions."""
@@ -231,6 +235,7 @@ def measure(size: str = "full", repeat: int = 5, workdir: str | None = None,
     say("LocalCluster: 2 worker processes of 1 thread")
     with LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+        scheduler_kwargs=_NO_FIXED_PORT,
         memory_limit=0,
     ) as cluster, Client(cluster) as client:
         workers = sorted(client.scheduler_info()["workers"])
@@ -327,6 +332,7 @@ def _out_of_core(spec: Size, gamma: np.ndarray, beta: np.ndarray, tmp: str) -> d
     workers = 2
     with LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        scheduler_kwargs=_NO_FIXED_PORT,
         memory_limit=spec.memory_limit,
     ) as cluster, Client(cluster) as client:
         before = client.run(_start_rss_sampler)
