@@ -204,7 +204,10 @@ def _strategy(canon: Canonical, family: str, groups: int, size: int) -> str:
     if family == "rows":
         if canon.N >= _knobs.ROW_SAMPLES_MIN_PER_THREAD * threads:
             return "fused" if size >= _knobs.ROW_FUSED_MIN_ELEMENTS else "serial"
-        return "chunked" if size >= _knobs.ROW_CHUNKED_MIN_ELEMENTS else "serial"
+        if size < _knobs.ROW_FEW_SAMPLES_MIN_ELEMENTS:
+            return "serial"
+        # Few samples: whole samples per thread still balance when they divide evenly.
+        return "fused" if canon.N % threads == 0 else "chunked"
     slabs = canon.N * groups
     many = slabs >= _knobs.FUSED_MIN_SLABS_PER_THREAD * threads
     return "fused" if many and size >= _knobs.FUSED_MIN_SLAB_ELEMENTS * slabs else "chunked"

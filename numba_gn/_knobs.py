@@ -40,10 +40,11 @@ FUSED_MIN_SLAB_ELEMENTS = 4096
 
 #: The row kernels' parallel strategies pay from larger inputs than the slab kernels': their
 #: per-element work is less, so a parallel launch and the per-thread partial sums weigh more.
-#: Whole samples per thread (many samples) from this many elements, the chunked row kernels
-#: (few samples) from the next (docs/threads.md, "Which kernels run").
+#: With many samples (`ROW_SAMPLES_MIN_PER_THREAD`) they run in parallel from this many
+#: elements, with fewer from the next: whole samples per thread when the samples divide evenly
+#: over the threads, else the chunked row kernels (docs/threads.md, "Which kernels run").
 ROW_FUSED_MIN_ELEMENTS = 1 << 16
-ROW_CHUNKED_MIN_ELEMENTS = 1 << 17
+ROW_FEW_SAMPLES_MIN_ELEMENTS = 1 << 17
 
 #: With this many samples per thread the row kernels give each thread whole samples (no barrier
 #: between a sample's passes, and threads drift out of step, mixing reads and writes); with

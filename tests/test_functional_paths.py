@@ -15,7 +15,7 @@ from numba_gn.kernels import rows, slab
 
 # name -> (shape, axis, groups); all big enough for the parallel kernels by default.
 CASES = {
-    "rows-nhwc": ((4, 32, 32, 64), -1, 32),  # few samples: blocks of each sample in parallel
+    "rows-nhwc": ((1, 64, 32, 64), -1, 32),  # one sample: its blocks spread over the threads
     "rows-many-samples": ((16, 8, 8, 64), -1, 32),  # whole samples in parallel by default
     "slab-nchw": ((4, 64, 32, 32), 1, 32),
     "slab-few-slabs": ((1, 8, 64, 128), 1, 2),  # 2 slabs of 2 pieces: chunked by default
