@@ -55,6 +55,8 @@ def test_warmup_fills_an_empty_cache(warmed):
     assert any(cache.rglob("*.nbc"))
     # one progress line per task, a group norm task being run as its two passes
     assert first.stderr.count("float64") == len(_warmup._split_passes(tasks)) == 8
+    lines = [ln for ln in first.stderr.splitlines() if ln.startswith("[")]
+    assert lines[-1].startswith("[8/8] ")  # counted against the passes, not the tasks
 
 
 def test_second_process_loads_without_compiling(warmed):

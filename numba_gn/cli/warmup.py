@@ -94,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
     where = status["path"] or "none (kernels are compiled in memory only)"
     if not args.json:
         print(f"kernel cache: {where}" + ("" if status["writable"] else " (read-only)"))
-    progress = _Progress(len(todo), sys.stderr if args.json else sys.stdout)
+    # Processes run a group norm task as its forward and its backward pass, one line each.
+    steps = len(todo) if args.jobs == 1 else len(_warmup._split_passes(todo))
+    progress = _Progress(steps, sys.stderr if args.json else sys.stdout)
     start = time.perf_counter()
     if args.jobs == 1:
 
