@@ -49,14 +49,21 @@ SHORT_RUN = 64
 # forward helpers
 
 
+#: Elements whose mean is a slab's shift. The shift only needs to be near the slab's mean (the
+#: cancellation left is of order `(mean - K)**2 / var`), and its sum is a chain of dependent
+#: float64 additions per slab: over 64 elements it cost about as much as summing a slab of a
+#: few hundred.
+SHIFT_ELEMENTS = 8
+
+
 @inline
-def _slab_shift(xf, n, g, A, C, B, D, lanes):
+def _slab_shift(xf, n, g, A, C, B, D):
     """Shift for the slab's shifted sums: the mean of its first few elements, in x's dtype."""
     L = D * B
     if A * L == 0:
         return rounded(0.0, xf)
     off = (n * A * C + g * D) * B
-    m = min(lanes, L)
+    m = min(SHIFT_ELEMENTS, L)
     t = 0.0
     for i in range(off, off + m):
         t += load(xf[i])
@@ -285,7 +292,7 @@ def _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd
     L = D * B
     n = s // G
     g = s - n * G
-    K = _slab_shift(xf, n, g, A, C, B, D, lanes)
+    K = _slab_shift(xf, n, g, A, C, B, D)
     S, Q = _slab_sums(xf, n, g, A, C, B, D, K, lanes)
     mu, r = finish_stats(K, S, Q, A * L, eps)
     mean[s] = mu
@@ -360,7 +367,7 @@ def forward_chunked_par(
         s = u // U
         n = s // G
         g = s - n * G
-        K = _slab_shift(xf, n, g, A, C, B, D, lanes)
+        K = _slab_shift(xf, n, g, A, C, B, D)
         acc = compute_empty(xf, (2, lanes))
         first = (n * A * C + g * D) * B
         sums = _unit_sums(xf, first, C * B, u - s * U, L, A, per, P, K, acc)
@@ -371,7 +378,7 @@ def forward_chunked_par(
     for s in range(N * G):
         n = s // G
         g = s - n * G
-        K = _slab_shift(xf, n, g, A, C, B, D, lanes)
+        K = _slab_shift(xf, n, g, A, C, B, D)
         S = 0.0
         Q = 0.0
         for u in range(s * U, (s + 1) * U):
