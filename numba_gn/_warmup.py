@@ -382,15 +382,15 @@ def _shares(todo: Sequence[tuple[str, Case]], jobs: int) -> list[list[tuple[str,
 def run_tasks_in_processes(
     todo: Sequence[tuple[str, Case]],
     jobs: int,
-    progress: Callable[[str, Report], None] | None = None,
+    progress: Callable[[int, int, str, Report], None] | None = None,
 ) -> tuple[Report, bool]:
     """Run `todo` over `jobs` child processes sharing the disk cache.
 
     Numba compiles with the GIL held, so processes are the way to use several cores. Group norm
     tasks are split into their forward and backward passes and the tasks are spread by their
     expected cost. Returns the merged report and whether a child failed;
-    `progress(label, step_report)` is called (from reader threads, one at a time) as each
-    task finishes.
+    `progress(done, total, label, step_report)` is called (from reader threads, one at a
+    time) as each task finishes, counting a group norm task's passes separately.
     """
     import json
     import subprocess
@@ -399,7 +399,8 @@ def run_tasks_in_processes(
     from dataclasses import astuple
 
     report = Report(cache=_cache.cache_root())
-    shares = _shares(_split_passes(todo), jobs)
+    split = _split_passes(todo)
+    shares = _shares(split, jobs)
     children = [
         subprocess.Popen(
             [sys.executable, "-c", _CHILD, json.dumps([(d, astuple(c)) for d, c in share])],
@@ -410,6 +411,7 @@ def run_tasks_in_processes(
         if share
     ]
     lock = threading.Lock()
+    done = [0]  # tasks reported so far, by all children
 
     def read(child: subprocess.Popen) -> None:
         assert child.stdout is not None
@@ -426,8 +428,9 @@ def run_tasks_in_processes(
             with lock:
                 report.compiled += step.compiled
                 report.loaded += step.loaded
+                done[0] += 1
                 if progress is not None:
-                    progress(data["label"], step)
+                    progress(done[0], len(split), data["label"], step)
 
     readers = [threading.Thread(target=read, args=(c,)) for c in children]
     for t in readers:

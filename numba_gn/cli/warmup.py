@@ -12,7 +12,10 @@ import json
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from numba_gn._warmup import Report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,25 +58,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class _Progress:
     """A bar redrawn in place on a terminal, one line per task elsewhere (logs, CI)."""
 
-    def __init__(self, total: int, stream: TextIO) -> None:
-        self.total = total
-        self.done = 0
+    def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.start = time.perf_counter()
         self.dynamic = bool(getattr(stream, "isatty", lambda: False)())
         self.lock = threading.Lock()
 
-    def step(self, label: str, compiled: int, seconds: float) -> None:
+    def step(self, done: int, total: int, label: str, report: Report) -> None:
+        """Task `done` of `total` finished, doing what `report` says."""
         with self.lock:
-            self.done += 1
+            compiled = len(report.compiled)
             what = f"compiled {compiled}" if compiled else "loaded"
-            text = f"[{self.done}/{self.total}] {label}: {what} ({seconds:.1f} s)"
+            text = f"[{done}/{total}] {label}: {what} ({report.seconds:.1f} s)"
             if self.dynamic:
                 width = 24
-                filled = width * self.done // self.total
+                filled = width * done // total
                 bar = "=" * filled + "." * (width - filled)
                 self.stream.write(f"\r[{bar}] {text}\x1b[K")
-                if self.done == self.total:
+                if done == total:
                     self.stream.write("\n")
             else:
                 self.stream.write(text + "\n")
@@ -94,23 +96,13 @@ def run(args: argparse.Namespace) -> int:
     where = status["path"] or "none (kernels are compiled in memory only)"
     if not args.json:
         print(f"kernel cache: {where}" + ("" if status["writable"] else " (read-only)"))
-    # Processes run a group norm task as its forward and its backward pass, one line each.
-    steps = len(todo) if args.jobs == 1 else len(_warmup._split_passes(todo))
-    progress = _Progress(steps, sys.stderr if args.json else sys.stdout)
+    progress = _Progress(sys.stderr if args.json else sys.stdout)
     start = time.perf_counter()
     if args.jobs == 1:
-
-        def say(done: int, total: int, label: str, step: _warmup.Report) -> None:
-            progress.step(label, len(step.compiled), step.seconds)
-
-        report = _warmup.run_tasks(todo, say)
+        report = _warmup.run_tasks(todo, progress.step)
         failed = False
     else:
-        report, failed = _warmup.run_tasks_in_processes(
-            todo,
-            args.jobs,
-            lambda label, step: progress.step(label, len(step.compiled), step.seconds),
-        )
+        report, failed = _warmup.run_tasks_in_processes(todo, args.jobs, progress.step)
     wall = time.perf_counter() - start
     summary = {
         "tasks": len(todo),
