@@ -60,7 +60,6 @@ class _Progress:
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
-        self.start = time.perf_counter()
         self.dynamic = bool(getattr(stream, "isatty", lambda: False)())
         self.lock = threading.Lock()
 
