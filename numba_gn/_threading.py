@@ -24,13 +24,15 @@ import os
 import site
 import sys
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numba
 
 from numba_gn import _knobs
 
+_T = TypeVar("_T")
 _launch_lock = threading.RLock()
 _layer: str | None = None  # resolved after the first parallel launch
 _forked = False
@@ -85,8 +87,11 @@ def in_forked_child() -> bool:
 
 
 def use_parallel(size: int) -> bool:
-    """Whether an input of `size` elements should use the parallel kernels."""
-    if size < _knobs.PARALLEL_MIN_ELEMENTS or _forked:
+    """Whether an input of `size` elements should use the parallel kernels.
+
+    Never inside `map_in_threads`: its threads already keep the cores busy.
+    """
+    if size < _knobs.PARALLEL_MIN_ELEMENTS or _forked or getattr(_mapping, "active", False):
         return False
     return numba.get_num_threads() > 1
 
@@ -134,6 +139,82 @@ def launch(serial: Any, parallel: Any, size: int, *args: Any, chunk: int = 0) ->
             parallel(*args)
     else:
         serial(*args)
+
+
+# Threads of `map_in_threads`, made on first use and sized by Numba's thread count.
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_mapping = threading.local()  # .active: this thread is running a `map_in_threads` task
+
+
+def _get_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(
+                max(1, numba.config.NUMBA_NUM_THREADS - 1), thread_name_prefix="numba_gn"
+            )
+        return _pool
+
+
+def map_in_threads(fn: Callable[[int], _T], count: int) -> list[_T]:
+    """`[fn(0), ..., fn(count - 1)]`, the calls spread over `numba.get_num_threads()` threads.
+
+    For pipelines of serial kernels and single-threaded BLAS calls (a chunk of samples per
+    call): every thread, the caller's included, takes the next index as soon as it is free,
+    so a thread that loses its core to another process simply does fewer calls, and waiting
+    threads sleep instead of spinning. numba_gn kernels launched by `fn` run their serial
+    twins (`use_parallel` is False), so the cores are never asked for twice. The results
+    come back in index order whichever thread computed them, so a caller that combines them
+    in that order gets the same bits with any number of threads. Runs in the calling thread
+    alone when there is one thread, one call, a forked child, or a `map_in_threads` around it.
+    The first exception raised by `fn` is raised here, after every started call has ended.
+    """
+    threads = min(count, numba.get_num_threads())
+    if threads <= 1 or _forked or getattr(_mapping, "active", False):
+        saved = getattr(_mapping, "active", False)
+        _mapping.active = True
+        try:
+            return [fn(i) for i in range(count)]
+        finally:
+            _mapping.active = saved
+    results: list[Any] = [None] * count
+    state = {"next": 0, "failed": False}
+    lock = threading.Lock()
+
+    def take() -> int | None:
+        with lock:
+            i = state["next"]
+            if i >= count or state["failed"]:
+                return None
+            state["next"] = i + 1
+            return i
+
+    def work() -> None:
+        _mapping.active = True
+        try:
+            while (i := take()) is not None:
+                results[i] = fn(i)
+        except BaseException:
+            state["failed"] = True  # the other threads stop after their current call
+            raise
+        finally:
+            _mapping.active = False
+
+    pool = _get_pool()
+    helpers = [pool.submit(work) for _ in range(threads - 1)]
+    try:
+        work()
+    finally:
+        for helper in helpers:
+            # A helper still queued (the pool busy with another caller's work) is not needed
+            # any more; one that started must end before the caller's arrays are used.
+            if not helper.cancel():
+                helper.exception()
+    for helper in helpers:
+        if not helper.cancelled():
+            helper.result()
+    return results
 
 
 load_pip_tbb()

@@ -100,11 +100,14 @@ def test_input_gradient_rejects_tiles_that_miss_pixels():
         winograd_input_grad(np.zeros((16, 2, 1)), (1, 8, 3, 1), (0, 0), (1, 2))
 
 
-def test_parallel_and_serial_kernels_give_the_same_bits(rng):
-    """Whether a transform runs on one thread or all, the bits are the same."""
-    x = rng.standard_normal((16, 12, 12, 24)).astype(np.float32)  # big enough to go parallel
+@pytest.mark.parametrize("shape", [(16, 12, 12, 24), (5, 32, 32, 24)])
+def test_parallel_and_serial_kernels_give_the_same_bits(shape, rng):
+    """One thread or all, the bits are the same: one chunk of samples (its transforms go
+    parallel) or several (the chunks spread over threads, their kernel gradients summed in
+    chunk order)."""
+    x = rng.standard_normal(shape).astype(np.float32)
     kernel = rng.standard_normal((3, 3, 24, 16)).astype(np.float32)
-    g = rng.standard_normal((16, 12, 12, 16)).astype(np.float32)
+    g = rng.standard_normal((*shape[:3], 16)).astype(np.float32)
     results = []
     threads = numba.get_num_threads()
     for n in sorted({1, threads}):

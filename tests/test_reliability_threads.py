@@ -15,6 +15,8 @@ sequential one (bitwise equality).
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import numba
 import numpy as np
@@ -309,3 +311,72 @@ def test_parallel_calls_restore_the_callers_chunk_size():
         assert numba.get_parallel_chunksize() == 7
     finally:
         numba.set_parallel_chunksize(before)
+
+
+# -- map_in_threads: chunks of serial work spread over Python threads -----------------------------
+
+
+def test_map_in_threads_returns_every_result_in_index_order():
+    from numba_gn import _threading
+
+    seen = []
+    results = _threading.map_in_threads(lambda i: seen.append(i) or i * i, 23)
+    assert results == [i * i for i in range(23)]
+    assert sorted(seen) == list(range(23))  # each index exactly once
+
+
+def test_map_in_threads_runs_kernels_serially_and_nested_maps_in_place():
+    """Inside a task no kernel goes parallel and a nested map stays in the task's thread."""
+    from numba_gn import _threading
+
+    big = 1 << 22
+
+    def task(i):
+        inner = _threading.map_in_threads(lambda j: threading.get_ident(), 3)
+        return _threading.use_parallel(big), inner, threading.get_ident()
+
+    for parallel, inner, ident in _threading.map_in_threads(task, 6):
+        assert parallel is False
+        assert inner == [ident] * 3
+    assert _threading.use_parallel(big) is (numba.get_num_threads() > 1)  # restored after
+
+
+def test_map_in_threads_uses_numbas_thread_count():
+    from numba_gn import _threading
+
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        idents = _threading.map_in_threads(lambda i: threading.get_ident(), 8)
+    finally:
+        numba.set_num_threads(threads)
+    assert set(idents) == {threading.get_ident()}
+    if threads > 1:  # with more threads the pool shares the work (each call sleeps a little)
+        idents = _threading.map_in_threads(lambda i: time.sleep(0.01) or threading.get_ident(), 8)
+        assert len(set(idents)) > 1
+
+
+def test_map_in_threads_raises_the_first_error_after_every_started_call_ended():
+    from numba_gn import _threading
+
+    running = [0]
+    lock = threading.Lock()
+    calls = []
+
+    def task(i):
+        with lock:
+            running[0] += 1
+            calls.append(i)
+        try:
+            time.sleep(0.005)
+            if i == 2:
+                raise ValueError("chunk 2 failed")
+            return i
+        finally:
+            with lock:
+                running[0] -= 1
+
+    with pytest.raises(ValueError, match="chunk 2 failed"):
+        _threading.map_in_threads(task, 50)
+    assert running[0] == 0  # nothing still writes into the caller's arrays
+    assert len(calls) < 50  # the other threads stopped taking work

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from numba_gn import _threading
 from numba_gn import buffers as _results
 from numba_gn.autograd.function import Context, Function
 from numba_gn.autograd.tensor import Tensor
@@ -412,6 +413,15 @@ WINOGRAD_MIN_SIDE = 4
 WINOGRAD_MIN_CHANNELS = 16
 #: Smallest `N * OH * OW * C * F` (multiply-adds per kernel tap) for which Winograd is used.
 WINOGRAD_MIN_WORK = 1 << 19
+# Threads: each chunk of samples is one task of `_threading.map_in_threads` (input transform,
+# matmul, output transform, all serial), so both cores work through whole chunks and BLAS
+# runs inside them with the single thread `fit`, `evaluate` and `predict` give it. Measured on
+# x (64, 16, 16, 32), F=32, float32, BLAS on 1 thread, 2 cores: the transforms on Numba's
+# parallel kernels with the matmuls between them on one thread took 1.7-1.8 ms forward and
+# 5.2-5.5 ms forward+backward; chunks on two threads 1.03-1.05 and 3.2-3.3 ms (the residual
+# CNN's training step 52-57 -> 36-38 ms, its inference 17-20 -> 10-12 ms). Each chunk's
+# kernel gradient is kept and the chunks are summed in order, so the bits do not depend on
+# which thread ran which chunk.
 #: Bytes of transformed tiles (V, M, dM or dV) handled per chunk of samples. Chunks reuse their
 #: scratch arrays and stay in the L2 cache; one pass over the whole batch allocated four arrays
 #: of 8 MB per step at x (64, 16, 16, 32) (page faults) and was 25% slower (9.5 ms against
@@ -499,20 +509,6 @@ def _kernel_transform_adjoint(du: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(dk.transpose(1, 0, 2, 3))
 
 
-class _Buffers:
-    """Scratch arrays reused from one chunk of samples to the next (a new one for a new shape)."""
-
-    def __init__(self, dtype: np.dtype) -> None:
-        self.dtype = dtype
-        self.arrays: dict[str, np.ndarray] = {}
-
-    def get(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        a = self.arrays.get(name)
-        if a is None or a.shape != shape:
-            a = self.arrays[name] = _results.empty(shape, self.dtype)
-        return a
-
-
 def _chunks(n: int, per_sample: int, itemsize: int) -> list[tuple[int, int]]:
     """Sample ranges whose transformed tiles (`per_sample` values each) fill a chunk."""
     step = max(1, WINOGRAD_CHUNK_BYTES // (per_sample * itemsize))
@@ -537,28 +533,31 @@ def _winograd_forward(
     u = _kernel_transform(kernel)  # (16, C, F)
     b = np.zeros(f, x.dtype) if bias is None else np.asarray(bias, dtype=x.dtype)
     need_x, need_k, _ = ctx.needs_input_grad
-    # V (about 4 values per input value) is kept for the kernel gradient instead of im2col's
-    # 9x patch matrix; without a gradient to compute it is made chunk by chunk like M.
-    v = winograd_input(x, pads, tiles) if need_k else None  # (16, N*T, C)
     y = _results.empty((n, oh, ow, f), x.dtype)
-    buffers = _Buffers(x.dtype)
-    for n0, n1 in _chunks(n, 16 * t * max(c, f), x.dtype.itemsize):
+    chunks = _chunks(n, 16 * t * max(c, f), x.dtype.itemsize)
+
+    def forward_chunk(i: int) -> np.ndarray | None:
+        n0, n1 = chunks[i]
         rows = (n1 - n0) * t
-        if v is None:
-            vc = winograd_input(x[n0:n1], pads, tiles, buffers.get("v", (16, rows, c)))
-        else:
-            vc = v[:, n0 * t : n1 * t]
-        mc = np.matmul(vc, u, out=buffers.get("m", (16, rows, f)))
+        # Each chunk's V (about 4 values per input value) is kept for the kernel gradient
+        # instead of im2col's 9x patch matrix; without a gradient to compute it is scratch.
+        # Scratch arrays come from (and go back to) numba_gn.buffers' cache: fresh memory for
+        # every chunk cost more page faults than the chunk's work.
+        vc = winograd_input(x[n0:n1], pads, tiles, _results.empty((16, rows, c), x.dtype))
+        mc = np.matmul(vc, u, out=_results.empty((16, rows, f), x.dtype))
         winograd_output(mc, b, (n1 - n0, oh, ow, f), y[n0:n1])
-    ctx.save_for_backward(v, u if need_x else None)
-    ctx.geometry = (x.shape, kernel.shape, pads, tiles)
+        return vc if need_k else None
+
+    v = _threading.map_in_threads(forward_chunk, len(chunks))
+    ctx.save_for_backward(v if need_k else None, u if need_x else None)
+    ctx.geometry = (x.shape, kernel.shape, pads, tiles, chunks)
     return y
 
 
 def _winograd_backward(ctx: Context, g: np.ndarray) -> tuple:
     """`dx`, `dkernel` and `dbias` of the Winograd forward (its exact adjoint)."""
     v, u = ctx.saved_tensors
-    x_shape, k_shape, pads, tiles = ctx.geometry
+    x_shape, k_shape, pads, tiles, chunks = ctx.geometry
     n, h, w, c = x_shape
     f = k_shape[3]
     t = tiles[0] * tiles[1]
@@ -569,19 +568,22 @@ def _winograd_backward(ctx: Context, g: np.ndarray) -> tuple:
         db = _bias_grad(g4, f)
     if not (need_x or need_k):
         return dx, dk, db
-    buffers = _Buffers(g4.dtype)
-    du = np.zeros((16, c, f), dtype=g4.dtype) if need_k else None
     dx = _results.empty(x_shape, g4.dtype) if need_x else None
-    for n0, n1 in _chunks(n, 16 * t * max(c, f), g4.dtype.itemsize):
+
+    def backward_chunk(i: int) -> np.ndarray | None:
+        n0, n1 = chunks[i]
         rows = (n1 - n0) * t
-        dm = winograd_output_grad(g4[n0:n1], buffers.get("dm", (16, rows, f)))
-        if need_k:  # dU = sum over the chunks of V^T dM, in chunk order
-            vc = v[:, n0 * t : n1 * t].transpose(0, 2, 1)
-            du += np.matmul(vc, dm, out=buffers.get("du", (16, c, f)))
+        dm = winograd_output_grad(g4[n0:n1], _results.empty((16, rows, f), g4.dtype))
         if need_x:
-            dv = np.matmul(dm, u.transpose(0, 2, 1), out=buffers.get("dv", (16, rows, c)))
+            dv = np.matmul(dm, u.transpose(0, 2, 1), out=_results.empty((16, rows, c), g4.dtype))
             winograd_input_grad(dv, (n1 - n0, h, w, c), pads, tiles, dx[n0:n1])
+        return np.matmul(v[i].transpose(0, 2, 1), dm) if need_k else None  # this chunk's dU
+
+    du_chunks = _threading.map_in_threads(backward_chunk, len(chunks))
     if need_k:
+        du = np.zeros((16, c, f), dtype=g4.dtype)
+        for du_chunk in du_chunks:  # in chunk order whichever thread made them: same bits
+            du += du_chunk
         dk = _kernel_transform_adjoint(du)
     if need_x:
         dx = _from_channels_last(dx, False, ctx.channels_first)
