@@ -4,9 +4,10 @@ A *task* is one dtype and one case: a small input whose forward and backward cal
 kernel path. Between them the cases reach every kernel: the row kernels (serial, waves of
 samples spread over all threads, whole samples per thread), the slab kernels (serial, fused,
 chunked) for channels-first data and for channels-last data with wide rows, and the
-convolution layers' `col2im` and Winograd tile transforms, and the float32 activation kernels
-(ReLU, SiLU, sigmoid). When asked, each group norm case also runs fused with an activation
-(with and without a residual), which compiles those kernels for that activation.
+convolution layers' `col2im` and Winograd tile transforms, max pooling, and the float32
+activation kernels (ReLU, SiLU, sigmoid). When asked, each group norm case also runs fused
+with an activation (with and without a residual), which compiles those kernels for that
+activation.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def cases() -> tuple[Case, ...]:
         Case("col2im, parallel", "conv", (8, 34, 34, 8), -1, 1, True),
         Case("winograd, serial", "conv", (1, 4, 4, 2), -1, 1, False),
         Case("winograd, parallel", "conv", (8, 16, 16, 8), -1, 1, True),
+        Case("max pooling, serial", "conv", (1, 4, 4, 2), -1, 1, False),
+        Case("max pooling, parallel", "conv", (8, 32, 32, 4), -1, 1, True),
         Case("activations, serial", "conv", (2, 8), -1, 1, False),
         Case("activations, parallel", "conv", (4, _knobs.PARALLEL_MIN_ELEMENTS), -1, 1, True),
         Case("dask blocks", "dask", (2, 4, 6, 8), 1, 2, False),
@@ -118,11 +121,11 @@ def _dispatchers() -> list[Any]:
     """Every Numba dispatcher of the kernels (entry points and the helpers they call)."""
     from numba.core.registry import CPUDispatcher
 
-    from numba_gn.kernels import activations, partial, rows, slab
+    from numba_gn.kernels import activations, partial, pool, rows, slab
     from numba_gn.kernels import conv as conv_kernels
 
     found = []
-    for module in (slab, rows, conv_kernels, activations, partial):
+    for module in (slab, rows, conv_kernels, pool, activations, partial):
         for value in vars(module).values():
             if isinstance(value, CPUDispatcher) and value.py_func.__module__ == module.__name__:
                 found.append(value)
@@ -165,6 +168,9 @@ def _run_case(case: Case, dtype: str) -> None:
     if case.name.startswith("winograd"):
         _run_winograd(x)
         return
+    if case.name.startswith("max pooling"):
+        _run_max_pool(x, case.parallel)
+        return
     if case.layout == "dask":
         from numba_gn import dask as gn_dask
 
@@ -197,6 +203,22 @@ def _run_case(case: Case, dtype: str) -> None:
         rstd = np.ones((x.shape[0], case.groups))
     if case.passes != "forward":
         group_norm_backward(y, x, mean, rstd, case.groups, axis=case.axis, **fused)
+
+
+def _run_max_pool(x: np.ndarray, parallel: bool) -> None:
+    """2x2 max pooling of `x` (N, H, W, C) and its backward, as `MaxPooling2D` runs them."""
+    from numba_gn.kernels import pool
+
+    n, h, w, c = x.shape
+    y = np.empty((n, h // 2, w // 2, c), dtype=x.dtype)
+    arg = np.empty(y.shape, dtype=np.int32)
+    forward, backward = (
+        (pool.max_pool_par, pool.max_pool_backward_par)
+        if parallel
+        else (pool.max_pool_ser, pool.max_pool_backward_ser)
+    )
+    forward(x, 2, 2, 2, 2, 0, 0, y, arg)
+    backward(y, arg, np.empty_like(x))
 
 
 def _run_winograd(x: np.ndarray) -> None:

@@ -47,16 +47,16 @@ def test_warmup_fills_an_empty_cache(warmed):
     assert first.returncode == 0, first.stderr
     summary = json.loads(first.stdout.strip().splitlines()[-1])
     tasks = _warmup.tasks(["float64"], _warmup.DEFAULT_LAYOUTS, parallel=False)
-    assert summary["tasks"] == len(tasks) == 5  # float64: no activation kernels
+    assert summary["tasks"] == len(tasks) == 6  # float64: no activation kernels
     assert summary["jobs"] == 2 and summary["failed"] is False
     # forward and backward of the serial row and slab kernels, the conv kernels, their helpers
     assert summary["compiled"] >= 5
     assert summary["cache"] == str(cache) and summary["cache_writable"] is True
     assert any(cache.rglob("*.nbc"))
     # one progress line per task, a group norm task being run as its two passes
-    assert first.stderr.count("float64") == len(_warmup._split_passes(tasks)) == 8
+    assert first.stderr.count("float64") == len(_warmup._split_passes(tasks)) == 9
     lines = [ln for ln in first.stderr.splitlines() if ln.startswith("[")]
-    assert lines[-1].startswith("[8/8] ")  # counted against the passes, not the tasks
+    assert lines[-1].startswith("[9/9] ")  # counted against the passes, not the tasks
 
 
 def test_second_process_loads_without_compiling(warmed):
@@ -64,10 +64,10 @@ def test_second_process_loads_without_compiling(warmed):
     assert second.returncode == 0, second.stderr
     summary = json.loads(second.stdout.strip().splitlines()[-1])
     assert summary["compiled"] == 0
-    # forward and backward of the serial row and slab kernels, col2im and the four Winograd
-    # transforms: the helpers they call are part of their cached machine code and are not
-    # loaded separately
-    assert summary["loaded"] == 9
+    # forward and backward of the serial row and slab kernels, col2im, the four Winograd
+    # transforms and max pooling's two kernels: the helpers they call are part of their
+    # cached machine code and are not loaded separately
+    assert summary["loaded"] == 11
 
 
 def test_info_compiles_nothing(tmp_path):

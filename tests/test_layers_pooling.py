@@ -274,3 +274,41 @@ def test_configs_equal_keras_defaults(keras):
         (AveragePooling2D(2, name="d"), keras.layers.AveragePooling2D(2, name="d")),
     ]:
         assert ours.get_config() == ref.get_config()
+
+
+@pytest.mark.parametrize(
+    ("shape", "pool", "strides", "padding", "axes"),
+    [
+        ((3, 9, 8, 5), (2, 2), (2, 2), "valid", (1, 2)),  # channels-last, the common case
+        ((3, 9, 8, 5), (3, 3), (1, 2), "same", (1, 2)),  # overlapping windows, padding
+        ((2, 4, 9, 7), (3, 2), (2, 1), "same", (2, 3)),  # channels-first: one channel a plane
+        ((4, 11, 6), (3,), (2,), "same", (1,)),  # 1-D
+        ((2, 5, 7, 3, 2), (2, 3), (1, 2), "valid", (1, 2)),  # several trailing axes
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool_kernels_match_the_numpy_passes(shape, pool, strides, padding, axes, dtype,
+                                                 rng, monkeypatch):
+    """The Numba kernels give the NumPy version's maxima (NaN included) and gradients."""
+    from numba_gn.autograd import ops_pool
+
+    # Few distinct values: ties in most windows, and some NaN.
+    x = rng.integers(0, 4, shape).astype(dtype)
+    x[rng.random(shape) < 0.05] = np.nan
+    g = rng.standard_normal(max_pool(x, pool, strides, padding, axes).shape).astype(dtype)
+
+    def run():
+        t = Tensor(x)
+        with GradientTape() as tape:
+            tape.watch(t)
+            y = max_pool(t, pool, strides, padding, axes)
+            loss = (y * g).sum()
+        return y.numpy(), np.asarray(tape.gradient(loss, t))
+
+    y, dx = run()
+    assert ops_pool._planes(x, ops_pool._Geometry(shape, axes, pool, strides, padding))
+    monkeypatch.setattr(ops_pool, "_planes", lambda x, geo: None)
+    y_ref, dx_ref = run()
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-6, atol=1e-6)
+    assert np.isnan(y).any()

@@ -23,8 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from numba_gn import _threading
+from numba_gn import buffers as _results
 from numba_gn.autograd.function import Context, Function
 from numba_gn.autograd.tensor import Tensor
+from numba_gn.kernels import pool as pool_kernels
 
 __all__ = ["avg_pool", "max_pool", "pool_output_length", "pool_padding"]
 
@@ -151,6 +154,11 @@ class MaxPool(Function):
     ) -> np.ndarray:
         x = np.asarray(x)
         geo = _Geometry(x.shape, axes, pool_size, strides, padding)
+        ctx.geo = geo
+        planes = _planes(x, geo)
+        if planes is not None:
+            return _max_pool_kernel(ctx, x, geo, planes)
+        ctx.arg = None
         xp = geo.pad(x, _lowest(x.dtype))
         views = geo.views
         best = np.array(xp[views[0]], copy=True)
@@ -163,14 +171,64 @@ class MaxPool(Function):
                 wins |= np.isnan(v) & ~np.isnan(best)
             np.copyto(best, v, where=wins)
             arg[wins] = i
-        ctx.geo = geo
-        ctx.arg = arg
+        ctx.views_arg = arg
         return best
 
     @staticmethod
     def backward(ctx: Context, g: np.ndarray) -> np.ndarray:
-        geo, arg = ctx.geo, ctx.arg
+        geo = ctx.geo
+        if ctx.arg is not None:
+            o, h, w, i = ctx.planes
+            g4 = np.ascontiguousarray(g, dtype=ctx.arg_dtype).reshape(ctx.arg.shape)
+            dx = _results.empty((o, h, w, i), g4.dtype)
+            _threading.launch(
+                pool_kernels.max_pool_backward_ser, pool_kernels.max_pool_backward_par,
+                dx.size, g4, ctx.arg, dx,
+            )
+            return dx.reshape(geo.shape)
+        arg = ctx.views_arg
         return geo.scatter((np.where(arg == i, g, 0) for i in range(len(geo.views))), g.dtype)
+
+
+def _planes(x: np.ndarray, geo: _Geometry) -> tuple[int, int, int, int] | None:
+    """`(O, H, W, I)` of the kernels' canonical view of `x`, or None where NumPy pools.
+
+    The kernels take float32/float64 inputs pooled over one axis or two adjacent ones.
+    """
+    axes = geo.axes
+    if (
+        x.dtype not in (np.float32, np.float64)
+        or x.size == 0
+        or len(axes) not in (1, 2)
+        or list(axes) != list(range(axes[0], axes[0] + len(axes)))
+    ):
+        return None
+    o = math.prod(x.shape[: axes[0]])
+    i = math.prod(x.shape[axes[-1] + 1 :])
+    h = x.shape[axes[0]] if len(axes) == 2 else 1
+    return o, h, x.shape[axes[-1]], i
+
+
+def _max_pool_kernel(
+    ctx: Context, x: np.ndarray, geo: _Geometry, planes: tuple[int, int, int, int]
+) -> np.ndarray:
+    """Max pooling on the kernels of `numba_gn.kernels.pool`; saves `arg` for the backward."""
+    o, h, w, i = planes
+    two = len(geo.axes) == 2
+    kh, sh, pt = (geo.sizes[0], geo.strides[0], geo.pads[0][0]) if two else (1, 1, 0)
+    oh = geo.outs[0] if two else 1
+    x4 = np.ascontiguousarray(x).reshape(planes)
+    y = _results.empty((o, oh, geo.outs[-1], i), x.dtype)
+    arg = np.empty(y.shape, dtype=np.int32 if h * w < 2**31 else np.int64)
+    _threading.launch(
+        pool_kernels.max_pool_ser, pool_kernels.max_pool_par, x4.size,
+        x4, kh, geo.sizes[-1], sh, geo.strides[-1], pt, geo.pads[-1][0], y, arg,
+    )
+    ctx.arg, ctx.arg_dtype, ctx.planes = arg, x.dtype, planes
+    out_shape = list(geo.shape)
+    for a, n in zip(geo.axes, geo.outs, strict=True):
+        out_shape[a] = n
+    return y.reshape(out_shape)
 
 
 class AvgPool(Function):
