@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from numba_gn import buffers as _results
 from numba_gn.autograd.function import Context, Function
 from numba_gn.autograd.tensor import Tensor
 
@@ -21,21 +22,41 @@ __all__ = ["linear_resize_weights", "repeat", "resize_linear"]
 
 
 class Repeat(Function):
-    """`np.repeat(x, repeats, axis)` with an int `repeats` (each element `repeats` times)."""
+    """`np.repeat(x, repeats, axis)` with an int `repeats` (each element `repeats` times).
+
+    Both passes write into `numba_gn.buffers` arrays (inside a training step, fresh memory for
+    each upsampled image cost more in page faults than the copy itself), and the backward adds
+    the `repeats` slices one after another, which NumPy's `sum` over a short middle axis does
+    several times slower.
+    """
 
     @staticmethod
     def forward(ctx: Context, x: Any, *, repeats: int, axis: int) -> np.ndarray:
         x = np.asarray(x)
         ax = axis % x.ndim
         ctx.args = (x.shape, ax, repeats)
-        return np.repeat(x, repeats, axis=ax)
+        # Output index i * repeats + r comes from input index i: a new axis after `ax`.
+        split = (*x.shape[: ax + 1], repeats, *x.shape[ax + 1 :])
+        out = _results.empty(split, x.dtype)
+        np.copyto(out, np.expand_dims(x, ax + 1))
+        return out.reshape(*x.shape[:ax], x.shape[ax] * repeats, *x.shape[ax + 1 :])
 
     @staticmethod
     def backward(ctx: Context, g: np.ndarray) -> np.ndarray:
         shape, ax, repeats = ctx.args
-        # Output index i * repeats + r comes from input index i: split the axis, sum over r.
-        split = (*shape[:ax], shape[ax], repeats, *shape[ax + 1:])
-        return g.reshape(split).sum(axis=ax + 1)
+        g = g.reshape(*shape[: ax + 1], repeats, *shape[ax + 1 :])
+        if repeats > _REPEAT_ADDS:
+            return g.sum(axis=ax + 1)
+        lead = (slice(None),) * (ax + 1)
+        out = _results.empty(shape, g.dtype)
+        np.copyto(out, g[(*lead, 0)])
+        for r in range(1, repeats):
+            np.add(out, g[(*lead, r)], out=out)
+        return out
+
+
+#: Up to this many repeats the backward adds slices; above it one `sum` pass is cheaper.
+_REPEAT_ADDS = 8
 
 
 def linear_resize_weights(in_size: int, out_size: int) -> np.ndarray:
