@@ -536,27 +536,26 @@ def _winograd_forward(
     y = _results.empty((n, oh, ow, f), x.dtype)
     chunks = _chunks(n, 16 * t * max(c, f), x.dtype.itemsize)
 
-    def forward_chunk(i: int) -> np.ndarray | None:
+    def forward_chunk(i: int) -> None:
         n0, n1 = chunks[i]
         rows = (n1 - n0) * t
-        # Each chunk's V (about 4 values per input value) is kept for the kernel gradient
-        # instead of im2col's 9x patch matrix; without a gradient to compute it is scratch.
         # Scratch arrays come from (and go back to) numba_gn.buffers' cache: fresh memory for
         # every chunk cost more page faults than the chunk's work.
         vc = winograd_input(x[n0:n1], pads, tiles, _results.empty((16, rows, c), x.dtype))
         mc = np.matmul(vc, u, out=_results.empty((16, rows, f), x.dtype))
         winograd_output(mc, b, (n1 - n0, oh, ow, f), y[n0:n1])
-        return vc if need_k else None
 
-    v = _threading.map_in_threads(forward_chunk, len(chunks))
-    ctx.save_for_backward(v if need_k else None, u if need_x else None)
+    _threading.map_in_threads(forward_chunk, len(chunks))
+    # The kernel gradient needs V again: the backward recomputes it from x, chunk by chunk,
+    # rather than keeping it (4 values per input value, written to memory and read back).
+    ctx.save_for_backward(x if need_k else None, u if need_x else None)
     ctx.geometry = (x.shape, kernel.shape, pads, tiles, chunks)
     return y
 
 
 def _winograd_backward(ctx: Context, g: np.ndarray) -> tuple:
     """`dx`, `dkernel` and `dbias` of the Winograd forward (its exact adjoint)."""
-    v, u = ctx.saved_tensors
+    x, u = ctx.saved_tensors
     x_shape, k_shape, pads, tiles, chunks = ctx.geometry
     n, h, w, c = x_shape
     f = k_shape[3]
@@ -577,7 +576,10 @@ def _winograd_backward(ctx: Context, g: np.ndarray) -> tuple:
         if need_x:
             dv = np.matmul(dm, u.transpose(0, 2, 1), out=_results.empty((16, rows, c), g4.dtype))
             winograd_input_grad(dv, (n1 - n0, h, w, c), pads, tiles, dx[n0:n1])
-        return np.matmul(v[i].transpose(0, 2, 1), dm) if need_k else None  # this chunk's dU
+        if not need_k:
+            return None
+        vc = winograd_input(x[n0:n1], pads, tiles, _results.empty((16, rows, c), x.dtype))
+        return np.matmul(vc.transpose(0, 2, 1), dm)  # this chunk's dU
 
     du_chunks = _threading.map_in_threads(backward_chunk, len(chunks))
     if need_k:
