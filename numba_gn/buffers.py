@@ -39,6 +39,7 @@ _lock = threading.Lock()
 _limit = 512 << 20
 # Cached buffers: [bytearray, refcount when idle, last time handed out]
 _entries: list[list] = []
+_oldest = 0.0  # no later than the earliest "last handed out" time of any entry
 
 
 def _reset_after_fork() -> None:
@@ -106,12 +107,17 @@ def _idle(i: int) -> bool:
 
 
 def _take(nbytes: int) -> bytearray | None:
+    global _oldest
     now = time.monotonic()
     with _lock:
         # Drop buffers idle for longer than IDLE_SECONDS; the sweep sorts and checks every
-        # entry, so it only runs when one of them is old enough (a training step takes dozens).
-        if any(now - e[2] > IDLE_SECONDS for e in _entries):
-            _trim(0)
+        # entry, so it only runs when one of them is old enough (a training step takes
+        # hundreds). Entries' times only grow, so `_oldest` stays a lower bound of them
+        # between the looks at every entry it saves.
+        if now - _oldest > IDLE_SECONDS:
+            if any(now - e[2] > IDLE_SECONDS for e in _entries):
+                _trim(0)
+            _oldest = min((e[2] for e in _entries), default=now)
         for i in range(len(_entries)):
             if len(_entries[i][0]) == nbytes and _idle(i):
                 _entries[i][2] = now
