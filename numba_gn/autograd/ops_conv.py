@@ -548,14 +548,17 @@ def _winograd_forward(
     _threading.map_in_threads(forward_chunk, len(chunks))
     # The kernel gradient needs V again: the backward recomputes it from x, chunk by chunk,
     # rather than keeping it (4 values per input value, written to memory and read back).
-    ctx.save_for_backward(x if need_k else None, u if need_x else None)
+    # U^T for dV = dM U^T, contiguous: OpenBLAS's AVX-512 kernels took 0.10 ms per chunk on
+    # the transposed view and 0.07 ms on the copy (same bits).
+    ut = np.ascontiguousarray(u.transpose(0, 2, 1)) if need_x else None
+    ctx.save_for_backward(x if need_k else None, ut)
     ctx.geometry = (x.shape, kernel.shape, pads, tiles, chunks)
     return y
 
 
 def _winograd_backward(ctx: Context, g: np.ndarray) -> tuple:
     """`dx`, `dkernel` and `dbias` of the Winograd forward (its exact adjoint)."""
-    x, u = ctx.saved_tensors
+    x, ut = ctx.saved_tensors
     x_shape, k_shape, pads, tiles, chunks = ctx.geometry
     n, h, w, c = x_shape
     f = k_shape[3]
@@ -574,7 +577,7 @@ def _winograd_backward(ctx: Context, g: np.ndarray) -> tuple:
         rows = (n1 - n0) * t
         dm = winograd_output_grad(g4[n0:n1], _results.empty((16, rows, f), g4.dtype))
         if need_x:
-            dv = np.matmul(dm, u.transpose(0, 2, 1), out=_results.empty((16, rows, c), g4.dtype))
+            dv = np.matmul(dm, ut, out=_results.empty((16, rows, c), g4.dtype))
             winograd_input_grad(dv, (n1 - n0, h, w, c), pads, tiles, dx[n0:n1])
         if not need_k:
             return None
