@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from numba_gn import buffers as _results
 from numba_gn._dtypes import is_bfloat16
 from numba_gn.autograd._state import STATE
 from numba_gn.autograd.function import _wrap
@@ -234,8 +235,14 @@ def backward_pass(nodes: list[tuple], grads: dict[int, np.ndarray], keep: set[in
                 ig = ig.astype(dtype)  # keep each gradient in its tensor's dtype
             k = id(inp)
             prev = grads.get(k)
-            # Out of place: a backward may return the same array for several inputs.
-            grads[k] = ig if prev is None else prev + ig
+            if prev is None:
+                grads[k] = ig
+            else:
+                # Out of place: a backward may return the same array for several inputs. Into
+                # a `numba_gn.buffers` array: a residual network's skip connections add whole
+                # activations' gradients, and fresh memory for each cost more than the add.
+                total = _results.empty(data.shape, np.result_type(prev, ig))
+                grads[k] = np.add(prev, ig, out=total)
 
 
 def _seed(t: Tensor, og: Any) -> np.ndarray:
