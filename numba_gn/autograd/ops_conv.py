@@ -303,9 +303,17 @@ class Conv(Function):
         m = n * oh * ow
         if groups == 1:
             # One copy into (N*oh*ow, kh*kw*C), the row order BLAS wants; none for 1x1 kernels.
-            cols = _patches(xp, kh, kw, sh, sw, dh, dw, oh, ow).reshape(m, kh * kw * c)
+            # Results go into `numba_gn.buffers` arrays: in a training step fresh memory for
+            # the patches and the output cost more in page faults than the copy.
+            patches = _patches(xp, kh, kw, sh, sw, dh, dw, oh, ow)
+            if kh == kw == sh == sw == 1:
+                cols = patches.reshape(m, c)
+            else:
+                cols = _results.empty(patches.shape, xp.dtype)
+                np.copyto(cols, patches)
+                cols = cols.reshape(m, kh * kw * c)
             k2 = kernel.reshape(kh * kw * c, f)
-            out = cols @ k2
+            out = np.matmul(cols, k2, out=_results.empty((m, f), np.result_type(cols, k2)))
         else:
             # One stacked matmul, (G, M, kh*kw*C/G) @ (G, kh*kw*C/G, F/G); the groups' outputs
             # are then interleaved back to filter order (f = group * F/G + j) in one copy.
@@ -340,7 +348,10 @@ class Conv(Function):
         if groups == 1:
             if need_k:
                 dk = (cols.T @ g2).reshape(k_shape)
-            dcols = g2 @ k2.T if need_x else None
+            dcols = None
+            if need_x:
+                dcols = _results.empty((g2.shape[0], k2.shape[0]), np.result_type(g2, k2))
+                np.matmul(g2, k2.T, out=dcols)
         else:
             kh, kw, kc, _ = k_shape
             gg = g2.reshape(-1, groups, f // groups).transpose(1, 0, 2)  # (G, M, F/G) view
