@@ -8,6 +8,7 @@ there.
 from __future__ import annotations
 
 import importlib.util
+import io
 
 import numpy as np
 import pytest
@@ -83,3 +84,14 @@ def test_bench_models_rows_without_torch():
     assert ours["train_step_s"] > 0 and ours["predict_s"] > 0
     assert set(ours["breakdown"]) == {"convolution", "group_norm", "other"}
     assert ours["breakdown"]["convolution"] > 0 and ours["breakdown"]["group_norm"] > 0
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    numpy_blas = [lib for lib in threadpoolctl.threadpool_info()
+                  if lib["user_api"] == "blas" and "numpy" in lib["filepath"]]
+    if not numpy_blas:  # a BLAS outside NumPy's wheel (conda's MKL, a system library)
+        assert ours["blas"] is None
+        return
+    lib = numpy_blas[0]
+    assert ours["blas"].startswith(f"{lib['internal_api']} {lib['version']}")
+    out = io.StringIO()
+    bench_models.print_table(rows, file=out)
+    assert out.getvalue().splitlines()[-1] == f"numba_gn's matrix products: {ours['blas']}"

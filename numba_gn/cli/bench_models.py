@@ -87,7 +87,26 @@ def _numba_gn_worker(model_name: str, x: np.ndarray, y: np.ndarray, steps: int,
     model.predict(x, batch_size=len(x), verbose=0)
     predict = _median_step(lambda: model.predict(x, batch_size=len(x), verbose=0), steps, repeat)
     return {"train_step_s": step, "predict_s": predict,
-            "breakdown": _breakdown(pstats.Stats(profiler), steps)}
+            "breakdown": _breakdown(pstats.Stats(profiler), steps), "blas": _blas()}
+
+
+def _blas() -> str | None:
+    """NumPy's BLAS and the kernels it chose for this CPU, e.g. "openblas 0.3.31 (SkylakeX)".
+
+    The convolutions' matrix products run there, and OpenBLAS's choice (which
+    `OPENBLAS_CORETYPE` overrides) moves the networks' times by up to 2x. None without
+    threadpoolctl.
+    """
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    for lib in threadpool_info():
+        if lib.get("user_api") == "blas" and "numpy" in lib.get("filepath", ""):
+            arch = lib.get("architecture")
+            name = f"{lib.get('internal_api')} {lib.get('version')}"
+            return f"{name} ({arch})" if arch else name
+    return None
 
 
 def _breakdown(stats: Any, steps: int) -> dict[str, float]:
@@ -185,6 +204,7 @@ def print_table(rows: list[dict[str, Any]], file: Any = None) -> None:
     file = file or sys.stdout
     print(f"{'model':<8} {'batch':>5} {'pass':<10} {'numba_gn':>10} {'torch':>10} {'ratio':>6}"
           f"   numba_gn step: conv / group_norm / other", file=file)
+    blas = next((row["numba_gn"].get("blas") for row in rows if row["numba_gn"].get("blas")), None)
     for row in rows:
         ours, theirs = row["numba_gn"], row.get("torch")
         for key, label in (("train_step_s", "train"), ("predict_s", "predict")):
@@ -198,6 +218,8 @@ def print_table(rows: list[dict[str, Any]], file: Any = None) -> None:
             torch_ms = f"{t * 1e3:8.2f}ms" if t else "       n/a"
             print(f"{row['model']:<8} {row['batch']:>5} {label:<10} {ours[key] * 1e3:8.2f}ms "
                   f"{torch_ms} {ratio}{extra}", file=file)
+    if blas:
+        print(f"numba_gn's matrix products: {blas}", file=file)
 
 
 def main(argv: list[str] | None = None) -> int:
