@@ -14,6 +14,10 @@ loader does not search inside a virtual environment, so Numba cannot load its tb
 When Numba may choose tbb and the library sits in the environment, `load_pip_tbb` loads
 it first (by full path), so the layer the user installed is the one used. The user's
 threading-layer and thread-count settings, and environment variables, are never changed.
+
+Work that alternates Numba kernels with calls Numba cannot make (BLAS products between the
+Winograd transforms) is parallel at a coarser grain instead: `map_in_threads` spreads its
+chunks over Python threads that each run the serial kernels.
 """
 
 from __future__ import annotations
@@ -202,7 +206,12 @@ def map_in_threads(fn: Callable[[int], _T], count: int) -> list[_T]:
             _mapping.active = False
 
     pool = _get_pool()
-    helpers = [pool.submit(work) for _ in range(threads - 1)]
+    helpers = []
+    for _ in range(threads - 1):
+        try:
+            helpers.append(pool.submit(work))
+        except RuntimeError:  # the interpreter is shutting down: the caller does the rest
+            break
     try:
         work()
     finally:
