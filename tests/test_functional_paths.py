@@ -210,3 +210,34 @@ def test_read_only_inputs_share_one_specialisation(rng):
         # fused calls made earlier in the session add their own).
         keys = [(sig[0].dtype, sig[-1]) for sig in kernel.signatures]
         assert len(keys) == len(set(keys)), f"{name}: {kernel.signatures}"
+
+
+@pytest.mark.parametrize("strategy", ["serial", "fused", "chunked"])
+@pytest.mark.parametrize("shape", [(1, 16, 8, 8), (1, 8, 32, 32), (1, 12, 4, 8)])
+def test_channel_run_sums_are_dy_sums_of_each_run(strategy, shape, rng):
+    """Channels-first backward sums every channel's run as `dy_sums` does, bit for bit.
+
+    With one sample, `dbeta` is each channel's `sum(dy)` itself; the slab kernels compute it
+    from one view of a group's runs (or per unit), which must not change a bit.
+    """
+    from numba import njit
+
+    from numba_gn.kernels._common import compute_empty, dy_sums
+
+    @njit
+    def run_sums(dy, x, lanes):
+        acc = compute_empty(x, (2, lanes))
+        out = np.empty(dy.shape[0])
+        for c in range(dy.shape[0]):
+            out[c] = dy_sums(dy[c], x[c], np.float32(0.0), np.float32(0.0), acc)[0]
+        return out
+
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    _, mean, rstd = group_norm(x, 4, axis=1, return_stats=True)
+    with _engine.forced(strategy=strategy):
+        _, _, dbeta = group_norm_backward(dy, x, mean, rstd, 4, axis=1)
+    run = shape[2] * shape[3]
+    lanes = _engine._lanes(np.dtype(np.float32), shape[1] // 4 * run)  # the slab's, as the engine
+    expected = run_sums(dy.reshape(shape[1], run), x.reshape(shape[1], run), lanes)
+    np.testing.assert_array_equal(dbeta, expected.astype(np.float32))
