@@ -177,6 +177,35 @@ def shifted_sums(seg, K, acc):
 
 
 @inline
+def dy_rows(dbody, xbody, r0, r1, mh, ml, sd, sx):
+    """Add rows `r0..r1-1` of `dbody` and `xbody` (rows of lanes) into the lanes `sd`, `sx`.
+
+    `sd[k] += dy` and `sx[k] += dy * ((x - mh) - ml)`, four rows per lane update, then the
+    remaining rows one at a time: the order every path of `dy_sums` uses.
+    """
+    lanes = sd.size
+    i = r0
+    while i + 4 <= r1:
+        for k in range(lanes):
+            g0 = load(dbody[i, k])
+            g1 = load(dbody[i + 1, k])
+            g2 = load(dbody[i + 2, k])
+            g3 = load(dbody[i + 3, k])
+            sd[k] += (g0 + g1) + (g2 + g3)
+            sx[k] += (
+                g0 * ((load(xbody[i, k]) - mh) - ml) + g1 * ((load(xbody[i + 1, k]) - mh) - ml)
+            ) + (
+                g2 * ((load(xbody[i + 2, k]) - mh) - ml) + g3 * ((load(xbody[i + 3, k]) - mh) - ml)
+            )
+        i += 4
+    for r in range(i, r1):
+        for k in range(lanes):
+            g = load(dbody[r, k])
+            sd[k] += g
+            sx[k] += g * ((load(xbody[r, k]) - mh) - ml)
+
+
+@inline
 def dy_sums(dys, xs, mh, ml, acc):
     """Return float64 `(sum(dy), sum(dy * (x - mean)))` over contiguous 1-D runs.
 
@@ -200,25 +229,7 @@ def dy_sums(dys, xs, mh, ml, acc):
     sx = acc[1]
     sd[:] = 0
     sx[:] = 0
-    i = 0
-    while i + 4 <= nrows:
-        for k in range(lanes):
-            g0 = load(dbody[i, k])
-            g1 = load(dbody[i + 1, k])
-            g2 = load(dbody[i + 2, k])
-            g3 = load(dbody[i + 3, k])
-            sd[k] += (g0 + g1) + (g2 + g3)
-            sx[k] += (
-                g0 * ((load(xbody[i, k]) - mh) - ml) + g1 * ((load(xbody[i + 1, k]) - mh) - ml)
-            ) + (
-                g2 * ((load(xbody[i + 2, k]) - mh) - ml) + g3 * ((load(xbody[i + 3, k]) - mh) - ml)
-            )
-        i += 4
-    for r in range(i, nrows):
-        for k in range(lanes):
-            g = load(dbody[r, k])
-            sd[k] += g
-            sx[k] += g * ((load(xbody[r, k]) - mh) - ml)
+    dy_rows(dbody, xbody, 0, nrows, mh, ml, sd, sx)
     for k in range(lanes):
         D += sd[k]
         X += sx[k]

@@ -22,6 +22,7 @@ from numba_gn._jit import inline, kernel, subroutine
 from numba_gn.kernels._common import (
     PIECE,
     compute_empty,
+    dy_rows,
     dy_sums,
     finish_stats,
     load,
@@ -522,27 +523,7 @@ def _run_channel_sums(dyf, xf, lo, D, B, mh, ml, acc, db, ds, row):
         r0 = d * nrows
         sd[:] = 0
         sx[:] = 0
-        i = r0
-        while i + 4 <= r0 + nrows:
-            for k in range(lanes):
-                g0 = load(dbody[i, k])
-                g1 = load(dbody[i + 1, k])
-                g2 = load(dbody[i + 2, k])
-                g3 = load(dbody[i + 3, k])
-                sd[k] += (g0 + g1) + (g2 + g3)
-                sx[k] += (
-                    g0 * ((load(xbody[i, k]) - mh) - ml)
-                    + g1 * ((load(xbody[i + 1, k]) - mh) - ml)
-                ) + (
-                    g2 * ((load(xbody[i + 2, k]) - mh) - ml)
-                    + g3 * ((load(xbody[i + 3, k]) - mh) - ml)
-                )
-            i += 4
-        for r in range(i, r0 + nrows):
-            for k in range(lanes):
-                g = load(dbody[r, k])
-                sd[k] += g
-                sx[k] += g * ((load(xbody[r, k]) - mh) - ml)
+        dy_rows(dbody, xbody, r0, r0 + nrows, mh, ml, sd, sx)
         Sd = 0.0
         Sx = 0.0
         for k in range(lanes):
