@@ -265,6 +265,16 @@ def _rounded_impl(value, like):
 
 
 @inline
+def split_mean(mu, like):
+    """The float64 mean `mu` as `(mh, ml)`: rounded to `like`'s compute dtype, and the rest.
+
+    `(x - mh) - ml` is then the centred value, without the cancellation of `x - mu` in float32.
+    """
+    mh = rounded(mu, like)
+    return mh, rounded(mu - np.float64(mh), like)
+
+
+@inline
 def param_grads(db, ds, rstd, N, G, C, dgamma, dbeta):
     """Per channel `dgamma = sum_n rstd*ds` and `dbeta = sum_n db`, sequential in n.
 

@@ -29,6 +29,7 @@ from numba_gn.kernels._common import (
     param_grads,
     rounded,
     shifted_sums,
+    split_mean,
     store,
 )
 from numba_gn.kernels._fma import fma
@@ -573,8 +574,7 @@ def _backward_one_slab(
     r = rstd[s]
     _slab_dz(epi, dyf, xf, n, g, A, C, B, D, mu, r, gamma)
     gf = grad_source(dyf, epi)  # `dz`, with an epilogue: read as `dy` from here on
-    mh = rounded(mu, xf)
-    ml = rounded(mu - np.float64(mh), xf)
+    mh, ml = split_mean(mu, xf)
     acc = compute_empty(xf, (2, lanes))
     per, P, U = _unit_layout(B, A)
     if B < lanes:
@@ -713,17 +713,14 @@ def backward_chunked_par(
             s = i // blocks
             n = s // G
             d0 = (i - s * blocks) * sub
-            mh = rounded(mean[s], xf)
-            ml = rounded(mean[s] - np.float64(mh), xf)
+            mh, ml = split_mean(mean[s], xf)
             row = n * C + (s - n * G) * D + d0
             _run_channel_sums(gf, xf, row * B, min(sub, D - d0), B, mh, ml, acc, db, ds, row)
         else:
             nc = i // U
             n = nc // C
             c = nc - n * C
-            mu = mean[n * G + c // D]
-            mh = rounded(mu, xf)
-            ml = rounded(mu - np.float64(mh), xf)
+            mh, ml = split_mean(mean[n * G + c // D], xf)
             first = (n * A * C + c) * B
             sums = _unit_dy_sums(gf, xf, first, C * B, i - nc * U, B, A, per, P, mh, ml, acc)
             part[i, 0] = sums[0]
@@ -748,9 +745,7 @@ def backward_chunked_par(
         nc = u // U
         n = nc // C
         c = nc - n * C
-        mu = mean[n * G + c // D]
-        mh = rounded(mu, xf)
-        ml = rounded(mu - np.float64(mh), xf)
+        mh, ml = split_mean(mean[n * G + c // D], xf)
         c1 = rounded(coef[nc, 0], xf)
         c2 = rounded(coef[nc, 1], xf)
         c3 = rounded(coef[nc, 2], xf)
