@@ -88,7 +88,7 @@ def empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     for s in shape:
         count *= s
     nbytes = count * dtype.itemsize
-    if nbytes < MIN_BYTES or _limit == 0:
+    if nbytes < MIN_BYTES or _limit == 0 or dtype.hasobject:  # no objects in raw bytes
         return np.empty(shape, dtype=dtype)
     buf = _take(nbytes)
     if buf is None:

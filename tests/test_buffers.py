@@ -150,3 +150,9 @@ def test_concurrent_callers_get_distinct_buffers(cache):
         t.join()
     addresses = [_bytes_of(a) for a in got]
     assert len(set(addresses)) == len(addresses)  # all alive, so all distinct
+
+
+def test_object_arrays_never_come_from_raw_bytes(cache):
+    a = cache.empty((SMALL,), object)  # large enough for the cache, but objects need np.empty
+    assert a.dtype == object and a.base is None and a[0] is None
+    assert cache.stats()["buffers"] == 0

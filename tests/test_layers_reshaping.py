@@ -252,3 +252,22 @@ def test_configs_equal_keras_defaults(keras):
         (Reshape((2, 3), name="r"), keras.layers.Reshape((2, 3), name="r")),
     ]:
         assert ours.get_config() == ref.get_config()
+
+
+@pytest.mark.parametrize("repeats", [0, 1, 2, 3, 9])
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_repeat_op_values_and_gradients(repeats, axis, rng):
+    """`repeat` gives `np.repeat`; its gradient sums each element's copies (zeros for 0)."""
+    x = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    expected = np.repeat(x, repeats, axis=axis)
+    g = rng.standard_normal(expected.shape).astype(np.float32)
+    t = Tensor(x)
+    with GradientTape() as tape:
+        tape.watch(t)
+        y = repeat(t, repeats, axis=axis)
+        loss = (y * g).sum()
+    np.testing.assert_array_equal(y.numpy(), expected)
+    ax = axis % 3
+    split = g.reshape(*x.shape[: ax + 1], repeats, *x.shape[ax + 1 :])
+    np.testing.assert_allclose(np.asarray(tape.gradient(loss, t)), split.sum(axis=ax + 1),
+                               rtol=1e-6, atol=1e-6)

@@ -6,8 +6,10 @@ fit in the input; "same" gives `ceil(n / stride)` outputs and pads ``max((out - 
 and are left out of an average's count (each window averages only the real elements it
 covers).
 
-Both ops loop over the offsets inside a window (`prod(pool_size)` vectorised passes over
-strided views of the input), which avoids materialising the windows.
+Max pooling of float32/float64 inputs over one axis or two adjacent ones (every Keras
+pooling layer) runs on the Numba kernels of `numba_gn.kernels.pool`. Average pooling, and max
+pooling elsewhere, loop over the offsets inside a window (`prod(pool_size)` vectorised passes
+over strided views of the input), which avoids materialising the windows.
 
 Max pooling sends each output's gradient to one input element: the first maximum of its window
 in row-major order of the window (NaN counts as the largest value, as it propagates through the

@@ -45,8 +45,8 @@ class Repeat(Function):
     def backward(ctx: Context, g: np.ndarray) -> np.ndarray:
         shape, ax, repeats = ctx.args
         g = g.reshape(*shape[: ax + 1], repeats, *shape[ax + 1 :])
-        if repeats > _REPEAT_ADDS:
-            return g.sum(axis=ax + 1)
+        if not 0 < repeats <= _REPEAT_ADDS:
+            return g.sum(axis=ax + 1)  # also the zeros of `repeats=0`
         lead = (slice(None),) * (ax + 1)
         out = _results.empty(shape, g.dtype)
         np.copyto(out, g[(*lead, 0)])
