@@ -177,13 +177,16 @@ def shifted_sums(seg, K, acc):
 
 
 @inline
-def dy_rows(dbody, xbody, r0, r1, mh, ml, sd, sx):
-    """Add rows `r0..r1-1` of `dbody` and `xbody` (rows of lanes) into the lanes `sd`, `sx`.
+def dy_row_sums(dbody, xbody, r0, r1, mh, ml, sd, sx):
+    """float64 `(sum(dy), sum(dy * (x - mean)))` of rows `r0..r1-1` of rows of lanes.
 
-    `sd[k] += dy` and `sx[k] += dy * ((x - mh) - ml)`, four rows per lane update, then the
-    remaining rows one at a time: the order every path of `dy_sums` uses.
+    `dbody` and `xbody` are `(rows, lanes)` views; `sd` and `sx` are the lane accumulators
+    (cleared here). Four rows per lane update, then the remaining rows one at a time, then
+    the lanes in order: the order every path of `dy_sums` uses.
     """
     lanes = sd.size
+    sd[:] = 0
+    sx[:] = 0
     i = r0
     while i + 4 <= r1:
         for k in range(lanes):
@@ -203,6 +206,12 @@ def dy_rows(dbody, xbody, r0, r1, mh, ml, sd, sx):
             g = load(dbody[r, k])
             sd[k] += g
             sx[k] += g * ((load(xbody[r, k]) - mh) - ml)
+    D = 0.0
+    X = 0.0
+    for k in range(lanes):
+        D += sd[k]
+        X += sx[k]
+    return D, X
 
 
 @inline
@@ -225,14 +234,7 @@ def dy_sums(dys, xs, mh, ml, acc):
         return D, X
     dbody = dys[: nrows * lanes].reshape((nrows, lanes))
     xbody = xs[: nrows * lanes].reshape((nrows, lanes))
-    sd = acc[0]
-    sx = acc[1]
-    sd[:] = 0
-    sx[:] = 0
-    dy_rows(dbody, xbody, 0, nrows, mh, ml, sd, sx)
-    for k in range(lanes):
-        D += sd[k]
-        X += sx[k]
+    D, X = dy_row_sums(dbody, xbody, 0, nrows, mh, ml, acc[0], acc[1])
     for r in range(nrows * lanes, xs.size):
         g = np.float64(load(dys[r]))
         D += g

@@ -22,7 +22,7 @@ from numba_gn._jit import inline, kernel, subroutine
 from numba_gn.kernels._common import (
     PIECE,
     compute_empty,
-    dy_rows,
+    dy_row_sums,
     dy_sums,
     finish_stats,
     load,
@@ -521,17 +521,15 @@ def _run_channel_sums(dyf, xf, lo, D, B, mh, ml, acc, db, ds, row):
     sd = acc[0]
     sx = acc[1]
     for d in range(D):
-        r0 = d * nrows
-        sd[:] = 0
-        sx[:] = 0
-        dy_rows(dbody, xbody, r0, r0 + nrows, mh, ml, sd, sx)
-        Sd = 0.0
-        Sx = 0.0
-        for k in range(lanes):
-            Sd += sd[k]
-            Sx += sx[k]
-        db[row + d] = Sd
-        ds[row + d] = Sx
+        db[row + d], ds[row + d] = dy_row_sums(
+            dbody, xbody, d * nrows, (d + 1) * nrows, mh, ml, sd, sx
+        )
+
+
+@inline
+def _whole_runs(A, B, lanes):
+    """Whether each channel is one run of rows of lanes below a piece (`_run_channel_sums`)."""
+    return A == 1 and B < PIECE and B % lanes == 0
 
 
 @inline
@@ -579,7 +577,7 @@ def _backward_one_slab(
     per, P, U = _unit_layout(B, A)
     if B < lanes:
         _short_channel_sums(gf, xf, n, g, A, C, B, D, mh, ml, per, U, db, ds)
-    elif A == 1 and B < PIECE and B % lanes == 0:
+    elif _whole_runs(A, B, lanes):
         row = n * C + g * D
         _run_channel_sums(gf, xf, row * B, D, B, mh, ml, acc, db, ds, row)
     else:
@@ -696,7 +694,7 @@ def backward_chunked_par(
     ds = np.empty(N * C, dtype=np.float64)
     # Channels-first runs shorter than a piece: blocks of a group's channels per work item,
     # summed by `_run_channel_sums` (one unit per channel, so no merge); otherwise units.
-    runs = A == 1 and B < PIECE and B % lanes == 0
+    runs = _whole_runs(A, B, lanes)
     if runs:
         sub = max(1, min(D, PIECE // B))
         blocks = (D + sub - 1) // sub
