@@ -49,6 +49,7 @@ from numba.extending import intrinsic, overload, register_jitable
 
 from numba_gn import _args, _engine, _jit, _knobs, functional
 from numba_gn.kernels import LANES, rows, slab
+from numba_gn.kernels._borrow import borrowed
 
 __all__: list[str] = []
 
@@ -747,6 +748,8 @@ def _forward_implementation(x, axis, stats: bool):
 
     def impl(x, groups=32, gamma=None, beta=None, axis=-1, epsilon=1e-3, group_size=None,
              out=None, return_stats=False):
+        # The caller holds `x` for the whole call: views of it need no reference counts.
+        x = borrowed(x)
         axes = _normalize_axes(_axis_values(axis), axis, nd)
         cshape = to_fixed_tuple(_take(x.shape, axes), k)
         channels = 1

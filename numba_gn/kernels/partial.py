@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from numba_gn._jit import kernel
+from numba_gn.kernels._borrow import borrowed
 from numba_gn.kernels._common import (
     PIECE,
     compute_empty,
@@ -57,6 +58,7 @@ def block_moments(xf, N, A, C, B, sN, sA, sC, grp, G, lanes, out):
     `M2` is the sum of squared deviations from the block's own mean, clamped at zero.
     `lanes` is the lane count for runs of `B` values.
     """
+    xf, grp, out = borrowed((xf, grp, out))
     for n in range(N):
         for k in range(3):
             for g in range(G):
@@ -141,6 +143,7 @@ def block_apply(xf, yf, N, A, C, B, sN, sA, sC, grp, G, mean, rstd, gamma, beta,
     the strides `(sN, sA, sC)`; `y` is written C-contiguous, with streaming stores if
     `stream` (see `numba_gn.kernels._stream`).
     """
+    xf, yf, grp, mean, rstd, gamma, beta = borrowed((xf, yf, grp, mean, rstd, gamma, beta))
     if N * A * C * B == 0:
         return
     mh = compute_empty(xf, C)
@@ -197,6 +200,7 @@ def block_dy_sums(dyf, dN, dA, dC, xf, N, A, C, B, sN, sA, sC, grp, G, mean, lan
     `dy` is read with the strides `(dN, dA, dC)`, `x` with `(sN, sA, sC)`; `mean` is float64
     of shape (N*G,); `out` is float64 of shape (N, C, 2).
     """
+    dyf, xf, grp, mean, out = borrowed((dyf, xf, grp, mean, out))
     for n in range(N):
         for c in range(C):
             out[n, c, 0] = 0.0
@@ -247,6 +251,9 @@ def block_dx(
     (N*G,); `coef` is float64 of shape (N, 2, G) holding each (sample, group)'s `c2` and
     `c3`; `gamma` is float64 of shape (C,) (the block's channels), so `c1 = rstd * gamma[c]`.
     """
+    dyf, xf, dxf, grp, mean, rstd, coef, gamma = borrowed(
+        (dyf, xf, dxf, grp, mean, rstd, coef, gamma)
+    )
     if N * A * C * B == 0:
         return
     mh = compute_empty(xf, C)

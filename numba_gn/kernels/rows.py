@@ -23,6 +23,7 @@ from numba import prange, types
 from numba.extending import overload
 
 from numba_gn._jit import inline, kernel
+from numba_gn.kernels._borrow import borrowed, keep
 from numba_gn.kernels._common import (
     compute_empty,
     compute_zeros,
@@ -65,8 +66,8 @@ def _block_sums(xf, u, nb, A, R, rpb, part):
     r0 = b * rpb
     r1 = min(A, r0 + rpb)
     K = xf[n * A * R : (n * A + 1) * R]
-    s = compute_zeros(xf, R)
-    q = compute_zeros(xf, R)
+    owner = (compute_zeros(xf, R), compute_zeros(xf, R))
+    s, q = borrowed(owner)
     # Four rows per sweep over the accumulators: a quarter of the accumulator traffic.
     r = r0
     while r + 4 <= r1:
@@ -92,6 +93,7 @@ def _block_sums(xf, u, nb, A, R, rpb, part):
     for j in range(R):
         part[u, 0, j] = s[j]
         part[u, 1, j] = q[j]
+    keep(owner)
 
 
 @inline
@@ -186,11 +188,12 @@ def forward_par(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, wave, strea
     Each wave's second read of x (the output pass) comes from the cache when the wave fits in
     it; waves change the order of work only, never the arithmetic.
     """
+    xf, yf, gamma, beta, mean, rstd, epi = borrowed((xf, yf, gamma, beta, mean, rstd, epi))
     R = C * B
     rpb = block_rows(A, R)
     nb = (A + rpb - 1) // rpb
-    part = np.empty((N * nb, 2, R), dtype=np.float64)
-    coef = compute_empty(xf, (N, 3, R))
+    owners = (np.empty((N * nb, 2, R), dtype=np.float64), compute_empty(xf, (N, 3, R)))
+    part, coef = borrowed(owners)
     for n0 in range(0, N, wave):
         n1 = min(N, n0 + wave)
         for uu in prange(n0 * nb, n1 * nb):
@@ -200,22 +203,25 @@ def forward_par(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, wave, strea
             _merge_sample(xf, n, nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coef)
         for uu in prange(n0 * nb, n1 * nb):
             _apply_block(xf, yf, np.int64(uu), nb, A, R, rpb, coef, stream, epi)
+    keep(owners)
 
 
 @kernel
 def forward_ser(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, stream, epi):
     """The three forward phases in one serial call (small inputs, forked children)."""
+    xf, yf, gamma, beta, mean, rstd, epi = borrowed((xf, yf, gamma, beta, mean, rstd, epi))
     R = C * B
     rpb = block_rows(A, R)
     nb = (A + rpb - 1) // rpb
-    part = np.empty((N * nb, 2, R), dtype=np.float64)
+    owners = (np.empty((N * nb, 2, R), dtype=np.float64), compute_empty(xf, (N, 3, R)))
+    part, coef = borrowed(owners)
     for u in range(N * nb):
         _block_sums(xf, u, nb, A, R, rpb, part)
-    coef = compute_empty(xf, (N, 3, R))
     for n in range(N):
         _merge_sample(xf, n, nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coef)
     for u in range(N * nb):
         _apply_block(xf, yf, u, nb, A, R, rpb, coef, stream, epi)
+    keep(owners)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -285,8 +291,8 @@ def _bwd_block_sums(dyf, xf, u, nb, A, R, rpb, cen, part):
     r1 = min(A, r0 + rpb)
     mh = cen[n, 0]
     ml = cen[n, 1]
-    sd = compute_zeros(xf, R)
-    sx = compute_zeros(xf, R)
+    owner = (compute_zeros(xf, R), compute_zeros(xf, R))
+    sd, sx = borrowed(owner)
     r = r0
     # Four rows per sweep over the accumulators and centres: their loads and stores, not the
     # data, bounded this loop with two.
@@ -321,6 +327,7 @@ def _bwd_block_sums(dyf, xf, u, nb, A, R, rpb, cen, part):
     for j in range(R):
         part[u, 0, j] = sd[j]
         part[u, 1, j] = sx[j]
+    keep(owner)
 
 
 @inline
@@ -369,6 +376,19 @@ def _bwd_apply_block(dyf, xf, dxf, u, nb, A, R, rpb, cen, coef, stream):
     store_fence(stream)
 
 
+@inline
+def _backward_scratch(xf, N, nb, C, R, epi):
+    """The backward kernels' arrays: centres, block sums, dx and output coefficients, sums."""
+    return (
+        compute_empty(xf, (N, 2, R)),
+        np.empty((N * nb, 2, R), dtype=np.float64),
+        compute_empty(xf, (N, 3, R)),
+        compute_empty(xf, (N if has(epi) else 0, 3, R)),
+        np.empty(N * C, dtype=np.float64),
+        np.empty(N * C, dtype=np.float64),
+    )
+
+
 @kernel(parallel=True)
 def backward_par(
     dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta, wave, stream, epi
@@ -378,16 +398,15 @@ def backward_par(
     With an epilogue, each block first turns its `dy` into `dz` (see `numba_gn.kernels.
     epilogue`), which the rest reads instead.
     """
+    dyf, xf, dxf, gamma, mean, rstd, dgamma, dbeta, epi = borrowed(
+        (dyf, xf, dxf, gamma, mean, rstd, dgamma, dbeta, epi)
+    )
     R = C * B
     rpb = block_rows(A, R)
     nb = (A + rpb - 1) // rpb
-    cen = compute_empty(xf, (N, 2, R))
-    part = np.empty((N * nb, 2, R), dtype=np.float64)
-    coef = compute_empty(xf, (N, 3, R))
-    ocoef = compute_empty(xf, (N if has(epi) else 0, 3, R))
+    owners = _backward_scratch(xf, N, nb, C, R, epi)
+    cen, part, coef, ocoef, db, ds = borrowed(owners)
     gf = grad_source(dyf, epi)
-    db = np.empty(N * C, dtype=np.float64)
-    ds = np.empty(N * C, dtype=np.float64)
     for n0 in range(0, N, wave):
         n1 = min(N, n0 + wave)
         for nn in prange(n0, n1):
@@ -402,42 +421,44 @@ def backward_par(
         for uu in prange(n0 * nb, n1 * nb):
             _bwd_apply_block(gf, xf, dxf, np.int64(uu), nb, A, R, rpb, cen, coef, stream)
     param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)
+    keep(owners)
 
 
 @kernel
 def backward_ser(dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta, stream, epi):
     """The three backward phases in one serial call."""
+    dyf, xf, dxf, gamma, mean, rstd, dgamma, dbeta, epi = borrowed(
+        (dyf, xf, dxf, gamma, mean, rstd, dgamma, dbeta, epi)
+    )
     R = C * B
     rpb = block_rows(A, R)
     nb = (A + rpb - 1) // rpb
-    cen = compute_empty(xf, (N, 2, R))
-    ocoef = compute_empty(xf, (N if has(epi) else 0, 3, R))
+    owners = _backward_scratch(xf, N, nb, C, R, epi)
+    cen, part, coef, ocoef, db, ds = borrowed(owners)
     gf = grad_source(dyf, epi)
     for n in range(N):
         _centres(xf, mean, n, G, C, B, cen[n])
         _sample_out_coefs(xf, n, G, C, B, gamma, mean, rstd, epi, ocoef)
-    part = np.empty((N * nb, 2, R), dtype=np.float64)
     for u in range(N * nb):
         _dz_block(epi, dyf, xf, u, nb, A, R, rpb, ocoef)
         _bwd_block_sums(gf, xf, u, nb, A, R, rpb, cen, part)
-    db = np.empty(N * C, dtype=np.float64)
-    ds = np.empty(N * C, dtype=np.float64)
-    coef = compute_empty(xf, (N, 3, R))
     for n in range(N):
         _bwd_merge_sample(n, nb, G, A, C, B, gamma, rstd, part, db, ds, coef)
     param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)
     for u in range(N * nb):
         _bwd_apply_block(gf, xf, dxf, u, nb, A, R, rpb, cen, coef, stream)
+    keep(owners)
 
 
 @kernel(parallel=True)
 def forward_samples_par(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, stream, epi):
     """Forward pass, one whole sample per parallel iteration (many samples: no barriers)."""
+    xf, yf, gamma, beta, mean, rstd, epi = borrowed((xf, yf, gamma, beta, mean, rstd, epi))
     R = C * B
     rpb = block_rows(A, R)
     nb = (A + rpb - 1) // rpb
-    part = np.empty((N * nb, 2, R), dtype=np.float64)
-    coef = compute_empty(xf, (N, 3, R))
+    owners = (np.empty((N * nb, 2, R), dtype=np.float64), compute_empty(xf, (N, 3, R)))
+    part, coef = borrowed(owners)
     for nn in prange(N):
         n = np.int64(nn)
         for u in range(n * nb, (n + 1) * nb):
@@ -445,6 +466,7 @@ def forward_samples_par(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, str
         _merge_sample(xf, n, nb, G, A, C, B, gamma, beta, eps, part, mean, rstd, coef)
         for u in range(n * nb, (n + 1) * nb):
             _apply_block(xf, yf, u, nb, A, R, rpb, coef, stream, epi)
+    keep(owners)
 
 
 @kernel(parallel=True)
@@ -452,16 +474,15 @@ def backward_samples_par(
     dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, dgamma, dbeta, stream, epi
 ):
     """Backward pass, one whole sample per parallel iteration; then dgamma/dbeta."""
+    dyf, xf, dxf, gamma, mean, rstd, dgamma, dbeta, epi = borrowed(
+        (dyf, xf, dxf, gamma, mean, rstd, dgamma, dbeta, epi)
+    )
     R = C * B
     rpb = block_rows(A, R)
     nb = (A + rpb - 1) // rpb
-    cen = compute_empty(xf, (N, 2, R))
-    part = np.empty((N * nb, 2, R), dtype=np.float64)
-    coef = compute_empty(xf, (N, 3, R))
-    ocoef = compute_empty(xf, (N if has(epi) else 0, 3, R))
+    owners = _backward_scratch(xf, N, nb, C, R, epi)
+    cen, part, coef, ocoef, db, ds = borrowed(owners)
     gf = grad_source(dyf, epi)
-    db = np.empty(N * C, dtype=np.float64)
-    ds = np.empty(N * C, dtype=np.float64)
     for nn in prange(N):
         n = np.int64(nn)
         _centres(xf, mean, n, G, C, B, cen[n])
@@ -473,3 +494,4 @@ def backward_samples_par(
         for u in range(n * nb, (n + 1) * nb):
             _bwd_apply_block(gf, xf, dxf, u, nb, A, R, rpb, cen, coef, stream)
     param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)
+    keep(owners)

@@ -19,6 +19,7 @@ from numba import prange, types
 from numba.extending import overload
 
 from numba_gn._jit import inline, kernel, subroutine
+from numba_gn.kernels._borrow import borrowed, keep
 from numba_gn.kernels._common import (
     PIECE,
     compute_empty,
@@ -149,14 +150,13 @@ def _unit_sums(xf, first, stride, u, L, A, per, P, K, acc):
 
 
 @inline
-def _slab_sums(xf, n, g, A, C, B, D, K, lanes):
-    """Shifted sums of a whole slab, units merged in order."""
+def _slab_sums(xf, n, g, A, C, B, D, K, acc):
+    """Shifted sums of a whole slab, units merged in order (`acc`: lane scratch)."""
     L = D * B
     per, P, U = _unit_layout(L, A)
     first = (n * A * C + g * D) * B
     S = 0.0
     Q = 0.0
-    acc = compute_empty(xf, (2, lanes))
     for u in range(U):
         s, q = _unit_sums(xf, first, C * B, u, L, A, per, P, K, acc)
         S += s
@@ -289,20 +289,31 @@ def _normalize_piece(xf, yf, base, start, length, B, coef, mh, stream, scratch, 
 
 
 @inline
-def _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream, epi):
+def _slab_scratch(xf, C, G, B, lanes):
+    """Scratch of `_forward_one_slab`: lane accumulators, per-channel and spread coefficients.
+
+    Made once per kernel call (or parallel iteration) and reused by each slab: on short slabs
+    three allocations per slab cost as much as the slab's arithmetic.
+    """
+    D = C // G
+    # Only short channel runs use the spread coefficients; long ones need no scratch.
+    spread = compute_empty(xf, (3, min(D * B, PIECE) if B < SHORT_RUN else 0))
+    return compute_empty(xf, (2, lanes)), compute_empty(xf, (D, 2)), spread
+
+
+@inline
+def _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, work, mean, rstd, stream, epi):
     D = C // G
     L = D * B
     n = s // G
     g = s - n * G
+    acc, coef, scratch = work
     K = _slab_shift(xf, n, g, A, C, B, D)
-    S, Q = _slab_sums(xf, n, g, A, C, B, D, K, lanes)
+    S, Q = _slab_sums(xf, n, g, A, C, B, D, K, acc)
     mu, r = finish_stats(K, S, Q, A * L, eps)
     mean[s] = mu
     rstd[s] = r
-    coef = compute_empty(xf, (D, 2))
     mh = _slab_coefs(mu, r, gamma, beta, g, D, coef, xf)
-    # Only short channel runs use the spread coefficients; long ones need no scratch.
-    scratch = compute_empty(xf, (3, min(L, PIECE) if B < SHORT_RUN else 0))
     buf = stream_buffer(xf, stream, epi)
     if B < SHORT_RUN and L <= PIECE:  # spread the coefficients once for every segment
         _spread(coef, 0, B, 0, L, scratch[0])
@@ -331,20 +342,24 @@ def _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd
 @kernel(parallel=True)
 def forward_fused_par(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream, epi):
     """Forward pass, one slab per parallel iteration (statistics then output, slab hot in L2)."""
+    xf, yf, gamma, beta, mean, rstd, epi = borrowed((xf, yf, gamma, beta, mean, rstd, epi))
     for ss in prange(N * G):
         s = np.int64(ss)
-        _forward_one_slab(
-            xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream, epi
-        )
+        owner = _slab_scratch(xf, C, G, B, lanes)
+        work = borrowed(owner)
+        _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, work, mean, rstd, stream, epi)
+        keep(owner)
 
 
 @kernel
 def forward_fused_ser(xf, yf, N, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream, epi):
     """Serial twin of `forward_fused_par` (small inputs, forked children)."""
+    xf, yf, gamma, beta, mean, rstd, epi = borrowed((xf, yf, gamma, beta, mean, rstd, epi))
+    owner = _slab_scratch(xf, C, G, B, lanes)
+    work = borrowed(owner)
     for s in range(N * G):
-        _forward_one_slab(
-            xf, yf, s, G, A, C, B, gamma, beta, eps, lanes, mean, rstd, stream, epi
-        )
+        _forward_one_slab(xf, yf, s, G, A, C, B, gamma, beta, eps, work, mean, rstd, stream, epi)
+    keep(owner)
 
 
 # chunked forward: pieces of every slab spread over all threads (few, large slabs)
@@ -359,23 +374,26 @@ def forward_chunked_par(
     Three phases: shifted sums of every unit (parallel), a merge per slab in unit order
     (serial, tiny), the output of every unit (parallel, same units so the same cores).
     """
+    xf, yf, gamma, beta, mean, rstd, epi = borrowed((xf, yf, gamma, beta, mean, rstd, epi))
     D = C // G
     L = D * B
     per, P, U = _unit_layout(L, A)
     units = N * G * U
-    part = np.empty((units, 2), dtype=np.float64)
+    owners = (np.empty((units, 2), dtype=np.float64), compute_empty(xf, (N * C, 2)))
+    part, coef = borrowed(owners)
     for uu in prange(units):
         u = np.int64(uu)
         s = u // U
         n = s // G
         g = s - n * G
         K = _slab_shift(xf, n, g, A, C, B, D)
-        acc = compute_empty(xf, (2, lanes))
+        acc_owner = compute_empty(xf, (2, lanes))
+        acc = borrowed(acc_owner)
         first = (n * A * C + g * D) * B
         sums = _unit_sums(xf, first, C * B, u - s * U, L, A, per, P, K, acc)
         part[u, 0] = sums[0]
         part[u, 1] = sums[1]
-    coef = compute_empty(xf, (N * C, 2))
+        keep(acc_owner)
     mhs = compute_empty(xf, N * G)
     for s in range(N * G):
         n = s // G
@@ -398,7 +416,8 @@ def forward_chunked_par(
         a0, a1, start, stop = _unit_span(u - s * U, L, A, per, P)
         coef_g = coef[n * C + g * D :]
         first = (n * A * C + g * D) * B
-        scratch = compute_empty(xf, (3, stop - start if B < SHORT_RUN else 0))
+        scratch_owner = compute_empty(xf, (3, stop - start if B < SHORT_RUN else 0))
+        scratch = borrowed(scratch_owner)
         buf = stream_buffer(xf, stream, epi)
         for a in range(a0, a1):
             base = first + a * C * B
@@ -406,6 +425,8 @@ def forward_chunked_par(
                 xf, yf, base, start, stop - start, B, coef_g, mhs[s], stream, scratch, epi, buf
             )
         store_fence(stream)
+        keep(scratch_owner)
+    keep(owners)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -562,18 +583,27 @@ def _dx_run(dyf, xf, dxf, start, length, c1, c2, c3, mh, ml, stream):
 
 
 @inline
+def _backward_scratch(xf, C, G, B, lanes):
+    """Scratch of `_backward_one_slab` (as `_slab_scratch`): lanes, dx coefficients, c1."""
+    D = C // G
+    c1 = compute_empty(xf, D * B if B < SHORT_RUN else 0)
+    return compute_empty(xf, (2, lanes)), compute_empty(xf, (D, 3)), c1
+
+
+@inline
 def _backward_one_slab(
-    dyf, xf, dxf, s, G, A, C, B, gamma, mean, rstd, lanes, db, ds, stream, epi
+    dyf, xf, dxf, s, G, A, C, B, gamma, mean, rstd, work, db, ds, stream, epi
 ):
     D = C // G
     n = s // G
     g = s - n * G
     mu = mean[s]
     r = rstd[s]
+    acc, coef, c1 = work
+    lanes = acc.shape[1]
     _slab_dz(epi, dyf, xf, n, g, A, C, B, D, mu, r, gamma)
     gf = grad_source(dyf, epi)  # `dz`, with an epilogue: read as `dy` from here on
     mh, ml = split_mean(mu, xf)
-    acc = compute_empty(xf, (2, lanes))
     per, P, U = _unit_layout(B, A)
     if B < lanes:
         _short_channel_sums(gf, xf, n, g, A, C, B, D, mh, ml, per, U, db, ds)
@@ -586,11 +616,9 @@ def _backward_one_slab(
             sd, sx = _channel_sums(gf, xf, n, c, A, C, B, mh, ml, acc, per, P, U)
             db[n * C + c] = sd
             ds[n * C + c] = sx
-    coef = compute_empty(xf, (D, 3))
     _group_dx_coefs(r, gamma, g, D, A * D * B, db, ds, n * C, coef)
     if B < SHORT_RUN:  # c2 and c3 are the group's; only c1 differs per channel: spread it
         L = D * B
-        c1 = compute_empty(xf, L)
         _spread(coef, 0, B, 0, L, c1)
         for a in range(A):
             base = ((n * A + a) * C + g * D) * B
@@ -610,13 +638,20 @@ def backward_fused_par(
     dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta, stream, epi
 ):
     """Backward pass, one slab per parallel iteration; then dgamma/dbeta serially."""
-    db = np.empty(N * C, dtype=np.float64)
-    ds = np.empty(N * C, dtype=np.float64)
+    dyf, xf, dxf, gamma, mean, rstd, dgamma, dbeta, epi = borrowed(
+        (dyf, xf, dxf, gamma, mean, rstd, dgamma, dbeta, epi)
+    )
+    sums = (np.empty(N * C, dtype=np.float64), np.empty(N * C, dtype=np.float64))
+    db, ds = borrowed(sums)
     for ss in prange(N * G):
+        owner = _backward_scratch(xf, C, G, B, lanes)
+        work = borrowed(owner)
         _backward_one_slab(
-            dyf, xf, dxf, np.int64(ss), G, A, C, B, gamma, mean, rstd, lanes, db, ds, stream, epi
+            dyf, xf, dxf, np.int64(ss), G, A, C, B, gamma, mean, rstd, work, db, ds, stream, epi
         )
+        keep(owner)
     param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)
+    keep(sums)
 
 
 @kernel
@@ -624,13 +659,20 @@ def backward_fused_ser(
     dyf, xf, dxf, N, G, A, C, B, gamma, mean, rstd, lanes, dgamma, dbeta, stream, epi
 ):
     """Serial twin of `backward_fused_par`."""
-    db = np.empty(N * C, dtype=np.float64)
-    ds = np.empty(N * C, dtype=np.float64)
+    dyf, xf, dxf, gamma, mean, rstd, dgamma, dbeta, epi = borrowed(
+        (dyf, xf, dxf, gamma, mean, rstd, dgamma, dbeta, epi)
+    )
+    owner = (np.empty(N * C, dtype=np.float64), np.empty(N * C, dtype=np.float64))
+    db, ds = borrowed(owner)
+    scratch = _backward_scratch(xf, C, G, B, lanes)
+    work = borrowed(scratch)
     for s in range(N * G):
         _backward_one_slab(
-            dyf, xf, dxf, s, G, A, C, B, gamma, mean, rstd, lanes, db, ds, stream, epi
+            dyf, xf, dxf, s, G, A, C, B, gamma, mean, rstd, work, db, ds, stream, epi
         )
     param_grads(db, ds, rstd, N, G, C, dgamma, dbeta)
+    keep(owner)
+    keep(scratch)
 
 
 def _units_dz(epi, dyf, xf, units, U, G, A, C, B, D, per, P, gamma, mean, rstd):
@@ -684,6 +726,9 @@ def backward_chunked_par(
     (sample, channel) in unit order and computes the dx coefficients, dgamma and dbeta (serial,
     tiny); phase 3 writes dx for every unit (parallel).
     """
+    dyf, xf, dxf, gamma, mean, rstd, dgamma, dbeta, epi = borrowed(
+        (dyf, xf, dxf, gamma, mean, rstd, dgamma, dbeta, epi)
+    )
     D = C // G
     per, P, U = _unit_layout(B, A)
     units = N * C * U
@@ -706,7 +751,8 @@ def backward_chunked_par(
     part = np.empty((0 if runs else units, 2), dtype=np.float64)
     for it in prange(items):
         i = np.int64(it)
-        acc = compute_empty(xf, (2, lanes))
+        acc_owner = compute_empty(xf, (2, lanes))
+        acc = borrowed(acc_owner)
         if runs:
             s = i // blocks
             n = s // G
@@ -723,6 +769,7 @@ def backward_chunked_par(
             sums = _unit_dy_sums(gf, xf, first, C * B, i - nc * U, B, A, per, P, mh, ml, acc)
             part[i, 0] = sums[0]
             part[i, 1] = sums[1]
+        keep(acc_owner)
     if not runs:
         for nc in range(N * C):
             Sd = 0.0
