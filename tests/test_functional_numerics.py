@@ -142,6 +142,20 @@ def test_float64_accuracy(layout, offset, rng):
     np.testing.assert_allclose(rstd, rr, rtol=1e-9)
 
 
+@pytest.mark.parametrize("strategy", ["serial", "fused", "chunked"])
+def test_float64_group_of_many_columns_far_from_zero(strategy, rng):
+    # Channels-last rows with 2048 channels in one group: the group mean combines 2048 column
+    # means near 1e4, whose direct sum lost about ten ulps of the offset (2e-9 of the spread).
+    x = 1e4 + 0.01 * rng.standard_normal((2, 8, 4, 2048))
+    with _engine.forced(strategy=strategy):
+        y, mean, rstd = group_norm(x, 1, axis=-1, epsilon=1e-5, return_stats=True)
+    assert _engine.last_path().family == "rows"
+    yr, mr, rr = group_norm_ref(x, 1, axis=-1, epsilon=1e-5)
+    assert float(np.max(np.abs(mean - mr))) <= 4e-12  # a few ulps of 1e4
+    assert _rel(y, yr) <= 1e-12
+    np.testing.assert_allclose(rstd, rr, rtol=1e-12)
+
+
 @pytest.mark.parametrize(
     "layout", ["cf-ser", "cf-par", "cf-chunked", "cl-ser", "cl-par", "mid-ser", "mid-par-slab"]
 )
