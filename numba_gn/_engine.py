@@ -186,7 +186,7 @@ def choose(canon: Canonical, groups: int, size: int, out_bytes: int) -> Path:
         family = canon.families[groups] = "rows" if rows_ else "slab"
     strategy = _forced.strategy
     if strategy is None:
-        parallel = _threading.use_parallel(size)
+        parallel = _threading.use_parallel(size, _knobs.GROUP_NORM_PARALLEL_MIN_ELEMENTS)
         strategy = _strategy(canon, family, groups, size) if parallel else "serial"
     elif strategy != "serial" and _threading.in_forked_child():
         strategy = "serial"  # see numba_gn._threading: parallel kernels are unsafe there
@@ -213,13 +213,13 @@ def _strategy(canon: Canonical, family: str, groups: int, size: int) -> str:
     return "fused" if many and size >= _knobs.FUSED_MIN_SLAB_ELEMENTS * slabs else "chunked"
 
 
-def _chunk(strategy: str) -> int:
-    """Dynamic scheduling for the fused kernels (independent slabs or samples), else even.
+def _chunk(strategy: str, iterations: int) -> int:
+    """Dynamic scheduling for the fused kernels (`iterations` independent slabs or samples).
 
-    The chunked kernels' output pass relies on each thread meeting the units it summed in the
-    statistics pass in its own cache, which only the even split keeps.
+    The chunked kernels keep Numba's even split (0): their output pass relies on each thread
+    meeting the units it summed in the statistics pass in its own cache.
     """
-    return _knobs.PARALLEL_CHUNK if strategy == "fused" else 0
+    return _threading.dynamic_chunk(iterations) if strategy == "fused" else 0
 
 
 def forward(
@@ -247,7 +247,7 @@ def forward(
         if strategy == "serial":
             rows.forward_ser(*args, mean, rstd, stream, epi)
             return mean, rstd
-        with _threading.parallel_launch(_chunk(strategy)):
+        with _threading.parallel_launch(_chunk(strategy, N)):
             if strategy == "fused":
                 rows.forward_samples_par(*args, mean, rstd, stream, epi)
             else:
@@ -258,7 +258,7 @@ def forward(
     if strategy == "serial":
         slab.forward_fused_ser(*args, lanes, mean, rstd, stream, epi)
         return mean, rstd
-    with _threading.parallel_launch(_chunk(strategy)):
+    with _threading.parallel_launch(_chunk(strategy, N * G)):
         if strategy == "fused":
             slab.forward_fused_par(*args, lanes, mean, rstd, stream, epi)
         else:
@@ -291,7 +291,7 @@ def backward(
         if strategy == "serial":
             rows.backward_ser(*args, dgamma, dbeta, stream, epi)
             return dgamma, dbeta
-        with _threading.parallel_launch(_chunk(strategy)):
+        with _threading.parallel_launch(_chunk(strategy, N)):
             if strategy == "fused":
                 rows.backward_samples_par(*args, dgamma, dbeta, stream, epi)
             else:
@@ -302,7 +302,7 @@ def backward(
     if strategy == "serial":
         slab.backward_fused_ser(*args, lanes, dgamma, dbeta, stream, epi)
         return dgamma, dbeta
-    with _threading.parallel_launch(_chunk(strategy)):
+    with _threading.parallel_launch(_chunk(strategy, N * G)):
         if strategy == "fused":
             slab.backward_fused_par(*args, lanes, dgamma, dbeta, stream, epi)
         else:

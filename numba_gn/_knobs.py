@@ -13,11 +13,17 @@ import os
 
 #: Inputs smaller than this many elements run serially: a parallel launch costs more than it saves.
 PARALLEL_MIN_ELEMENTS = 1 << 15
+#: The same limit for group normalization, whose serial kernels are cheaper per element than the
+#: convolution and pooling kernels': up to 65,536 elements they beat both parallel strategies
+#: (docs/threads.md, "Which kernels run").
+GROUP_NORM_PARALLEL_MIN_ELEMENTS = 1 << 17
 
-#: Iterations (slabs or samples) the fused kernels hand to a thread at a time, dynamically:
-#: with a core shared with another process, the thread left on it does fewer of them instead
-#: of half of all (docs/threads.md gives the measurements).
-PARALLEL_CHUNK = 1
+#: The fused kernels hand their iterations (slabs or samples) to the threads dynamically, in about
+#: this many chunks per thread: with a core shared with another process, the thread left on it
+#: does fewer chunks instead of half of all the work (docs/threads.md gives the measurements).
+#: One iteration per chunk cost about 0.2 us per iteration in Numba's scheduler, a third of a
+#: mid-size call; sixteen chunks per thread keep the imbalance under a sixteenth.
+PARALLEL_CHUNKS_PER_THREAD = 16
 
 #: Groups whose contiguous run `D*B` is shorter than this use the row kernels when a sample
 #: has several rows; longer runs vectorise on their own (slab kernels).
@@ -32,11 +38,10 @@ ROW_MAX_ELEMENTS = 2048
 #: to balance; with fewer slabs the chunked kernels spread pieces of slabs over all threads.
 FUSED_MIN_SLABS_PER_THREAD = 4
 
-#: ... and slabs of at least this many elements. Below it a slab's fixed costs (its shift, its
-#: lane accumulators, a dynamically scheduled loop iteration) outweigh its work, and the chunked
-#: kernels, which sum several short segments per unit, are faster (docs/threads.md, "Which
-#: kernels run").
-FUSED_MIN_SLAB_ELEMENTS = 4096
+#: ... and slabs of at least this many elements. Below it a slab's fixed costs (its shift, the
+#: total of its lane accumulators, its coefficients) outweigh its work, and the chunked kernels,
+#: which sum several short segments per unit, are faster (docs/threads.md, "Which kernels run").
+FUSED_MIN_SLAB_ELEMENTS = 256
 
 #: The row kernels' parallel strategies pay from larger inputs than the slab kernels': their
 #: per-element work is less, so a parallel launch and the per-thread partial sums weigh more.

@@ -90,12 +90,15 @@ def in_forked_child() -> bool:
     return _forked
 
 
-def use_parallel(size: int) -> bool:
+def use_parallel(size: int, min_elements: int | None = None) -> bool:
     """Whether an input of `size` elements should use the parallel kernels.
 
-    Never inside `map_in_threads`: its threads already keep the cores busy.
+    Not below `min_elements` (default `_knobs.PARALLEL_MIN_ELEMENTS`), and never inside
+    `map_in_threads`: its threads already keep the cores busy.
     """
-    if size < _knobs.PARALLEL_MIN_ELEMENTS or _forked or getattr(_mapping, "active", False):
+    if min_elements is None:
+        min_elements = _knobs.PARALLEL_MIN_ELEMENTS
+    if size < min_elements or _forked or getattr(_mapping, "active", False):
         return False
     return numba.get_num_threads() > 1
 
@@ -131,6 +134,12 @@ def parallel_launch(chunk: int = 0) -> Iterator[None]:
                     pass
     finally:
         numba.set_parallel_chunksize(previous)
+
+
+def dynamic_chunk(iterations: int) -> int:
+    """Iterations per dynamically scheduled chunk: `PARALLEL_CHUNKS_PER_THREAD` per thread."""
+    per_thread = _knobs.PARALLEL_CHUNKS_PER_THREAD * numba.get_num_threads()
+    return max(1, iterations // per_thread)
 
 
 def launch(serial: Any, parallel: Any, size: int, *args: Any, chunk: int = 0) -> None:

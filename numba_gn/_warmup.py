@@ -20,7 +20,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from numba_gn import _cache, _knobs
+from numba_gn import _cache, _engine, _knobs
 from numba_gn.functional import group_norm, group_norm_backward
 from numba_gn.kernels.epilogue import CODES
 
@@ -68,7 +68,11 @@ def _slabs_shape() -> tuple[int, ...]:
 
 
 def cases() -> tuple[Case, ...]:
-    """Every case, serial ones first (the parallel ones need >= PARALLEL_MIN_ELEMENTS)."""
+    """Every case, serial ones first.
+
+    Group norm cases run on the strategy their name gives (`strategy`), whatever their size;
+    the convolution, pooling and activation ones need at least `PARALLEL_MIN_ELEMENTS`.
+    """
     samples = _samples_shape()
     return (
         Case("rows, serial", "channels-last", (2, 4, 8), -1, 4, False),
@@ -195,14 +199,26 @@ def _run_case(case: Case, dtype: str) -> None:
         fused = {"activation": "gelu" if tanh else case.activation, "approximate": tanh}
         if case.residual:
             fused["residual"] = x
-    if case.passes != "backward":
-        y, mean, rstd = group_norm(x, case.groups, axis=case.axis, return_stats=True, **fused)
-    else:  # any statistics of the right shape compile the same backward kernels
-        y = x
-        mean = np.zeros((x.shape[0], case.groups))
-        rstd = np.ones((x.shape[0], case.groups))
-    if case.passes != "forward":
-        group_norm_backward(y, x, mean, rstd, case.groups, axis=case.axis, **fused)
+    with _engine.forced(strategy=strategy(case)):
+        if case.passes != "backward":
+            y, mean, rstd = group_norm(x, case.groups, axis=case.axis, return_stats=True, **fused)
+        else:  # any statistics of the right shape compile the same backward kernels
+            y = x
+            mean = np.zeros((x.shape[0], case.groups))
+            rstd = np.ones((x.shape[0], case.groups))
+        if case.passes != "forward":
+            group_norm_backward(y, x, mean, rstd, case.groups, axis=case.axis, **fused)
+
+
+def strategy(case: Case) -> str:
+    """The kernel strategy a group norm case runs (see `numba_gn._engine.Path`).
+
+    Forced rather than chosen from the size, so that the case compiles the kernels its name
+    says with a small input, whatever the limits in `numba_gn._knobs` are.
+    """
+    if not case.parallel:
+        return "serial"
+    return "chunked" if "chunked" in case.name or "waves" in case.name else "fused"
 
 
 def _run_max_pool(x: np.ndarray, parallel: bool) -> None:
@@ -483,8 +499,7 @@ def warmup(
     dtypes : iterable of str or dtype, default ("float32", "float64")
         Any of float32, float64, float16.
     parallel : bool, default True
-        Also the parallel kernels (used for inputs of 32768 elements and more; see
-        `numba_gn._knobs`).
+        Also the parallel kernels (used for larger inputs; see `numba_gn._knobs`).
     layouts : iterable of str, default ("channels-last", "channels-first", "conv")
         Any of "channels-last", "channels-first", "conv" (the convolution layers' and
         activations' kernels) and "dask" (the per-block kernels of `numba_gn.dask`; needs

@@ -17,11 +17,11 @@ from numba_gn import _engine, _knobs, group_norm, group_norm_backward
 OFFSETS = (0.0, 1e2, 1e4, 1e6)
 
 # name -> (shape, axis, groups). Small shapes take the serial kernels; the ones marked "par" have
-# at least PARALLEL_MIN_ELEMENTS (32768) elements and take the parallel ones.
+# at least GROUP_NORM_PARALLEL_MIN_ELEMENTS elements and take the parallel ones.
 LAYOUTS = {
     "cf-ser": ((2, 8, 6, 5), 1, 4),  # slab family, channels-first
-    "cf-par": ((4, 16, 32, 32), 1, 4),  # slab, fused parallel (16 slabs of 4096)
-    "cf-chunked": ((1, 8, 64, 128), 1, 2),  # slab, chunked (2 slabs of 2 pieces each)
+    "cf-par": ((4, 16, 32, 64), 1, 4),  # slab, fused parallel (16 slabs of 8192)
+    "cf-chunked": ((1, 8, 128, 128), 1, 2),  # slab, chunked (2 slabs of 4 pieces each)
     "cl-ser": ((2, 6, 5, 8), -1, 4),  # row family, channels-last
     "cl-par": ((2, 16, 16, 256), -1, 32),  # rows, parallel, wide rows
     "cl-par-c64": ((4, 32, 16, 64), -1, 32),  # rows, parallel, 64 channels
@@ -628,9 +628,9 @@ def test_parallel_threshold_is_what_the_layouts_assume():
     # The "-par" layouts above are meant to take the parallel kernels.
     for name, (shape, _, _) in LAYOUTS.items():
         if "-par" in name or "chunked" in name:
-            assert np.prod(shape) >= _knobs.PARALLEL_MIN_ELEMENTS, name
+            assert np.prod(shape) >= _knobs.GROUP_NORM_PARALLEL_MIN_ELEMENTS, name
         else:
-            assert np.prod(shape) < _knobs.PARALLEL_MIN_ELEMENTS, name
+            assert np.prod(shape) < _knobs.GROUP_NORM_PARALLEL_MIN_ELEMENTS, name
 
 
 def test_package_exports():

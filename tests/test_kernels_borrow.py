@@ -5,6 +5,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from numba_gn import _knobs, _threading
 from numba_gn.kernels._borrow import borrowed, keep
 
 
@@ -53,3 +54,17 @@ def test_borrowed_tuple_keeps_other_members():
 
 def test_kept_scratch_stays_valid_until_its_last_use():
     assert _scratch_sum(1000) == 999 * 1000 / 2
+
+
+def test_dynamic_chunk_gives_every_thread_several_chunks():
+    threads = numba.get_num_threads()
+    per_thread = _knobs.PARALLEL_CHUNKS_PER_THREAD
+    assert _threading.dynamic_chunk(1) == 1
+    assert _threading.dynamic_chunk(per_thread * threads - 1) == 1
+    chunk = _threading.dynamic_chunk(1000 * per_thread * threads)
+    assert chunk == 1000
+    # Never fewer than PARALLEL_CHUNKS_PER_THREAD chunks per thread (one iteration each at least).
+    for iterations in (5, 64, 128, 2048, 100_000):
+        chunk = _threading.dynamic_chunk(iterations)
+        assert chunk >= 1
+        assert -(-iterations // chunk) >= min(iterations, per_thread * threads)

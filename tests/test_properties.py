@@ -3,8 +3,8 @@
 Random ranks (2-5), shapes, channel axes (an int, or a tuple of one to three axes in any order),
 ``groups`` (a divisor of the channel count, or -1) or ``group_size``, dtypes (float16/32/64),
 offsets and scales, optional gamma/beta, several epsilons; some examples are big enough
-(>= 32768 elements) to take the parallel kernels. Random composite functions through the tape
-are checked against finite differences with :func:`numba_gn.autograd.gradcheck`.
+(`GROUP_NORM_PARALLEL_MIN_ELEMENTS`) to take the parallel kernels. Random composite functions
+through the tape are checked against finite differences with :func:`numba_gn.autograd.gradcheck`.
 
 Profiles: ``ci`` (the default: bounded example counts, derandomized so CI is reproducible, no
 example database) and ``thorough`` (ten times the examples, random), chosen with
@@ -80,7 +80,8 @@ def problems(draw, max_side: int = 6, allow_big: bool = True, dtypes=DTYPES):
     shape = [draw(st.integers(1, 3))] + [draw(st.integers(1, max_side)) for _ in range(ndim - 1)]
     if allow_big and draw(st.integers(0, 9)) == 0:  # ~10%: parallel kernels
         k = draw(st.integers(1, ndim - 1))
-        shape[k] = max(shape[k], -(-32768 // math.prod(shape[:k] + shape[k + 1 :])))
+        big = _knobs.GROUP_NORM_PARALLEL_MIN_ELEMENTS
+        shape[k] = max(shape[k], -(-big // math.prod(shape[:k] + shape[k + 1 :])))
     shape = tuple(shape)
     if draw(st.booleans()):
         a = draw(st.integers(1, ndim - 1))
@@ -152,7 +153,8 @@ RSTD_TOL = {"float16": 1e-5, "float32": 1e-5, "float64": 1e-9}
 @given(p=problems())
 def test_forward_matches_float64_reference(p):
     x, gamma, beta, _ = _arrays(p)
-    event(f"kernels: {'parallel' if x.size >= _knobs.PARALLEL_MIN_ELEMENTS else 'serial'}")
+    big = x.size >= _knobs.GROUP_NORM_PARALLEL_MIN_ELEMENTS
+    event(f"kernels: {'parallel' if big else 'serial'}")
     event(f"axis: {type(p['axis']).__name__}, dtype: {p['dtype']}")
     x_before = x.copy()
     y, mean, rstd = group_norm(
@@ -318,4 +320,3 @@ def test_profiles_are_registered():
     assert settings.get_profile("ci").deadline is None
     assert settings.get_profile("thorough").deadline is None
     assert sum(BUDGET.values()) <= 400  # "a few hundred examples" in CI
-    assert _knobs.PARALLEL_MIN_ELEMENTS == 32768  # the "big" examples cross it

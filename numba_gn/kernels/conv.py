@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from numba_gn import _knobs, _threading, buffers
+from numba_gn import _threading, buffers
 from numba_gn._jit import inline, kernel, subroutine
 
 __all__ = [
@@ -474,9 +474,10 @@ def _wg_input_grad_par(dv, pt, pl, tile_rows, tw, dx):  # pragma: no cover - jit
         _input_grad_sample(dv, np.int64(n), pt, pl, tile_rows, tw, dx)
 
 
-def _launch(serial, parallel, size: int, *args) -> None:
-    """The Winograd twins, slices handed out a few at a time (see `_threading.parallel_launch`)."""
-    _threading.launch(serial, parallel, size, *args, chunk=_knobs.PARALLEL_CHUNK)
+def _launch(serial, parallel, size: int, samples: int, *args) -> None:
+    """The Winograd twins, `samples` handed out a few at a time (`_threading.parallel_launch`)."""
+    chunk = _threading.dynamic_chunk(samples)
+    _threading.launch(serial, parallel, size, *args, chunk=chunk)
 
 
 def _out(out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -507,7 +508,7 @@ def winograd_input(
     n, _, _, c = x.shape
     th, tw = tiles
     v = _out(out, (16, n * th * tw, c), x.dtype)
-    _launch(_wg_input_ser, _wg_input_par, v.size, x, *pads, th, tw, v.reshape(16, -1))
+    _launch(_wg_input_ser, _wg_input_par, v.size, x.shape[0], x, *pads, th, tw, v.reshape(16, -1))
     return v
 
 
@@ -525,7 +526,7 @@ def winograd_output(
     _, oh, ow, _ = out_shape
     th, tw = -(-oh // 2), -(-ow // 2)
     y = _out(out, tuple(out_shape), m.dtype)
-    _launch(_wg_output_ser, _wg_output_par, m.size, m.reshape(16, -1), bias, th, tw, y)
+    _launch(_wg_output_ser, _wg_output_par, m.size, y.shape[0], m.reshape(16, -1), bias, th, tw, y)
     return y
 
 
@@ -534,7 +535,8 @@ def winograd_output_grad(g: np.ndarray, out: np.ndarray | None = None) -> np.nda
     n, oh, ow, f = g.shape
     th, tw = -(-oh // 2), -(-ow // 2)
     dm = _out(out, (16, n * th * tw, f), g.dtype)
-    _launch(_wg_output_grad_ser, _wg_output_grad_par, dm.size, g, th, tw, dm.reshape(16, -1))
+    dms = dm.reshape(16, -1)
+    _launch(_wg_output_grad_ser, _wg_output_grad_par, dm.size, g.shape[0], g, th, tw, dms)
     return dm
 
 
@@ -556,5 +558,6 @@ def winograd_input_grad(
     dx = _out(out, tuple(x_shape), dv.dtype)
     tile_rows = np.arange(th)
     dv2 = dv.reshape(16, -1)
-    _launch(_wg_input_grad_ser, _wg_input_grad_par, dv2.size, dv2, *pads, tile_rows, tw, dx)
+    grad = (dv2, *pads, tile_rows, tw, dx)
+    _launch(_wg_input_grad_ser, _wg_input_grad_par, dv2.size, dx.shape[0], *grad)
     return dx
