@@ -11,12 +11,12 @@ timings within one row of one run compare: the limits in `numba_gn._knobs` are c
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 import numba_gn
 from numba_gn import _engine
+from numba_gn._timing import median_seconds
 
 #: (shape, channel axis, groups): the docs table's inputs, channels-last then channels-first,
 #: up to 2 MiB of float32 (larger inputs take a parallel strategy whatever the limits are).
@@ -40,22 +40,7 @@ STRATEGIES = ("serial", "fused", "chunked", None)
 
 
 def _median_us(fn, repeat: int) -> float:
-    fn()
-    number = 1
-    while True:  # enough calls per sample for about 5 ms
-        start = time.perf_counter()
-        for _ in range(number):
-            fn()
-        if time.perf_counter() - start > 5e-3 or number >= 4096:
-            break
-        number *= 2
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(number):
-            fn()
-        samples.append((time.perf_counter() - start) / number)
-    return float(np.median(samples)) * 1e6
+    return median_seconds(fn, repeat=repeat, min_time=5e-3) * 1e6
 
 
 def measure(shape, axis: int, groups: int, strategy: str | None, repeat: int) -> str:
