@@ -185,6 +185,12 @@ def _apply_block(xf, yf, u, nb, A, R, rpb, coef, stream, epi):
     store_fence(stream)
 
 
+@inline
+def _forward_scratch(xf, N, nb, R):
+    """The forward kernels' arrays: block sums and per-column output coefficients."""
+    return np.empty((N * nb, 2, R), dtype=np.float64), compute_empty(xf, (N, 3, R))
+
+
 @kernel(parallel=True)
 def forward_par(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, wave, stream, epi):
     """Forward pass, `wave` samples at a time: block sums, per-sample merge, output.
@@ -196,7 +202,7 @@ def forward_par(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, wave, strea
     R = C * B
     rpb = block_rows(A, R)
     nb = (A + rpb - 1) // rpb
-    owners = (np.empty((N * nb, 2, R), dtype=np.float64), compute_empty(xf, (N, 3, R)))
+    owners = _forward_scratch(xf, N, nb, R)
     part, coef = borrowed(owners)
     for n0 in range(0, N, wave):
         n1 = min(N, n0 + wave)
@@ -217,7 +223,7 @@ def forward_ser(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, stream, epi
     R = C * B
     rpb = block_rows(A, R)
     nb = (A + rpb - 1) // rpb
-    owners = (np.empty((N * nb, 2, R), dtype=np.float64), compute_empty(xf, (N, 3, R)))
+    owners = _forward_scratch(xf, N, nb, R)
     part, coef = borrowed(owners)
     for u in range(N * nb):
         _block_sums(xf, u, nb, A, R, rpb, part)
@@ -461,7 +467,7 @@ def forward_samples_par(xf, yf, N, G, A, C, B, gamma, beta, eps, mean, rstd, str
     R = C * B
     rpb = block_rows(A, R)
     nb = (A + rpb - 1) // rpb
-    owners = (np.empty((N * nb, 2, R), dtype=np.float64), compute_empty(xf, (N, 3, R)))
+    owners = _forward_scratch(xf, N, nb, R)
     part, coef = borrowed(owners)
     for nn in prange(N):
         n = np.int64(nn)
